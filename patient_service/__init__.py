@@ -1,0 +1,1 @@
+"""patient_service: patients, their qualification data, preferences and availability."""

@@ -1,0 +1,14 @@
+"""Admin/cron commands of patient_service: `python -m patient_service.cli tokens create ...`."""
+
+from __future__ import annotations
+
+from shared.cli import main as platform_main
+
+
+def main() -> int:
+    """The platform commands, limited to this service's schema."""
+    return platform_main(services=("patient_service",))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,165 @@
+"""Pure patient rules: lifecycle, qualification, weekly hours, age. No I/O."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from shared.errors import InvalidTransition
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+SYMPTOMS = (
+    "low_mood",
+    "loss_of_interest",
+    "anxiety",
+    "panic_attacks",
+    "social_anxiety",
+    "sleep_problems",
+    "exhaustion",
+    "concentration_problems",
+    "compulsions",
+    "trauma_consequences",
+    "grief",
+    "relationship_problems",
+    "eating_problems",
+    "addiction",
+    "self_harm_thoughts",
+    "psychosomatic_complaints",
+    "social_withdrawal",
+    "stress",
+    "anger",
+    "loneliness",
+)
+
+
+class PatientStatus(enum.StrEnum):
+    """Where a patient stands (SPEC.md §2)."""
+
+    REGISTERED = "registered"
+    SEARCHING = "searching"
+    IN_THERAPY = "in_therapy"
+    THERAPY_COMPLETED = "therapy_completed"
+    SEARCH_CANCELLED = "search_cancelled"
+    THERAPY_ABORTED = "therapy_aborted"
+
+
+ALLOWED_TRANSITIONS: Mapping[PatientStatus, frozenset[PatientStatus]] = {
+    PatientStatus.REGISTERED: frozenset({PatientStatus.SEARCHING, PatientStatus.SEARCH_CANCELLED}),
+    PatientStatus.SEARCHING: frozenset({PatientStatus.IN_THERAPY, PatientStatus.SEARCH_CANCELLED}),
+    PatientStatus.IN_THERAPY: frozenset(
+        {PatientStatus.THERAPY_COMPLETED, PatientStatus.THERAPY_ABORTED}
+    ),
+    PatientStatus.SEARCH_CANCELLED: frozenset({PatientStatus.SEARCHING}),
+    PatientStatus.THERAPY_ABORTED: frozenset({PatientStatus.SEARCHING}),
+    PatientStatus.THERAPY_COMPLETED: frozenset(),
+}
+
+
+def check_transition(current: PatientStatus, target: PatientStatus) -> None:
+    """Raise `InvalidTransition` with the reason unless `current -> target` is allowed."""
+    if target == current:
+        return
+    allowed = ALLOWED_TRANSITIONS[current]
+    if target not in allowed:
+        options = ", ".join(sorted(allowed)) or "none (final status)"
+        raise InvalidTransition(
+            f"a patient in status '{current}' cannot move to '{target}'; allowed: {options}",
+            {"current": current.value, "requested": target.value},
+        )
+
+
+def parse_time_range(text: str) -> tuple[int, int]:
+    """'09:00-12:30' -> (540, 750) minutes since midnight; raises ValueError when malformed."""
+    try:
+        start_text, end_text = text.split("-")
+        start, end = _minutes(start_text), _minutes(end_text)
+    except ValueError:
+        raise ValueError(f"'{text}' is not a time range like '09:00-12:00'") from None
+    if start >= end:
+        raise ValueError(f"'{text}' ends before it starts")
+    return start, end
+
+
+def _minutes(text: str) -> int:
+    hours, minutes = text.strip().split(":")
+    value = int(hours) * 60 + int(minutes)
+    if not (0 <= int(minutes) < 60 and 0 <= value <= 24 * 60):
+        raise ValueError(text)
+    return value
+
+
+def weekly_hours(availability: Mapping[str, Sequence[str]]) -> float:
+    """Hours per week covered by the availability, overlapping ranges counted once."""
+    total = 0
+    for ranges in availability.values():
+        merged_end = -1
+        for start, end in sorted(parse_time_range(r) for r in ranges):
+            start = max(start, merged_end)
+            if end > start:
+                total += end - start
+            merged_end = max(merged_end, end)
+    return total / 60
+
+
+def age_on(birth_date: date, day: date) -> int:
+    """Age in whole years on `day`."""
+    return day.year - birth_date.year - ((day.month, day.day) < (birth_date.month, birth_date.day))
+
+
+@dataclass(frozen=True)
+class QualificationInput:
+    """What qualification looks at."""
+
+    contract_signed: bool
+    payment_received: bool
+    diagnosis: str | None
+    availability: Mapping[str, Sequence[str]]
+    group_therapy_only: bool
+    last_therapy_end_date: date | None
+    postal_code: str | None
+
+
+@dataclass(frozen=True)
+class Qualification:
+    """Unmet criteria (empty = qualified) and flags therapists must know about."""
+
+    unmet: tuple[str, ...]
+    two_year_rule_flag: bool
+    weekly_hours: float
+
+    @property
+    def qualified(self) -> bool:
+        """Whether a search may start."""
+        return not self.unmet
+
+
+def qualify(
+    data: QualificationInput,
+    today: date,
+    *,
+    min_weekly_hours: float = 20,
+    min_weekly_hours_group: float = 10,
+    two_year_rule_days: int = 730,
+) -> Qualification:
+    """Every unmet qualification criterion of SPEC.md §2, in a stable order."""
+    unmet: list[str] = []
+    if not data.contract_signed:
+        unmet.append("contract_not_signed")
+    if not data.payment_received:
+        unmet.append("payment_not_received")
+    if not data.diagnosis or not data.diagnosis.startswith("F"):
+        unmet.append("no_current_f_diagnosis")
+    hours = weekly_hours(data.availability)
+    needed = min_weekly_hours_group if data.group_therapy_only else min_weekly_hours
+    if hours < needed:
+        unmet.append(f"availability_below_{needed:g}_hours_per_week")
+    if not data.postal_code:
+        unmet.append("location_unknown")
+    flag = (
+        data.last_therapy_end_date is not None
+        and (today - data.last_therapy_end_date).days < two_year_rule_days
+    )
+    return Qualification(unmet=tuple(unmet), two_year_rule_flag=flag, weekly_hours=hours)

@@ -1,0 +1,281 @@
+"""Request, response and event payload schemas of patient_service (one source for OpenAPI)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+from patient_service.rules import SYMPTOMS, WEEKDAYS, PatientStatus, age_on, parse_time_range
+from shared.events import EventType
+from shared.web import PageQuery
+
+Gender = Literal["male", "female", "diverse", "unspecified"]
+Salutation = Literal["Herr", "Frau"]
+TravelMode = Literal["car", "transit"]
+TherapistGenderPreference = Literal["male", "female", "any"]
+TherapyMethod = Literal["any", "behavioural", "psychodynamic", "analytic", "systemic"]
+Symptom = Literal[SYMPTOMS]  # type: ignore[valid-type]
+PostalCode = Annotated[str, StringConstraints(pattern=r"^\d{5}$")]
+Diagnosis = Annotated[
+    str,
+    BeforeValidator(lambda value: value.strip().upper() if isinstance(value, str) else value),
+    StringConstraints(pattern=r"^F\d{2}(\.\d{1,2})?$"),
+]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+Phone = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 ()/-]{5,24}$")
+]
+
+
+def _check_ranges(ranges: list[str]) -> list[str]:
+    for item in ranges:
+        parse_time_range(item)
+    return ranges
+
+
+TimeRanges = Annotated[list[str], Field(max_length=12), AfterValidator(_check_ranges)]
+Availability = dict[Literal[WEEKDAYS], TimeRanges]  # type: ignore[valid-type]
+
+
+def _adult_birth_date(value: date) -> date:
+    today = datetime.now(UTC).date()
+    if value >= today:
+        raise ValueError("must be in the past")
+    if age_on(value, today) < 18:
+        raise ValueError("patient must be at least 18 years old")
+    return value
+
+
+def _past_date(value: date) -> date:
+    if value > datetime.now(UTC).date():
+        raise ValueError("must not be in the future")
+    return value
+
+
+BirthDate = Annotated[date, AfterValidator(_adult_birth_date)]
+PastDate = Annotated[date, AfterValidator(_past_date)]
+
+
+class _PatientFields(BaseModel):
+    """Fields staff may set on a patient (all optional here)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    salutation: Salutation | None = None
+    street: Text | None = None
+    city: Text | None = None
+    email: EmailStr | None = None
+    phone: Phone | None = None
+    health_insurer: Text | None = None
+    insurance_number: Annotated[str, StringConstraints(pattern=r"^[A-Z][0-9]{9}$")] | None = None
+    gp_name: Text | None = None
+    diagnosis: Diagnosis | None = None
+    symptoms: Annotated[list[Symptom], Field(min_length=1, max_length=6)] | None = None
+    prior_psychotherapy: bool = False
+    last_therapy_end_date: PastDate | None = None
+    availability: Availability = Field(default_factory=dict)
+    max_travel_km: Annotated[int, Field(ge=1, le=200)] = 25
+    travel_mode: TravelMode = "transit"
+    preferred_therapist_gender: TherapistGenderPreference = "any"
+    preferred_therapy_method: TherapyMethod = "any"
+    open_to_group_therapy: bool = False
+    group_therapy_only: bool = False
+    contract_signed: bool = False
+    payment_received: bool = False
+    consent_at: datetime | None = None
+    consent_version: Text | None = None
+
+    @field_validator("symptoms")
+    @classmethod
+    def _distinct_symptoms(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("symptoms must not repeat")
+        return value
+
+    @field_validator("consent_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must include a timezone (UTC), e.g. 2026-11-01T10:00:00Z")
+        return value
+
+
+class PatientCreate(_PatientFields):
+    """Body of `POST /api/patients`."""
+
+    gender: Gender
+    first_name: Name
+    last_name: Name
+    postal_code: PostalCode
+    birth_date: BirthDate
+
+
+class PatientUpdate(BaseModel):
+    """Body of `PATCH /api/patients/{id}`: only the given fields change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    salutation: Salutation | None = None
+    gender: Gender | None = None
+    first_name: Name | None = None
+    last_name: Name | None = None
+    street: Text | None = None
+    postal_code: PostalCode | None = None
+    city: Text | None = None
+    email: EmailStr | None = None
+    phone: Phone | None = None
+    birth_date: BirthDate | None = None
+    health_insurer: Text | None = None
+    insurance_number: Annotated[str, StringConstraints(pattern=r"^[A-Z][0-9]{9}$")] | None = None
+    gp_name: Text | None = None
+    diagnosis: Diagnosis | None = None
+    symptoms: Annotated[list[Symptom], Field(min_length=1, max_length=6)] | None = None
+    prior_psychotherapy: bool | None = None
+    last_therapy_end_date: PastDate | None = None
+    availability: Availability | None = None
+    max_travel_km: Annotated[int, Field(ge=1, le=200)] | None = None
+    travel_mode: TravelMode | None = None
+    preferred_therapist_gender: TherapistGenderPreference | None = None
+    preferred_therapy_method: TherapyMethod | None = None
+    open_to_group_therapy: bool | None = None
+    group_therapy_only: bool | None = None
+    contract_signed: bool | None = None
+    payment_received: bool | None = None
+    consent_at: datetime | None = None
+    consent_version: Text | None = None
+    status: PatientStatus | None = None
+
+    @field_validator(
+        "gender",
+        "first_name",
+        "last_name",
+        "postal_code",
+        "birth_date",
+        "prior_psychotherapy",
+        "availability",
+        "max_travel_km",
+        "travel_mode",
+        "preferred_therapist_gender",
+        "preferred_therapy_method",
+        "open_to_group_therapy",
+        "group_therapy_only",
+        "contract_signed",
+        "payment_received",
+        "status",
+    )
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
+
+
+class CreateQuery(BaseModel):
+    """Query of `POST /api/patients`: `force=true` creates despite a probable duplicate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    force: bool = False
+
+
+class PatientListQuery(PageQuery):
+    """Filters of `GET /api/patients`."""
+
+    status: PatientStatus | None = None
+    postal_code_prefix: Annotated[str, StringConstraints(pattern=r"^\d{1,5}$")] | None = None
+
+
+class PatientOut(BaseModel):
+    """A patient as the API shows it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    status: PatientStatus
+    salutation: Salutation | None
+    gender: Gender
+    first_name: str
+    last_name: str
+    street: str | None
+    postal_code: str
+    city: str | None
+    email: str | None
+    phone: str | None
+    birth_date: date
+    health_insurer: str | None
+    insurance_number: str | None
+    gp_name: str | None
+    diagnosis: str | None
+    symptoms: list[str] | None
+    prior_psychotherapy: bool
+    last_therapy_end_date: date | None
+    availability: dict[str, list[str]]
+    max_travel_km: int
+    travel_mode: TravelMode
+    preferred_therapist_gender: TherapistGenderPreference
+    preferred_therapy_method: TherapyMethod
+    open_to_group_therapy: bool
+    group_therapy_only: bool
+    contract_signed: bool
+    payment_received: bool
+    consent_at: datetime | None
+    consent_version: str | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class QualificationOut(BaseModel):
+    """`GET /api/patients/{id}/qualification`."""
+
+    patient_id: int
+    qualified: bool
+    unmet_criteria: list[str]
+    two_year_rule_flag: bool
+    weekly_hours: float
+
+
+# ---------------------------------------------------------------- events
+
+
+class PatientEventPayload(BaseModel):
+    """Payload of patient.created / patient.updated: no direct identifiers (SPEC.md §12)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patient_id: int
+    version: int = Field(ge=1)
+    status: PatientStatus
+    gender: Gender
+    birth_date: date
+    postal_code: PostalCode
+    diagnosis: str | None
+    symptoms: list[str] | None
+    availability: dict[str, list[str]]
+    max_travel_km: int
+    travel_mode: TravelMode
+    preferred_therapist_gender: TherapistGenderPreference
+    preferred_therapy_method: TherapyMethod
+    open_to_group_therapy: bool
+    group_therapy_only: bool
+    qualified: bool
+    unmet_criteria: list[str]
+    two_year_rule_flag: bool
+    changed_fields: list[str] = Field(default_factory=list)
+
+
+PATIENT_TOPIC = "patient-events"
+PATIENT_CREATED = EventType("patient.created", 1, PatientEventPayload, PATIENT_TOPIC)
+PATIENT_UPDATED = EventType("patient.updated", 1, PatientEventPayload, PATIENT_TOPIC)

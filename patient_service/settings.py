@@ -1,0 +1,16 @@
+"""Settings of the patient service process."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import ServiceSettings
+
+
+class PatientSettings(ServiceSettings):
+    """Environment of patient_service (SPEC.md §11)."""
+
+    service_name: str = "patient_service"
+    min_weekly_hours: float = Field(default=20, ge=0)
+    min_weekly_hours_group: float = Field(default=10, ge=0)
+    two_year_rule_days: int = Field(default=730, ge=0)

@@ -1,0 +1,1 @@
+"""The platform's own library: mechanisms shared by all five services (no domain logic)."""

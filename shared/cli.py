@@ -1,0 +1,89 @@
+"""Platform admin commands: `python -m shared.cli {migrate,tokens,outbox} ...`.
+
+Each service keeps its own copy of the tokens (its schema is its own), so `tokens create`
+stores the hash of one new token in every service's `api_tokens` table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from shared.auth import Role, TokenStore, issue_token
+from shared.db import Database, schema_metadata
+from shared.infrastructure import define_infrastructure
+from shared.migrations import upgrade_all
+from shared.outbox import pending_summary
+from shared.settings import SERVICES
+
+
+def service_url(service: str) -> str:
+    """`<SERVICE>_DATABASE_URL`, else `DATABASE_URL`; exits clearly when neither is set."""
+    url = os.environ.get(f"{service.upper()}_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    if not url:
+        raise SystemExit(f"set {service.upper()}_DATABASE_URL or DATABASE_URL")
+    return url
+
+
+def _stores(services: Sequence[str]) -> list[tuple[str, Database, TokenStore]]:
+    result = []
+    for service in services:
+        database = Database(service_url(service), pool_size=1, name=f"{service}-cli")
+        infra = define_infrastructure(schema_metadata(service))
+        result.append((service, database, TokenStore(database, infra, None)))
+    return result
+
+
+def main(argv: Sequence[str] | None = None, services: Sequence[str] = SERVICES) -> int:
+    """Entry point; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="alembic upgrade head for every service schema")
+    tokens = commands.add_parser("tokens", help="create or revoke API tokens")
+    token_commands = tokens.add_subparsers(dest="action", required=True)
+    create = token_commands.add_parser("create", help="create a token (printed once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", choices=[role.value for role in Role], default=Role.STAFF.value)
+    revoke = token_commands.add_parser("revoke", help="revoke tokens by name or prefix")
+    revoke.add_argument("name_or_prefix")
+    commands.add_parser("outbox", help="unpublished outbox rows per service")
+    args = parser.parse_args(argv)
+
+    if args.command == "migrate":
+        upgrade_all()
+        print("migrations: every service schema is at head")
+        return 0
+    if args.command == "outbox":
+        report = {}
+        for service in services:
+            database = Database(service_url(service), pool_size=1, name=f"{service}-cli")
+            report[service] = pending_summary(
+                database, define_infrastructure(schema_metadata(service))
+            )
+            database.dispose()
+        print(json.dumps(report, indent=2))
+        return 0
+    if args.action == "create":
+        issued = issue_token(args.name, Role(args.role))
+        for _, database, store in _stores(services):
+            store.store(issued)
+            database.dispose()
+        print(issued.token)
+        print(
+            f"token '{issued.name}' ({issued.role}) stored hashed in: {', '.join(services)}",
+            file=sys.stderr,
+        )
+        return 0
+    revoked = 0
+    for _, database, store in _stores(services):
+        revoked += store.revoke(args.name_or_prefix)
+        database.dispose()
+    print(f"revoked {revoked} token row(s)", file=sys.stderr)
+    return 0 if revoked else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

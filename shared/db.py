@@ -1,0 +1,146 @@
+"""Database access: engines, schema-bound declarative bases and the unit of work.
+
+Safe behind PgBouncer in transaction mode: nothing here keeps session state between
+transactions (no session `SET`, no advisory session locks, no LISTEN, no server-side
+prepared statements; psycopg2 does not prepare), and every table is schema-qualified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, MetaData, create_engine
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """The current time, UTC-aware."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A `timestamptz` column that refuses naive datetimes and always returns UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given for a timestamptz column")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.astimezone(UTC) if value is not None else None
+
+
+def schema_metadata(schema: str) -> MetaData:
+    """Metadata whose tables all live in `schema`, with stable constraint names."""
+    return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
+
+
+def declarative_base(schema: str) -> type[DeclarativeBase]:
+    """A declarative base for one service's schema."""
+
+    class Base(DeclarativeBase):
+        metadata = schema_metadata(schema)
+        type_annotation_map = {datetime: UTCDateTime}
+
+    return Base
+
+
+def driver_url(url: str) -> str:
+    """`url` with the psycopg2 driver (SQLAlchemy 2.1 picks psycopg 3 for plain `postgresql://`)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str, *, pool_size: int = 5, application_name: str = "") -> Engine:
+    """An engine for `url`; pre-ping survives PgBouncer and database restarts."""
+    connect_args: dict[str, Any] = {}
+    if application_name:
+        connect_args["application_name"] = application_name
+    return create_engine(
+        driver_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args=connect_args,
+    )
+
+
+def role_url(url: str, role: str, password: str | None = None) -> str:
+    """The same server and database as `url`, logged in as `role`."""
+    parsed: URL = make_url(url).set(username=role, password=password)
+    return parsed.render_as_string(hide_password=False)
+
+
+class UnitOfWork:
+    """One business transaction: the rows it changes and the events it emits commit together."""
+
+    def __init__(self, session_factory: Callable[[], Session], outbox: Any = None) -> None:
+        self._session_factory = session_factory
+        self._outbox = outbox
+        self.session: Session
+        self._events: list[Any] = []
+
+    def __enter__(self) -> UnitOfWork:
+        self.session = self._session_factory()
+        self._events = []
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # close() rolls back anything uncommitted and detaches loaded objects without
+        # expiring them, so results stay readable after the unit of work ends.
+        self.session.close()
+
+    def emit(self, event: Any) -> None:
+        """Queue a domain event; `commit` writes it to the outbox in the same transaction."""
+        self._events.append(event)
+
+    def commit(self) -> None:
+        """Write queued events to the outbox and commit everything at once."""
+        if self._events:
+            if self._outbox is None:
+                raise RuntimeError("this unit of work has no outbox but events were emitted")
+            self._outbox.write(self.session, self._events)
+            self._events = []
+        self.session.commit()
+
+
+class Database:
+    """Engine and unit-of-work factory of one service."""
+
+    def __init__(self, url: str, *, outbox: Any = None, pool_size: int = 5, name: str = "") -> None:
+        self.engine = make_engine(url, pool_size=pool_size, application_name=name)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.outbox = outbox
+
+    def unit_of_work(self) -> UnitOfWork:
+        """A new unit of work; use it as a context manager."""
+        return UnitOfWork(self._sessions, self.outbox)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A plain session for reads and infrastructure code (relay, idempotency guard)."""
+        with self._sessions() as session:
+            yield session
+
+    def dispose(self) -> None:
+        """Close all pooled connections."""
+        self.engine.dispose()

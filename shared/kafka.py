@@ -1,0 +1,138 @@
+"""Kafka plumbing on kafka-python: a producer that survives broker outages, topic set-up."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutgoingRecord:
+    """One message to publish: key = aggregate id, value = envelope as JSON-able dict."""
+
+    topic: str
+    key: str
+    value: dict[str, Any] | bytes
+
+
+def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int = 3) -> None:
+    """Create the topics that do not exist yet (idempotent)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="topic-setup")
+    try:
+        existing = set(admin.list_topics())
+        missing = [
+            NewTopic(name, num_partitions=partitions, replication_factor=1)
+            for name in sorted(set(topics) - existing)
+        ]
+        if missing:
+            # another process may create them between our list and create
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(missing)
+    finally:
+        admin.close()
+
+
+class RobustProducer:
+    """Publishes batches with acks=all, keyed, idempotent; rebuilt after any failure.
+
+    kafka-python's idempotent producer goes into a fatal state when the broker has lost its
+    producer-id state (a broker restart does that); a failed batch therefore closes the
+    producer, and the next batch builds a fresh one (and re-creates missing topics).
+    Nothing here blocks an HTTP request: only the relay calls it, and the outbox is the buffer.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        client_id: str = "relay",
+        topics: Sequence[str] = (),
+        partitions: int = 3,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self._bootstrap = bootstrap_servers
+        self._client_id = client_id
+        self._topics = tuple(topics)
+        self._partitions = partitions
+        self._timeout_s = timeout_s
+        self._producer: KafkaProducer | None = None
+        self.rebuilds = 0
+
+    def _ensure_producer(self) -> KafkaProducer:
+        if self._producer is None:
+            if self._topics:
+                ensure_topics(self._bootstrap, self._topics, self._partitions)
+            self._producer = KafkaProducer(
+                bootstrap_servers=self._bootstrap,
+                client_id=self._client_id,
+                acks="all",
+                enable_idempotence=True,
+                max_in_flight_requests_per_connection=5,
+                retries=5,
+                retry_backoff_ms=200,
+                linger_ms=5,
+                max_block_ms=int(self._timeout_s * 1000),
+                request_timeout_ms=int(self._timeout_s * 1000),
+                key_serializer=str.encode,
+                value_serializer=_serialise,
+            )
+            self.rebuilds += 1
+        return self._producer
+
+    def send_all(self, records: Sequence[OutgoingRecord]) -> list[Exception | None]:
+        """Publish in order; returns, per record, None when acknowledged or the error."""
+        if not records:
+            return []
+        try:
+            producer = self._ensure_producer()
+        except Exception as exc:  # broker unreachable: every record failed, nothing sent
+            log.warning("kafka producer unavailable: %s", exc)
+            self.close()
+            return [exc] * len(records)
+        futures: list[Any] = []
+        for record in records:
+            try:
+                futures.append(producer.send(record.topic, key=record.key, value=record.value))
+            except KafkaError as exc:
+                futures.append(exc)
+        try:
+            producer.flush(timeout=self._timeout_s)
+        except KafkaError as exc:
+            log.warning("kafka flush failed: %s", exc)
+        outcomes: list[Exception | None] = []
+        for future in futures:
+            if isinstance(future, Exception):
+                outcomes.append(future)
+            elif not future.is_done:
+                outcomes.append(KafkaError("not acknowledged in time"))
+            else:
+                outcomes.append(future.exception if future.failed() else None)
+        if any(outcomes):
+            log.warning(
+                "publishing failed for %d of %d records", sum(map(bool, outcomes)), len(records)
+            )
+            self.close()
+        return outcomes
+
+    def close(self) -> None:
+        """Close the current producer; the next send builds a new one."""
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=1)
+            except Exception:  # closing a broken producer may itself fail; it is discarded anyway
+                log.debug("closing kafka producer failed", exc_info=True)
+            self._producer = None
+
+
+def _serialise(value: dict[str, Any] | bytes) -> bytes:
+    return value if isinstance(value, bytes) else json.dumps(value, separators=(",", ":")).encode()

@@ -1,0 +1,156 @@
+"""Alembic helpers: one version history per service schema, roles and grants, `upgrade_all`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy import MetaData, pool, text
+from sqlalchemy.engine import Connection
+
+from shared.db import driver_url
+from shared.infrastructure import RELAY_BUCKETS
+from shared.settings import SERVICES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _quote(identifier: str) -> str:
+    if not identifier.replace("_", "").isalnum():
+        raise ValueError(f"unsafe SQL identifier: {identifier!r}")
+    return f'"{identifier}"'
+
+
+def migration_url() -> str:
+    """The URL migrations run with: `MIGRATIONS_DATABASE_URL`, else `DATABASE_URL`."""
+    url = os.environ.get("MIGRATIONS_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    if not url:
+        raise SystemExit(
+            "MIGRATIONS_DATABASE_URL (or DATABASE_URL) must name the database to migrate"
+        )
+    return url
+
+
+def alembic_config(service: str, url: str | None = None) -> Config:
+    """The Alembic configuration of one service's version history."""
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "migrations" / service))
+    config.set_main_option("sqlalchemy.url", (url or migration_url()).replace("%", "%%"))
+    config.attributes["service"] = service
+    return config
+
+
+def upgrade_all(url: str | None = None, revision: str = "head") -> None:
+    """Upgrade every service schema, one history after the other."""
+    for service in SERVICES:
+        command.upgrade(alembic_config(service, url), revision)
+
+
+def run_env(schema: str, metadata: MetaData) -> None:
+    """Body of each service's `env.py` (online mode only: migrations need a database)."""
+    url = context.config.get_main_option("sqlalchemy.url") or migration_url()
+    engine = sa.create_engine(driver_url(url), poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {_quote(schema)}"))
+        connection.commit()
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            version_table_schema=schema,
+            include_schemas=True,
+            include_name=lambda name, type_, _parent: type_ != "schema" or name == schema,
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+            grant_service_role(connection, schema)
+
+
+def grant_service_role(connection: Connection, schema: str) -> None:
+    """Create the service's login role (if missing) and limit it to DML on its own schema."""
+    role = _quote(schema)  # also validates `schema` before it is inlined below
+    connection.execute(
+        text(
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{schema}') "
+            f"THEN CREATE ROLE {role} LOGIN; END IF; END $$"
+        )
+    )
+    password = os.environ.get(f"{schema.upper()}_DB_PASSWORD")
+    if password:
+        connection.execute(text(f"ALTER ROLE {role} PASSWORD " + _literal(password)))
+    for statement in (
+        f"REVOKE ALL ON SCHEMA {role} FROM PUBLIC",
+        f"GRANT USAGE ON SCHEMA {role} TO {role}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {role} TO {role}",
+        f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {role} TO {role}",
+        f"REVOKE ALL ON {role}.alembic_version FROM {role}",
+    ):
+        connection.execute(text(statement))
+
+
+def _literal(value: str) -> str:
+    """A SQL string literal (ALTER ROLE takes no bind parameters)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def create_infrastructure_tables(schema: str) -> None:
+    """First-revision step of every service: outbox, buckets, idempotency, tokens."""
+    from alembic import op as alembic_op
+
+    from shared.db import UTCDateTime
+
+    alembic_op.create_table(
+        "outbox",
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("event_id", sa.dialects.postgresql.UUID(as_uuid=True), nullable=False),
+        sa.Column("event_type", sa.String(100), nullable=False),
+        sa.Column("topic", sa.String(200), nullable=False),
+        sa.Column("aggregate_id", sa.String(100), nullable=False),
+        sa.Column("bucket", sa.SmallInteger, nullable=False),
+        sa.Column("envelope", sa.dialects.postgresql.JSONB, nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False, server_default=sa.text("now()")),
+        sa.Column("published_at", UTCDateTime, nullable=True),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+        sa.Column("last_error", sa.Text, nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_outbox"),
+        sa.UniqueConstraint("event_id", name="uq_outbox_event_id"),
+        schema=schema,
+    )
+    alembic_op.create_index(
+        "ix_outbox_pending",
+        "outbox",
+        ["bucket", "id"],
+        schema=schema,
+        postgresql_where=sa.text("published_at IS NULL"),
+    )
+    buckets = alembic_op.create_table(
+        "relay_buckets",
+        sa.Column("bucket", sa.SmallInteger, autoincrement=False),
+        sa.PrimaryKeyConstraint("bucket", name="pk_relay_buckets"),
+        schema=schema,
+    )
+    alembic_op.bulk_insert(buckets, [{"bucket": n} for n in range(RELAY_BUCKETS)])
+    alembic_op.create_table(
+        "processed_events",
+        sa.Column("event_id", sa.dialects.postgresql.UUID(as_uuid=True)),
+        sa.Column("event_type", sa.String(100), nullable=False),
+        sa.Column("processed_at", UTCDateTime, nullable=False, server_default=sa.text("now()")),
+        sa.PrimaryKeyConstraint("event_id", name="pk_processed_events"),
+        schema=schema,
+    )
+    alembic_op.create_table(
+        "api_tokens",
+        sa.Column("id", sa.Integer, sa.Identity()),
+        sa.Column("name", sa.String(100), nullable=False),
+        sa.Column("role", sa.String(20), nullable=False),
+        sa.Column("token_hash", sa.String(64), nullable=False),
+        sa.Column("prefix", sa.String(12), nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False, server_default=sa.text("now()")),
+        sa.Column("revoked_at", UTCDateTime, nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_api_tokens"),
+        sa.UniqueConstraint("token_hash", name="uq_api_tokens_token_hash"),
+        schema=schema,
+    )

@@ -1,0 +1,168 @@
+"""Transactional outbox: rows written in the use case's transaction, published by a relay."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from shared.db import Database, utcnow
+from shared.events import Envelope
+from shared.infrastructure import RELAY_BUCKETS, Infrastructure
+from shared.kafka import OutgoingRecord, RobustProducer
+
+log = logging.getLogger(__name__)
+
+
+def bucket_of(aggregate_id: str) -> int:
+    """The relay bucket of an aggregate (stable across processes and restarts)."""
+    return zlib.crc32(aggregate_id.encode()) % RELAY_BUCKETS
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """An envelope with the (logical, unprefixed) topic it goes to."""
+
+    topic: str
+    envelope: Envelope
+
+
+class OutboxWriter:
+    """Writes emitted events into the service's outbox table (inside the caller's transaction)."""
+
+    def __init__(self, infra: Infrastructure) -> None:
+        self._table = infra.outbox
+
+    def write(self, session: Session, events: Sequence[PendingEvent]) -> None:
+        """Insert one outbox row per event."""
+        session.execute(
+            insert(self._table),
+            [
+                {
+                    "event_id": event.envelope.event_id,
+                    "event_type": event.envelope.event_type,
+                    "topic": event.topic,
+                    "aggregate_id": event.envelope.aggregate_id,
+                    "bucket": bucket_of(event.envelope.aggregate_id),
+                    "envelope": event.envelope.model_dump(mode="json"),
+                }
+                for event in events
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class RelayResult:
+    """What one relay pass did."""
+
+    published: int
+    failed: int
+
+
+class OutboxRelay:
+    """Publishes pending outbox rows in order per aggregate and marks them published.
+
+    Each pass locks a set of relay buckets with `FOR UPDATE SKIP LOCKED` for the length of
+    its transaction, so relays running at once never publish the same row, and the rows of
+    one aggregate (always in one bucket) are published by one relay at a time, in id order.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        infra: Infrastructure,
+        producer: RobustProducer,
+        *,
+        batch_size: int = 500,
+        buckets_per_pass: int = RELAY_BUCKETS,
+        topic_prefix: str = "",
+    ) -> None:
+        self._db = database
+        self._outbox = infra.outbox
+        self._buckets = infra.relay_buckets
+        self._producer = producer
+        self._batch_size = batch_size
+        self._buckets_per_pass = buckets_per_pass
+        self._topic_prefix = topic_prefix
+
+    def publish_pending(self) -> RelayResult:
+        """One pass: lock buckets, publish their oldest pending rows, mark what was acknowledged."""
+        outbox = self._outbox
+        with self._db.session() as session, session.begin():
+            oldest_pending = (
+                select(func.min(outbox.c.id))
+                .where(outbox.c.bucket == self._buckets.c.bucket, outbox.c.published_at.is_(None))
+                .scalar_subquery()
+            )
+            buckets = (
+                session.execute(
+                    select(self._buckets.c.bucket)
+                    .where(oldest_pending.is_not(None))
+                    .order_by(oldest_pending)
+                    .limit(self._buckets_per_pass)
+                    .with_for_update(skip_locked=True)
+                )
+                .scalars()
+                .all()
+            )
+            if not buckets:
+                return RelayResult(0, 0)
+            rows = session.execute(
+                select(outbox.c.id, outbox.c.topic, outbox.c.aggregate_id, outbox.c.envelope)
+                .where(outbox.c.bucket.in_(buckets), outbox.c.published_at.is_(None))
+                .order_by(outbox.c.id)
+                .limit(self._batch_size)
+            ).all()
+            records = [
+                OutgoingRecord(
+                    topic=self._topic_prefix + row.topic, key=row.aggregate_id, value=row.envelope
+                )
+                for row in rows
+            ]
+            outcomes = self._producer.send_all(records)
+            published_ids = _acknowledged_prefix_per_aggregate(rows, outcomes)
+            now = utcnow()
+            if published_ids:
+                session.execute(
+                    update(outbox).where(outbox.c.id.in_(published_ids)).values(published_at=now)
+                )
+            failed = [(row.id, error) for row, error in zip(rows, outcomes, strict=True) if error]
+            for row_id, error in failed:
+                session.execute(
+                    update(outbox)
+                    .where(outbox.c.id == row_id)
+                    .values(attempts=outbox.c.attempts + 1, last_error=str(error)[:2000])
+                )
+            return RelayResult(len(published_ids), len(rows) - len(published_ids))
+
+
+def _acknowledged_prefix_per_aggregate(
+    rows: Sequence[object], outcomes: Sequence[Exception | None]
+) -> list[int]:
+    """Ids to mark published: per aggregate, rows up to (not including) its first failure."""
+    blocked: set[str] = set()
+    published: list[int] = []
+    for row, error in zip(rows, outcomes, strict=True):
+        aggregate = row.aggregate_id  # type: ignore[attr-defined]
+        if error is not None or aggregate in blocked:
+            blocked.add(aggregate)
+            continue
+        published.append(row.id)  # type: ignore[attr-defined]
+    return published
+
+
+def pending_summary(database: Database, infra: Infrastructure) -> dict[str, object]:
+    """Unpublished row count and age of the oldest one (for operators)."""
+    outbox = infra.outbox
+    with database.session() as session:
+        count, oldest = session.execute(
+            select(func.count(), func.min(outbox.c.created_at)).where(
+                outbox.c.published_at.is_(None)
+            )
+        ).one()
+    age = (utcnow() - oldest).total_seconds() if oldest else 0.0
+    return {"pending": count, "oldest_pending_age_seconds": round(age, 3)}

@@ -1,0 +1,147 @@
+"""Wiring of one service process: settings -> database, outbox, tokens, relay, consumer, worker."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import MetaData
+
+from shared.auth import TokenStore
+from shared.consumer import ConsumerRunner, Handler
+from shared.db import Database
+from shared.infrastructure import Infrastructure, define_infrastructure
+from shared.kafka import RobustProducer
+from shared.outbox import OutboxRelay, OutboxWriter
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+_infrastructure_cache: dict[int, Infrastructure] = {}
+
+
+def infrastructure_of(metadata: MetaData) -> Infrastructure:
+    """The infrastructure tables of a service's metadata (declared once per metadata)."""
+    key = id(metadata)
+    if key not in _infrastructure_cache:
+        _infrastructure_cache[key] = define_infrastructure(metadata)
+    return _infrastructure_cache[key]
+
+
+@dataclass
+class ServiceRuntime:
+    """Everything a service process builds from its settings (built by `build`, not at import)."""
+
+    settings: ServiceSettings
+    infra: Infrastructure
+    database: Database
+    tokens: TokenStore
+
+    @classmethod
+    def build(cls, settings: ServiceSettings, infra: Infrastructure) -> ServiceRuntime:
+        """Connect the pieces (no I/O yet; connections open lazily)."""
+        database = Database(
+            settings.database_url,
+            outbox=OutboxWriter(infra),
+            pool_size=settings.db_pool_size,
+            name=settings.service_name,
+        )
+        tokens = TokenStore(database, infra, settings.bootstrap_admin_token)
+        return cls(settings=settings, infra=infra, database=database, tokens=tokens)
+
+    def producer(self, topics: Sequence[str] = ()) -> RobustProducer:
+        """A robust producer that makes sure `topics` (logical names) exist."""
+        return RobustProducer(
+            self.settings.kafka_bootstrap_servers,
+            client_id=self.settings.service_name,
+            topics=[self.settings.topic(name) for name in topics],
+            partitions=self.settings.kafka_partitions,
+        )
+
+    def relay(self, topics: Sequence[str]) -> OutboxRelay:
+        """The outbox relay of this service."""
+        return OutboxRelay(
+            self.database,
+            self.infra,
+            self.producer(topics),
+            batch_size=self.settings.relay_batch_size,
+            topic_prefix=self.settings.kafka_topic_prefix,
+        )
+
+    def consumer(self, topics: Sequence[str], handlers: Mapping[str, Handler]) -> ConsumerRunner:
+        """The consumer of this service's subscriptions (consumer group = service name)."""
+        dead_letter = f"{self.settings.service_name}.dlq"
+        return ConsumerRunner(
+            group_id=self.settings.topic(self.settings.service_name),
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            topics=[self.settings.topic(name) for name in topics],
+            handlers=handlers,
+            database=self.database,
+            infra=self.infra,
+            dead_letter_topic=self.settings.topic(dead_letter),
+            producer=self.producer([*topics, dead_letter]),
+            max_attempts=self.settings.consumer_max_attempts,
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
+        )
+
+
+def relay_forever(
+    relay: OutboxRelay, stop: threading.Event, *, idle_s: float = 0.2, max_backoff_s: float = 10.0
+) -> None:
+    """Publish pending outbox rows until `stop`; back off exponentially while publishing fails."""
+    failures = 0
+    while not stop.is_set():
+        try:
+            result = relay.publish_pending()
+            failed = result.failed > 0
+            idle = result.published == 0 and not failed
+        except Exception:
+            log.exception("outbox relay pass failed")
+            failed, idle = True, False
+        if failed:
+            failures += 1
+            stop.wait(min(max_backoff_s, 0.2 * 2**failures))
+        else:
+            failures = 0
+            if idle:
+                stop.wait(idle_s)
+
+
+def run_worker(
+    runtime: ServiceRuntime,
+    *,
+    topics_produced: Sequence[str],
+    subscriptions: Sequence[str] = (),
+    handlers: Mapping[str, Handler] | None = None,
+) -> None:
+    """Run the outbox relay and (when the service consumes) the consumer until SIGTERM/SIGINT."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("signal %s received: stopping worker", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    threads = [
+        threading.Thread(
+            target=relay_forever,
+            args=(runtime.relay(topics_produced), stop),
+            kwargs={"idle_s": runtime.settings.relay_idle_seconds},
+            name="relay",
+        )
+    ]
+    if subscriptions and handlers:
+        consumer = runtime.consumer(subscriptions, handlers)
+        threads.append(threading.Thread(target=consumer.run, args=(stop,), name="consumer"))
+    for thread in threads:
+        thread.start()
+    log.info("worker started: %s", ", ".join(thread.name for thread in threads))
+    while any(thread.is_alive() for thread in threads):
+        for thread in threads:
+            thread.join(timeout=0.5)
+    runtime.database.dispose()
+    log.info("worker stopped")

@@ -1,0 +1,71 @@
+"""Process settings read from the environment, validated once, failing fast with a clear message."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, TypeVar
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = (
+    "patient_service",
+    "therapist_service",
+    "matching_service",
+    "communication_service",
+    "geocoding_service",
+)
+SERVICE_PORTS = {name: 8001 + index for index, name in enumerate(SERVICES)}
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service process needs; services subclass it for their own values."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    service_name: str = ""
+    database_url: str = Field(min_length=1)
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_topic_prefix: str = ""
+    kafka_session_timeout_ms: int = Field(default=10000, ge=1000)
+    kafka_partitions: int = Field(default=3, ge=1)
+    bootstrap_admin_token: str | None = Field(default=None, min_length=16)
+    log_level: str = "INFO"
+    log_json: bool = True
+    db_pool_size: int = Field(default=5, ge=1)
+    consumer_max_attempts: int = Field(default=3, ge=1)
+    relay_batch_size: int = Field(default=500, ge=1)
+    relay_idle_seconds: float = Field(default=0.2, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _service_database_url(cls, data: Any) -> Any:
+        """Prefer `<SERVICE>_DATABASE_URL` over the shared `DATABASE_URL`."""
+        if isinstance(data, dict) and "database_url" not in data:
+            name = data.get("service_name") or cls.model_fields["service_name"].default
+            own = os.environ.get(f"{name.upper()}_DATABASE_URL") if name else None
+            if own:
+                data = {**data, "database_url": own}
+        return data
+
+    def topic(self, name: str) -> str:
+        """The full Kafka topic name, with the optional deployment prefix."""
+        return f"{self.kafka_topic_prefix}{name}"
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S], **overrides: object) -> S:
+    """Build settings from the environment (plus overrides) or exit naming every bad variable."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "?"
+            lines.append(f"  {field.upper()}: {error['msg']}")
+        message = f"{cls.__name__}: invalid or missing configuration:\n" + "\n".join(lines)
+        print(message, file=sys.stderr)
+        raise SystemExit(2) from None

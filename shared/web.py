@@ -1,0 +1,435 @@
+"""HTTP base for every service: app factory helpers, auth, validation, errors, health, docs.
+
+Resources declare each method with `@operation(...)`; the same declaration authorises the
+call, validates body and query with pydantic, renders the response and feeds `/openapi.json`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import flask_restful
+import swagger_ui_bundle
+from flask import Flask, Response, current_app, g, jsonify, request, send_from_directory
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import text
+from werkzeug.exceptions import HTTPException
+
+from shared.auth import Role, TokenStore
+from shared.db import Database
+from shared.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    NotFound,
+    RuleViolation,
+    Unauthorized,
+    ValidationFailed,
+)
+from shared.infrastructure import Infrastructure
+from shared.logs import request_id_var
+from shared.outbox import pending_summary
+
+log = logging.getLogger(__name__)
+
+# The one place where domain errors become HTTP statuses.
+STATUS_OF: dict[type[DomainError], int] = {
+    ValidationFailed: 422,
+    RuleViolation: 422,
+    NotFound: 404,
+    Conflict: 409,
+    Unauthorized: 401,
+    Forbidden: 403,
+}
+
+
+# ---------------------------------------------------------------- request/response schemas
+
+
+class PageQuery(BaseModel):
+    """Pagination parameters shared by every list endpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    page: int = Field(default=1, ge=1)
+    per_page: int = Field(default=20, ge=1, le=100)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of results as returned by a query use case."""
+
+    items: Sequence[Any]
+    total: int
+    page: int
+    per_page: int
+
+
+class ErrorBody(BaseModel):
+    """Error payload: `{"error": {"code", "message", "details"}}`."""
+
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error of every service has this shape."""
+
+    error: ErrorBody
+
+
+# ---------------------------------------------------------------- operations
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What one resource method is: who may call it, what it takes, what it returns."""
+
+    summary: str
+    role: Role = Role.STAFF
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    paginated: bool = False
+    errors: tuple[int, ...] = field(default=())
+
+
+def operation(summary: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare a resource method: authorise, validate body/query, render the response."""
+    op = Operation(summary=summary, **options)
+
+    def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            authorise(op.role)
+            if op.body is not None:
+                kwargs["body"] = parse_model(op.body, _json_body(), "body")
+            if op.query is not None:
+                kwargs["query"] = parse_model(op.query, _query_args(op.query), "query")
+            return render(op, method(self, *args, **kwargs))
+
+        wrapper.operation = op  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def _json_body() -> Any:
+    if not request.data:
+        raise ValidationFailed(
+            "request body required", [{"field": "body", "message": "a JSON object is required"}]
+        )
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ValidationFailed(
+            "request body is not valid JSON", [{"field": "body", "message": "invalid JSON"}]
+        )
+    return body
+
+
+def _query_args(model: type[BaseModel]) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    for key in request.args:
+        values = request.args.getlist(key)
+        annotation = str(model.model_fields[key].annotation) if key in model.model_fields else ""
+        args[key] = values if "list" in annotation else values[-1]
+    return args
+
+
+def parse_model(model: type[BaseModel], data: Any, location: str) -> BaseModel:
+    """Validate `data` or raise `ValidationFailed` naming each bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        details = [
+            {
+                "field": ".".join(str(part) for part in error["loc"]) or location,
+                "message": error["msg"],
+            }
+            for error in exc.errors()
+        ]
+        fields = ", ".join(sorted({d["field"] for d in details}))
+        raise ValidationFailed(f"invalid {location}: {fields}", details) from None
+
+
+def render(op: Operation, result: Any) -> tuple[Any, int]:
+    """Turn a use case result into JSON with the operation's status code."""
+    if result is None:
+        return "", 204 if op.status == 200 else op.status
+    if op.paginated:
+        assert isinstance(result, Page)
+        return {
+            "items": [_dump(op.response, item) for item in result.items],
+            "total": result.total,
+            "page": result.page,
+            "per_page": result.per_page,
+        }, op.status
+    return _dump(op.response, result), op.status
+
+
+def _dump(model: type[BaseModel] | None, value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if model is not None:
+        return model.model_validate(value, from_attributes=True).model_dump(mode="json")
+    return value
+
+
+# ---------------------------------------------------------------- auth
+
+
+def authorise(required: Role) -> Role:
+    """The caller's role, or Unauthorized / Forbidden."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("a bearer token is required (Authorization: Bearer <token>)")
+    store: TokenStore = current_app.extensions["token_store"]
+    role = store.role_for(token.strip())
+    if role is None:
+        raise Unauthorized("the bearer token is not valid or has been revoked")
+    if not role.allows(required):
+        raise Forbidden(f"this endpoint requires the role '{required.value}'")
+    g.role = role
+    return role
+
+
+# ---------------------------------------------------------------- errors
+
+
+def error_response(exc: Exception) -> Response:
+    """The one JSON error shape for every failure."""
+    if isinstance(exc, DomainError):
+        status = next(
+            (code for cls, code in STATUS_OF.items() if isinstance(exc, cls)),
+            400,
+        )
+        body = ErrorBody(code=exc.code, message=exc.message, details=exc.details)
+    elif isinstance(exc, HTTPException):
+        status = exc.code or 500
+        body = ErrorBody(code=_snake(exc.name), message=exc.description or exc.name)
+    else:
+        log.exception("unhandled error")
+        status = 500
+        body = ErrorBody(code="internal_error", message="internal server error")
+    response = jsonify(ErrorResponse(error=body).model_dump(mode="json"))
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+class ServiceApi(flask_restful.Api):
+    """Flask-RESTful Api whose errors use the platform's JSON error shape."""
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__(app)
+        self.mounted: list[tuple[type[flask_restful.Resource], tuple[str, ...]]] = []
+
+    def add_resource(self, resource: Any, *urls: str, **kwargs: Any) -> None:
+        """Mount `resource` and remember it for the OpenAPI document."""
+        self.mounted.append((resource, urls))
+        super().add_resource(resource, *urls, **kwargs)
+
+    def handle_error(self, e: Exception) -> Response:
+        return error_response(e)
+
+
+# ---------------------------------------------------------------- app factory
+
+
+@dataclass(frozen=True)
+class ResourceRoute:
+    """A resource class mounted at a URL, with constructor kwargs (its dependencies)."""
+
+    resource: type[flask_restful.Resource]
+    url: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def create_service_app(
+    *,
+    name: str,
+    title: str,
+    database: Database,
+    infrastructure: Infrastructure,
+    token_store: TokenStore,
+    bootstrap_servers: str,
+    routes: Sequence[ResourceRoute],
+    version: str = "1.0.0",
+) -> Flask:
+    """A Flask app with the platform's common endpoints and the service's resources."""
+    app = Flask(name)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["token_store"] = token_store
+    app.extensions["database"] = database
+    api = ServiceApi(app)
+    for route in [
+        *routes,
+        ResourceRoute(
+            OutboxStatus, "/api/admin/outbox", {"database": database, "infra": infrastructure}
+        ),
+    ]:
+        api.add_resource(route.resource, route.url, resource_class_kwargs=route.kwargs)
+    app.register_error_handler(Exception, error_response)
+    _install_request_ids(app)
+    _install_metrics(app, name)
+    _install_probes(app, database, bootstrap_servers)
+    _install_docs(app, api, title, version)
+    return app
+
+
+class OutboxStatusOut(BaseModel):
+    """How far the outbox relay is behind."""
+
+    pending: int
+    oldest_pending_age_seconds: float
+
+
+class OutboxStatus(flask_restful.Resource):
+    """`/api/admin/outbox`: the outbox backlog of this service (operators)."""
+
+    def __init__(self, database: Database, infra: Infrastructure) -> None:
+        self.database = database
+        self.infra = infra
+
+    @operation("Outbox backlog of this service", role=Role.ADMIN, response=OutboxStatusOut)
+    def get(self) -> Any:
+        return pending_summary(self.database, self.infra)
+
+
+def _install_request_ids(app: Flask) -> None:
+    @app.before_request
+    def assign_request_id() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if re.fullmatch(r"[\w.-]{1,64}", incoming) else uuid.uuid4().hex
+        g.request_id_token = request_id_var.set(g.request_id)
+
+    @app.after_request
+    def return_request_id(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        return response
+
+    @app.teardown_request
+    def clear_request_id(_: BaseException | None) -> None:
+        token = g.pop("request_id_token", None)
+        if token is not None:
+            request_id_var.reset(token)
+
+
+def _install_metrics(app: Flask, name: str) -> None:
+    registry = CollectorRegistry()
+    requests_total = Counter(
+        "http_requests_total",
+        "HTTP requests",
+        ["service", "method", "endpoint", "status"],
+        registry=registry,
+    )
+    latency = Histogram(
+        "http_request_duration_seconds",
+        "HTTP request latency",
+        ["service", "method", "endpoint"],
+        registry=registry,
+    )
+    app.extensions["metrics_registry"] = registry
+
+    @app.before_request
+    def start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def observe(response: Response) -> Response:
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        requests_total.labels(name, request.method, endpoint, response.status_code).inc()
+        latency.labels(name, request.method, endpoint).observe(
+            time.perf_counter() - g.get("started", time.perf_counter())
+        )
+        return response
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def broker_reachable(bootstrap_servers: str, timeout: float = 1.0) -> bool:
+    """Whether a TCP connection to any bootstrap server succeeds."""
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def _install_probes(app: Flask, database: Database, bootstrap_servers: str) -> None:
+    @app.get("/health")
+    def health() -> Response:
+        return jsonify({"status": "ok"})
+
+    @app.get("/ready")
+    def ready() -> Response | tuple[Response, int]:
+        checks: dict[str, str] = {}
+        try:
+            with database.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {exc.__class__.__name__}"
+        checks["broker"] = "ok" if broker_reachable(bootstrap_servers) else "unreachable"
+        ok = all(value == "ok" for value in checks.values())
+        return jsonify({"status": "ready" if ok else "not_ready", "checks": checks}), (
+            200 if ok else 503
+        )
+
+
+def _install_docs(app: Flask, api: ServiceApi, title: str, version: str) -> None:
+    from shared.openapi import build_openapi
+
+    spec: dict[str, Any] = {}
+
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        if not spec:
+            spec.update(build_openapi(api, title=title, version=version))
+        return jsonify(spec)
+
+    @app.get("/docs")
+    def docs() -> Response:
+        return Response(_SWAGGER_PAGE.format(title=title), mimetype="text/html")
+
+    @app.get("/docs/static/<path:filename>")
+    def docs_static(filename: str) -> Response:
+        return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename)
+
+
+_SWAGGER_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title} - API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({{url: "/openapi.json", dom_id: "#swagger-ui"}});</script>
+</body></html>
+"""
