@@ -1,4 +1,4 @@
-"""Admin/cron commands of patient_service: `python -m patient_service.cli tokens create ...`."""
+"""Admin and cron commands of patient_service (tokens, outbox status)."""
 
 from __future__ import annotations
 

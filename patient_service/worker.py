@@ -6,17 +6,14 @@ from patient_service.handlers import HANDLERS, SUBSCRIPTIONS
 from patient_service.models import INFRA
 from patient_service.schemas import PATIENT_TOPIC
 from patient_service.settings import PatientSettings
-from shared.logs import configure_logging
-from shared.runtime import ServiceRuntime, run_worker
-from shared.settings import load_settings
+from shared.runtime import worker_main
 
 
 def main() -> None:
     """Run until SIGTERM."""
-    settings = load_settings(PatientSettings)
-    configure_logging(f"{settings.service_name}.worker", settings.log_level, settings.log_json)
-    run_worker(
-        ServiceRuntime.build(settings, INFRA),
+    worker_main(
+        PatientSettings,
+        INFRA,
         topics_produced=[PATIENT_TOPIC],
         subscriptions=SUBSCRIPTIONS,
         handlers=HANDLERS,

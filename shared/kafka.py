@@ -83,8 +83,6 @@ class RobustProducer:
                 linger_ms=5,
                 max_block_ms=int(self._timeout_s * 1000),
                 request_timeout_ms=int(self._timeout_s * 1000),
-                key_serializer=str.encode,
-                value_serializer=_serialise,
             )
             self.rebuilds += 1
         return self._producer
@@ -102,7 +100,11 @@ class RobustProducer:
         futures: list[Any] = []
         for record in records:
             try:
-                futures.append(producer.send(record.topic, key=record.key, value=record.value))
+                futures.append(
+                    producer.send(
+                        record.topic, key=record.key.encode(), value=_serialise(record.value)
+                    )
+                )
             except KafkaError as exc:
                 futures.append(exc)
         try:

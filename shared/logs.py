@@ -45,9 +45,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at the time (test runners swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def configure_logging(service: str, level: str = "INFO", as_json: bool = True) -> None:
     """Route the root logger to stderr, as JSON lines (or plain text for humans)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     if as_json:
         handler.setFormatter(JsonFormatter(service))
     else:

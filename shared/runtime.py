@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from flask import Flask
 from sqlalchemy import MetaData
 
 from shared.auth import TokenStore
@@ -15,8 +16,10 @@ from shared.consumer import ConsumerRunner, Handler
 from shared.db import Database
 from shared.infrastructure import Infrastructure, define_infrastructure
 from shared.kafka import RobustProducer
+from shared.logs import configure_logging
 from shared.outbox import OutboxRelay, OutboxWriter
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, load_settings
+from shared.web import ResourceRoute, create_service_app
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,27 @@ class ServiceRuntime:
         )
 
 
+def service_app(
+    settings: ServiceSettings,
+    infra: Infrastructure,
+    *,
+    title: str,
+    routes: Callable[[ServiceRuntime], Sequence[ResourceRoute]],
+) -> Flask:
+    """Body of every service's `create_app`: logging, runtime, common endpoints, resources."""
+    configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    runtime = ServiceRuntime.build(settings, infra)
+    return create_service_app(
+        name=settings.service_name,
+        title=title,
+        database=runtime.database,
+        infrastructure=infra,
+        token_store=runtime.tokens,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        routes=routes(runtime),
+    )
+
+
 def relay_forever(
     relay: OutboxRelay, stop: threading.Event, *, idle_s: float = 0.2, max_backoff_s: float = 10.0
 ) -> None:
@@ -108,6 +132,25 @@ def relay_forever(
             failures = 0
             if idle:
                 stop.wait(idle_s)
+
+
+def worker_main(
+    settings_class: type[ServiceSettings],
+    infra: Infrastructure,
+    *,
+    topics_produced: Sequence[str],
+    subscriptions: Sequence[str] = (),
+    handlers: Mapping[str, Handler] | None = None,
+) -> None:
+    """Entry point body of every service's `worker.py`."""
+    settings = load_settings(settings_class)
+    configure_logging(f"{settings.service_name}.worker", settings.log_level, settings.log_json)
+    run_worker(
+        ServiceRuntime.build(settings, infra),
+        topics_produced=topics_produced,
+        subscriptions=subscriptions,
+        handlers=handlers,
+    )
 
 
 def run_worker(

@@ -1,0 +1,1 @@
+"""communication_service: emails (queue, status), phone calls (schedule, outcome) and templates."""

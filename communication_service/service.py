@@ -1,0 +1,1 @@
+"""Use cases of communication_service (none yet)."""

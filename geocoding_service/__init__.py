@@ -1,0 +1,1 @@
+"""geocoding_service: PLZ centroids, geocode cache and distance cache."""

@@ -1,0 +1,21 @@
+"""Application factory of geocoding_service."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from geocoding_service import api
+from geocoding_service.models import INFRA
+from geocoding_service.settings import GeocodingSettings
+from shared.runtime import service_app
+from shared.settings import load_settings
+
+
+def create_app(settings: GeocodingSettings | None = None) -> Flask:
+    """The geocoding service's Flask app (settings from the environment unless given)."""
+    return service_app(
+        settings or load_settings(GeocodingSettings),
+        INFRA,
+        title="Geocoding service",
+        routes=api.routes,
+    )

@@ -1,0 +1,14 @@
+"""Admin and cron commands of geocoding_service (tokens, outbox status)."""
+
+from __future__ import annotations
+
+from shared.cli import main as platform_main
+
+
+def main() -> int:
+    """The platform commands, limited to this service's schema."""
+    return platform_main(services=("geocoding_service",))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

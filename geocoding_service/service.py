@@ -1,0 +1,1 @@
+"""Use cases of geocoding_service (none yet)."""

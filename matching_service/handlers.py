@@ -1,0 +1,34 @@
+"""Consumed event type -> use case."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from matching_service import service
+from matching_service.schemas import (
+    PATIENT_CREATED,
+    PATIENT_TOPIC,
+    PATIENT_UPDATED,
+    PatientSnapshot,
+)
+from shared.consumer import Handler
+from shared.db import UnitOfWork
+from shared.events import Envelope
+
+SUBSCRIPTIONS: tuple[str, ...] = (PATIENT_TOPIC,)
+
+
+def on_patient_changed(uow: UnitOfWork, envelope: Envelope) -> None:
+    """patient.created / patient.updated -> patient projection."""
+    snapshot = _PATIENT_EVENTS[envelope.event_type].parse_payload(envelope)
+    assert isinstance(snapshot, PatientSnapshot)
+    service.apply_patient_snapshot(uow, snapshot)
+
+
+_PATIENT_EVENTS = {event.name: event for event in (PATIENT_CREATED, PATIENT_UPDATED)}
+
+
+HANDLERS: Mapping[str, Handler] = {
+    PATIENT_CREATED.name: on_patient_changed,
+    PATIENT_UPDATED.name: on_patient_changed,
+}

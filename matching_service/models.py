@@ -1,0 +1,69 @@
+"""SQLAlchemy models of matching_service, in the `matching_service` schema."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Index, String, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import declarative_base, utcnow
+from shared.runtime import infrastructure_of
+
+SCHEMA = "matching_service"
+Base = declarative_base(SCHEMA)
+INFRA = infrastructure_of(Base.metadata)
+
+OPEN_SEARCH_STATUSES = ("active", "paused", "in_trial")
+
+
+class PatientProjection(Base):
+    """Matching's read model of a patient, fed by patient events (no direct identifiers)."""
+
+    __tablename__ = "patient_projection"
+
+    patient_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    version: Mapped[int]
+    status: Mapped[str] = mapped_column(String(30))
+    gender: Mapped[str] = mapped_column(String(20))
+    birth_date: Mapped[date]
+    postal_code: Mapped[str] = mapped_column(String(5))
+    diagnosis: Mapped[str | None] = mapped_column(String(10))
+    symptoms: Mapped[list[str] | None] = mapped_column(JSONB)
+    availability: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    max_travel_km: Mapped[int]
+    travel_mode: Mapped[str] = mapped_column(String(10))
+    preferred_therapist_gender: Mapped[str] = mapped_column(String(10))
+    preferred_therapy_method: Mapped[str] = mapped_column(String(20))
+    open_to_group_therapy: Mapped[bool]
+    group_therapy_only: Mapped[bool]
+    qualified: Mapped[bool]
+    unmet_criteria: Mapped[list[str]] = mapped_column(JSONB)
+    two_year_rule_flag: Mapped[bool]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
+
+
+class PatientSearch(Base):
+    """A search for a therapy place for one patient (SPEC.md §5)."""
+
+    __tablename__ = "patient_searches"
+    __table_args__ = (
+        # one open search per patient, enforced by the database (not check-then-write)
+        Index(
+            "uq_patient_searches_one_open_per_patient",
+            "patient_id",
+            unique=True,
+            postgresql_where=text("status IN ('active', 'paused', 'in_trial')"),
+        ),
+        Index("ix_patient_searches_status_waiting", "status", "waiting_since"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int]
+    status: Mapped[str] = mapped_column(String(20), server_default=text("'active'"))
+    waiting_since: Mapped[datetime]
+    contact_budget: Mapped[int] = mapped_column(server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))

@@ -1,0 +1,85 @@
+"""Request, response and event payload schemas of matching_service."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.events import EventType
+
+SearchStatus = Literal["active", "paused", "in_trial", "successful", "cancelled"]
+
+
+class SearchCreate(BaseModel):
+    """Body of `POST /api/patient-searches`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patient_id: int = Field(ge=1)
+
+
+class SearchOut(BaseModel):
+    """A patient search as the API shows it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    patient_id: int
+    status: SearchStatus
+    waiting_since: datetime
+    contact_budget: int
+    created_at: datetime
+    updated_at: datetime
+
+
+# ---------------------------------------------------------------- consumed events
+
+
+class PatientSnapshot(BaseModel):
+    """What matching reads from patient.created / patient.updated (tolerant of new fields)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    patient_id: int
+    version: int = Field(ge=1)
+    status: str
+    gender: str
+    birth_date: date
+    postal_code: str
+    diagnosis: str | None
+    symptoms: list[str] | None = None
+    availability: dict[str, list[str]]
+    max_travel_km: int
+    travel_mode: str
+    preferred_therapist_gender: str
+    preferred_therapy_method: str
+    open_to_group_therapy: bool
+    group_therapy_only: bool = False
+    qualified: bool
+    unmet_criteria: list[str]
+    two_year_rule_flag: bool
+
+
+PATIENT_TOPIC = "patient-events"
+PATIENT_CREATED = EventType("patient.created", 1, PatientSnapshot, PATIENT_TOPIC)
+PATIENT_UPDATED = EventType("patient.updated", 1, PatientSnapshot, PATIENT_TOPIC)
+
+# ---------------------------------------------------------------- produced events
+
+
+class SearchStartedPayload(BaseModel):
+    """Payload of search.started."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    search_id: int
+    patient_id: int
+    status: SearchStatus
+    waiting_since: datetime
+    contact_budget: int
+
+
+SEARCH_TOPIC = "search-events"
+SEARCH_STARTED = EventType("search.started", 1, SearchStartedPayload, SEARCH_TOPIC)

@@ -1,0 +1,114 @@
+"""Use cases of matching_service."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from matching_service.models import OPEN_SEARCH_STATUSES, PatientProjection, PatientSearch
+from matching_service.schemas import SEARCH_STARTED, PatientSnapshot, SearchStartedPayload
+from shared.db import UnitOfWork, utcnow
+from shared.errors import Conflict, NotFound, RuleViolation
+from shared.outbox import PendingEvent
+
+PRODUCER = "matching_service"
+
+
+def apply_patient_snapshot(uow: UnitOfWork, snapshot: PatientSnapshot) -> bool:
+    """Upsert the patient projection unless it already holds this or a newer version."""
+    values = snapshot.model_dump()
+    values["updated_at"] = utcnow()
+    statement = pg_insert(PatientProjection).values(**values)
+    statement = statement.on_conflict_do_update(
+        index_elements=[PatientProjection.patient_id],
+        set_={key: statement.excluded[key] for key in values if key != "patient_id"},
+        where=PatientProjection.version < statement.excluded.version,
+    ).returning(PatientProjection.patient_id)
+    return uow.session.execute(statement).first() is not None
+
+
+def start_search(
+    uow: UnitOfWork,
+    patient_id: int,
+    *,
+    default_budget: int,
+    correlation_id: str | None = None,
+) -> PatientSearch:
+    """Open a search for a qualified patient known to matching; one open search per patient."""
+    with uow:
+        patient = uow.session.get(PatientProjection, patient_id)
+        if patient is None:
+            raise NotFound(
+                f"patient {patient_id} is not known to matching (yet): its registration event "
+                "may still be on its way; retry in a moment",
+                {"patient_id": patient_id},
+            )
+        if not patient.qualified:
+            raise RuleViolation(
+                f"patient {patient_id} does not meet the qualification criteria",
+                {"patient_id": patient_id, "unmet_criteria": patient.unmet_criteria},
+            )
+        now = utcnow()
+        search_id = uow.session.execute(
+            pg_insert(PatientSearch)
+            .values(
+                patient_id=patient_id,
+                status="active",
+                waiting_since=now,
+                contact_budget=default_budget,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(
+                index_elements=[PatientSearch.patient_id],
+                index_where=PatientSearch.status.in_(OPEN_SEARCH_STATUSES),
+            )
+            .returning(PatientSearch.id)
+        ).scalar_one_or_none()
+        if search_id is None:
+            existing = uow.session.execute(
+                select(PatientSearch.id).where(
+                    PatientSearch.patient_id == patient_id,
+                    PatientSearch.status.in_(OPEN_SEARCH_STATUSES),
+                )
+            ).scalar_one_or_none()
+            raise Conflict(
+                f"patient {patient_id} already has an open search ({existing})",
+                {"existing_search_id": existing},
+            )
+        search = uow.session.get_one(PatientSearch, search_id)
+        payload = SearchStartedPayload(
+            search_id=search.id,
+            patient_id=patient_id,
+            status="active",
+            waiting_since=search.waiting_since,
+            contact_budget=search.contact_budget,
+        )
+        uow.emit(
+            PendingEvent(
+                SEARCH_STARTED.topic,
+                SEARCH_STARTED.build(
+                    producer=PRODUCER,
+                    aggregate_id=search.id,
+                    payload=payload,
+                    correlation_id=correlation_id,
+                ),
+            )
+        )
+        uow.commit()
+    return search
+
+
+def get_search(uow: UnitOfWork, search_id: int) -> PatientSearch:
+    """One search, or NotFound."""
+    with uow:
+        search = uow.session.get(PatientSearch, search_id)
+        if search is None:
+            raise NotFound(f"patient search {search_id} does not exist")
+        return search
+
+
+def get_patient_projection(uow: UnitOfWork, patient_id: int) -> PatientProjection | None:
+    """Matching's copy of a patient, if it has one."""
+    with uow:
+        return uow.session.get(PatientProjection, patient_id)

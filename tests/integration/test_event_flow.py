@@ -1,0 +1,348 @@
+"""Outbox -> Kafka -> consumer behaviour against a real PostgreSQL and a real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from kafka import KafkaProducer
+
+from matching_service.app import create_app as create_matching_app
+from matching_service.handlers import HANDLERS, SUBSCRIPTIONS
+from matching_service.models import INFRA as MATCHING_INFRA
+from matching_service.settings import MatchingSettings
+from patient_service.app import create_app as create_patient_app
+from patient_service.models import INFRA as PATIENT_INFRA
+from patient_service.schemas import PATIENT_TOPIC
+from patient_service.settings import PatientSettings
+from shared.devstack import ROOT, TansuBroker
+from shared.events import Envelope
+from shared.runtime import ServiceRuntime, relay_forever
+from tests.helpers import background, envelopes, patient_body, read_topic, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_outboxes")]
+
+
+def _relay(settings: Any, infra: Any, topics: list[str]) -> Any:
+    return ServiceRuntime.build(settings, infra).relay(topics)
+
+
+def _pending(engine: sa.Engine, schema: str) -> int:
+    with engine.connect() as connection:
+        return connection.execute(
+            sa.text(f"SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL")
+        ).scalar_one()
+
+
+def test_patient_created_over_rest_reaches_matching_and_a_search_can_start(
+    make_settings: Any, admin_headers: dict[str, str]
+) -> None:
+    patient_settings = make_settings(PatientSettings)
+    matching_settings = make_settings(MatchingSettings)
+    patients = create_patient_app(patient_settings).test_client()
+    matching = create_matching_app(matching_settings).test_client()
+    consumer = ServiceRuntime.build(matching_settings, MATCHING_INFRA).consumer(
+        SUBSCRIPTIONS, HANDLERS
+    )
+    relay = _relay(patient_settings, PATIENT_INFRA, [PATIENT_TOPIC])
+    with background(consumer.run), background(lambda stop: relay_forever(relay, stop, idle_s=0.05)):
+        patient = patients.post("/api/patients", json=patient_body(), headers=admin_headers).json
+        started = wait_until(
+            lambda: (
+                response
+                if (
+                    response := matching.post(
+                        "/api/patient-searches", json={"patient_id": patient["id"]}, headers=admin_headers
+                    )
+                ).status_code
+                == 201
+                else None
+            )
+        )
+    search = started.json
+    assert search["patient_id"] == patient["id"]
+    assert search["status"] == "active"
+    again = matching.post(
+        "/api/patient-searches", json={"patient_id": patient["id"]}, headers=admin_headers
+    )
+    assert again.status_code == 409
+    assert again.json["error"]["details"]["existing_search_id"] == search["id"]
+    fetched = matching.get(f"/api/patient-searches/{search['id']}", headers=admin_headers)
+    assert fetched.json == search
+
+
+def test_search_for_unknown_patient_is_404_with_clear_message(
+    make_settings: Any, admin_headers: dict[str, str]
+) -> None:
+    matching = create_matching_app(make_settings(MatchingSettings)).test_client()
+    response = matching.post("/api/patient-searches", json={"patient_id": 987654321}, headers=admin_headers)
+    assert response.status_code == 404
+    assert "not known to matching" in response.json["error"]["message"]
+
+
+def _patient_event(patient_id: int, version: int, **changes: Any) -> Envelope:
+    from patient_service.schemas import PATIENT_CREATED, PATIENT_UPDATED
+
+    payload = {
+        "patient_id": patient_id,
+        "version": version,
+        "status": "registered",
+        "gender": "female",
+        "birth_date": "1990-01-01",
+        "postal_code": "10115",
+        "diagnosis": "F32.1",
+        "symptoms": ["low_mood"],
+        "availability": {"mon": ["08:00-18:00"]},
+        "max_travel_km": 20,
+        "travel_mode": "car",
+        "preferred_therapist_gender": "any",
+        "preferred_therapy_method": "any",
+        "open_to_group_therapy": False,
+        "group_therapy_only": False,
+        "qualified": True,
+        "unmet_criteria": [],
+        "two_year_rule_flag": False,
+        **changes,
+    }
+    event_type = PATIENT_CREATED if version == 1 else PATIENT_UPDATED
+    return event_type.build(producer="test", aggregate_id=patient_id, payload=payload)
+
+
+def _produce(bootstrap: str, topic: str, values: list[bytes], key: str = "k") -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for value in values:
+        producer.send(topic, key=key.encode(), value=value)
+    producer.flush()
+    producer.close()
+
+
+def test_same_event_delivered_twice_changes_matching_once(
+    make_settings: Any, kafka_bootstrap: str, topic_prefix: str, admin_engine: sa.Engine
+) -> None:
+    settings = make_settings(MatchingSettings)
+    calls: list[str] = []
+
+    def counting(uow: Any, envelope: Envelope) -> None:
+        calls.append(str(envelope.event_id))
+        HANDLERS[envelope.event_type](uow, envelope)
+
+    consumer = ServiceRuntime.build(settings, MATCHING_INFRA).consumer(
+        SUBSCRIPTIONS, {name: counting for name in HANDLERS}
+    )
+    patient_id = 700_000 + uuid.uuid4().int % 100_000
+    event = _patient_event(patient_id, 1)
+    _produce(kafka_bootstrap, f"{topic_prefix}{PATIENT_TOPIC}", [event.to_bytes(), event.to_bytes()])
+    with background(consumer.run):
+        wait_until(lambda: len(calls) >= 1)
+        # the duplicate is read too; give the consumer time to reach it
+        later = _patient_event(patient_id, 2, max_travel_km=30)
+        _produce(kafka_bootstrap, f"{topic_prefix}{PATIENT_TOPIC}", [later.to_bytes()])
+        wait_until(lambda: len(calls) >= 2)
+    assert calls == [str(event.event_id), str(later.event_id)]
+    with admin_engine.connect() as connection:
+        row = connection.execute(
+            sa.text(
+                "SELECT version, max_travel_km FROM matching_service.patient_projection "
+                "WHERE patient_id = :id"
+            ),
+            {"id": patient_id},
+        ).one()
+        processed = connection.execute(
+            sa.text("SELECT count(*) FROM matching_service.processed_events WHERE event_id = :id"),
+            {"id": event.event_id},
+        ).scalar_one()
+    assert tuple(row) == (2, 30)
+    assert processed == 1
+
+
+def test_older_version_arriving_late_does_not_overwrite_projection(
+    make_settings: Any, admin_engine: sa.Engine
+) -> None:
+    settings = make_settings(MatchingSettings)
+    runtime = ServiceRuntime.build(settings, MATCHING_INFRA)
+    patient_id = 800_000 + uuid.uuid4().int % 100_000
+    for event in (_patient_event(patient_id, 2, max_travel_km=40), _patient_event(patient_id, 1)):
+        with runtime.database.unit_of_work() as uow:
+            HANDLERS[event.event_type](uow, event)
+            uow.commit()
+    with admin_engine.connect() as connection:
+        row = connection.execute(
+            sa.text(
+                "SELECT version, max_travel_km FROM matching_service.patient_projection "
+                "WHERE patient_id = :id"
+            ),
+            {"id": patient_id},
+        ).one()
+    assert tuple(row) == (2, 40)
+
+
+def test_poison_messages_go_to_dead_letter_topic_and_later_messages_flow(
+    make_settings: Any, kafka_bootstrap: str, topic_prefix: str, admin_engine: sa.Engine
+) -> None:
+    settings = make_settings(MatchingSettings, consumer_max_attempts=2)
+    consumer = ServiceRuntime.build(settings, MATCHING_INFRA).consumer(SUBSCRIPTIONS, HANDLERS)
+    patient_id = 900_000 + uuid.uuid4().int % 100_000
+    bad_payload = _patient_event(patient_id, 1).model_copy(update={"payload": {"patient_id": "x"}})
+    good = _patient_event(patient_id, 1)
+    topic = f"{topic_prefix}{PATIENT_TOPIC}"
+    _produce(kafka_bootstrap, topic, [b"\x00not json", bad_payload.to_bytes(), good.to_bytes()])
+    with background(consumer.run):
+        wait_until(
+            lambda: admin_engine.connect()
+            .execute(
+                sa.text("SELECT 1 FROM matching_service.patient_projection WHERE patient_id = :id"),
+                {"id": patient_id},
+            )
+            .first()
+        )
+    dead = envelopes(read_topic(kafka_bootstrap, f"{topic_prefix}matching_service.dlq", 2))
+    assert len(dead) == 2
+    assert all(record["original_topic"] == topic for record in dead)
+    assert "not a valid event envelope" in dead[0]["error"]
+    assert "payload invalid" in dead[1]["error"]
+
+
+def test_handler_that_keeps_failing_is_dead_lettered_after_max_attempts(
+    make_settings: Any, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    settings = make_settings(MatchingSettings, consumer_max_attempts=3)
+    attempts: list[int] = []
+
+    def broken(uow: Any, envelope: Envelope) -> None:
+        attempts.append(1)
+        raise RuntimeError("database said no")
+
+    consumer = ServiceRuntime.build(settings, MATCHING_INFRA).consumer(
+        SUBSCRIPTIONS, {"patient.created": broken}
+    )
+    event = _patient_event(1, 1)
+    _produce(kafka_bootstrap, f"{topic_prefix}{PATIENT_TOPIC}", [event.to_bytes()])
+    with background(consumer.run):
+        dead = envelopes(read_topic(kafka_bootstrap, f"{topic_prefix}matching_service.dlq", 1))
+    assert len(attempts) == 3
+    assert dead[0]["attempts"] == 3
+    assert "database said no" in dead[0]["error"]
+
+
+def _insert_outbox_rows(make_settings: Any, patients: int, events_each: int) -> list[str]:
+    """Outbox rows written through the real writer: `events_each` versions of each patient."""
+    from patient_service.schemas import PATIENT_TOPIC as TOPIC
+    from shared.outbox import PendingEvent
+
+    runtime = ServiceRuntime.build(make_settings(PatientSettings), PATIENT_INFRA)
+    ids: list[str] = []
+    base = 1_000_000 + uuid.uuid4().int % 1_000_000
+    with runtime.database.unit_of_work() as uow:
+        for version in range(1, events_each + 1):
+            for patient_id in range(base, base + patients):
+                event = _patient_event(patient_id, version)
+                uow.emit(PendingEvent(TOPIC, event))
+                ids.append(str(event.event_id))
+        uow.commit()
+    return ids
+
+
+def _assert_in_order_per_patient(records: list[dict[str, Any]]) -> None:
+    versions: dict[int, list[int]] = defaultdict(list)
+    for record in records:
+        versions[record["payload"]["patient_id"]].append(record["payload"]["version"])
+    for seen in versions.values():
+        assert seen == sorted(seen), f"out of order: {seen}"
+
+
+def test_two_relays_at_once_publish_each_outbox_row_once_in_order(
+    make_settings: Any, kafka_bootstrap: str, topic_prefix: str, admin_engine: sa.Engine
+) -> None:
+    ids = _insert_outbox_rows(make_settings, patients=50, events_each=6)
+    settings = make_settings(PatientSettings, relay_batch_size=40)
+    relays = [_relay(settings, PATIENT_INFRA, [PATIENT_TOPIC]) for _ in range(2)]
+    for relay in relays:
+        relay._buckets_per_pass = 4  # small passes so the two relays really interleave
+    with background(lambda stop: relay_forever(relays[0], stop, idle_s=0.01)), background(
+        lambda stop: relay_forever(relays[1], stop, idle_s=0.01)
+    ):
+        wait_until(lambda: _pending(admin_engine, "patient_service") == 0)
+    records = envelopes(read_topic(kafka_bootstrap, f"{topic_prefix}{PATIENT_TOPIC}", len(ids)))
+    published = [record["event_id"] for record in records]
+    assert sorted(published) == sorted(ids)  # each row exactly once
+    _assert_in_order_per_patient(records)
+
+
+def test_api_answers_201_while_broker_is_down_and_nothing_is_lost_when_it_returns(
+    make_settings: Any, admin_headers: dict[str, str], topic_prefix: str, admin_engine: sa.Engine
+) -> None:
+    broker = TansuBroker()
+    bootstrap = broker.start()
+    broker.stop()
+    settings = make_settings(PatientSettings, kafka_bootstrap_servers=bootstrap)
+    client = create_patient_app(settings).test_client()
+    relay = _relay(settings, PATIENT_INFRA, [PATIENT_TOPIC])
+    expected: list[tuple[int, int]] = []
+    with background(lambda stop: relay_forever(relay, stop, idle_s=0.05, max_backoff_s=1.0)):
+        for _ in range(5):
+            created = client.post("/api/patients", json=patient_body(), headers=admin_headers)
+            assert created.status_code == 201
+            pid = created.json["id"]
+            expected.append((pid, 1))
+            for city in ("Berlin", "Potsdam"):
+                updated = client.patch(f"/api/patients/{pid}", json={"city": city}, headers=admin_headers)
+                assert updated.status_code == 200
+                expected.append((pid, updated.json["version"]))
+        assert _pending(admin_engine, "patient_service") == len(expected)
+        broker.start()
+        try:
+            wait_until(lambda: _pending(admin_engine, "patient_service") == 0, timeout=60)
+            records = envelopes(read_topic(bootstrap, f"{topic_prefix}{PATIENT_TOPIC}", len(expected)))
+        finally:
+            broker.stop()
+    seen = {(r["payload"]["patient_id"], r["payload"]["version"]) for r in records}
+    assert seen == set(expected)
+    _assert_in_order_per_patient(records)
+
+
+def test_worker_killed_before_publishing_loses_no_event(
+    make_settings: Any,
+    database_url: str,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    admin_headers: dict[str, str],
+    admin_engine: sa.Engine,
+) -> None:
+    settings = make_settings(PatientSettings)
+    client = create_patient_app(settings).test_client()
+    created = client.post("/api/patients", json=patient_body(), headers=admin_headers)
+    assert created.status_code == 201  # committed: patient row and outbox row
+    # a worker that cannot reach its broker holds the row unpublished, then dies hard
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "KAFKA_TOPIC_PREFIX": topic_prefix,
+        "PYTHONPATH": str(ROOT),
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "patient_service.worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    threading.Event().wait(3)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=10)
+    assert _pending(admin_engine, "patient_service") == 1
+    relay = _relay(settings, PATIENT_INFRA, [PATIENT_TOPIC])
+    with background(lambda stop: relay_forever(relay, stop, idle_s=0.05)):
+        wait_until(lambda: _pending(admin_engine, "patient_service") == 0)
+    records = envelopes(read_topic(kafka_bootstrap, f"{topic_prefix}{PATIENT_TOPIC}", 1))
+    assert [r["payload"]["patient_id"] for r in records] == [created.json["id"]]
+    assert records[0]["event_type"] == "patient.created"
+    assert json.dumps(records[0]).find(created.json["last_name"]) == -1  # no names in events

@@ -1,0 +1,230 @@
+"""patient_service REST behaviour: auth, validation, duplicates, status rules, pagination."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from patient_service.app import create_app
+from patient_service.settings import PatientSettings
+from shared.auth import Role, issue_token
+from shared.runtime import ServiceRuntime
+from tests.helpers import patient_body
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(make_settings: Any) -> Any:
+    return create_app(make_settings(PatientSettings)).test_client()
+
+
+@pytest.fixture
+def staff_headers(make_settings: Any) -> dict[str, str]:
+    from patient_service.models import INFRA
+
+    runtime = ServiceRuntime.build(make_settings(PatientSettings), INFRA)
+    issued = issue_token("staff-test", Role.STAFF)
+    runtime.tokens.store(issued)
+    return {"Authorization": f"Bearer {issued.token}"}
+
+
+def test_request_without_token_is_401_with_error_shape(client: Any) -> None:
+    response = client.get("/api/patients")
+    assert response.status_code == 401
+    assert response.json["error"]["code"] == "unauthorized"
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_unknown_token_is_401(client: Any) -> None:
+    response = client.get("/api/patients", headers={"Authorization": "Bearer nope-nope-nope"})
+    assert response.status_code == 401
+
+
+def test_staff_token_may_not_call_admin_endpoint(client: Any, staff_headers: dict[str, str]) -> None:
+    assert client.get("/api/patients", headers=staff_headers).status_code == 200
+    response = client.get("/api/admin/outbox", headers=staff_headers)
+    assert response.status_code == 403
+    assert response.json["error"]["code"] == "forbidden"
+
+
+def test_revoked_token_is_rejected(
+    client: Any, staff_headers: dict[str, str], admin_engine: sa.Engine
+) -> None:
+    with admin_engine.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE patient_service.api_tokens SET revoked_at = now() WHERE name = 'staff-test'")
+        )
+    assert client.get("/api/patients", headers=staff_headers).status_code == 401
+
+
+def test_admin_token_may_call_admin_endpoint(client: Any, admin_headers: dict[str, str]) -> None:
+    response = client.get("/api/admin/outbox", headers=admin_headers)
+    assert response.status_code == 200
+    assert set(response.json) == {"pending", "oldest_pending_age_seconds"}
+
+
+def test_public_endpoints_need_no_token(client: Any) -> None:
+    assert client.get("/health").status_code == 200
+    assert client.get("/openapi.json").status_code == 200
+    assert client.get("/metrics").status_code == 200
+    assert b"swagger-ui" in client.get("/docs").data
+    assert client.get("/ready").json["checks"]["database"] == "ok"
+
+
+def test_create_patient_returns_201_and_hides_nothing_staff_needs(
+    client: Any, admin_headers: dict[str, str]
+) -> None:
+    body = patient_body()
+    response = client.post("/api/patients", json=body, headers=admin_headers)
+    assert response.status_code == 201, response.json
+    created = response.json
+    assert created["status"] == "registered"
+    assert created["first_name"] == body["first_name"]
+    assert created["version"] == 1
+    fetched = client.get(f"/api/patients/{created['id']}", headers=admin_headers)
+    assert fetched.json == created
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"postal_code": "1011"}, "postal_code"),
+        ({"birth_date": "2015-01-01"}, "birth_date"),
+        ({"diagnosis": "G40"}, "diagnosis"),
+        ({"email": "not-an-email"}, "email"),
+        ({"max_travel_km": 500}, "max_travel_km"),
+        ({"travel_mode": "bike"}, "travel_mode"),
+        ({"availability": {"mon": ["18:00-08:00"]}}, "availability.mon"),
+        ({"symptoms": ["low_mood", "low_mood"]}, "symptoms"),
+        ({"unknown_field": 1}, "unknown_field"),
+    ],
+)
+def test_invalid_patient_is_422_naming_the_field_and_creates_nothing(
+    client: Any, admin_headers: dict[str, str], override: dict[str, Any], field: str
+) -> None:
+    before = client.get("/api/patients", headers=admin_headers).json["total"]
+    response = client.post("/api/patients", json=patient_body(**override), headers=admin_headers)
+    assert response.status_code == 422
+    assert response.json["error"]["code"] == "validation_error"
+    assert field in [detail["field"] for detail in response.json["error"]["details"]]
+    assert client.get("/api/patients", headers=admin_headers).json["total"] == before
+
+
+def test_missing_body_is_422(client: Any, admin_headers: dict[str, str]) -> None:
+    response = client.post("/api/patients", headers=admin_headers)
+    assert response.status_code == 422
+    assert response.json["error"]["details"][0]["field"] == "body"
+
+
+def test_duplicate_patient_is_409_with_existing_id_unless_forced(
+    client: Any, admin_headers: dict[str, str]
+) -> None:
+    body = patient_body()
+    first = client.post("/api/patients", json=body, headers=admin_headers).json
+    again = dict(body, email=None)
+    duplicate = client.post("/api/patients", json=again, headers=admin_headers)
+    assert duplicate.status_code == 409
+    assert duplicate.json["error"]["details"]["existing_id"] == first["id"]
+    forced = client.post("/api/patients?force=true", json=again, headers=admin_headers)
+    assert forced.status_code == 201
+
+
+def test_patch_changes_only_given_fields_and_bumps_version(
+    client: Any, admin_headers: dict[str, str]
+) -> None:
+    created = client.post("/api/patients", json=patient_body(), headers=admin_headers).json
+    response = client.patch(
+        f"/api/patients/{created['id']}", json={"city": "Berlin"}, headers=admin_headers
+    )
+    assert response.status_code == 200
+    assert response.json["city"] == "Berlin"
+    assert response.json["first_name"] == created["first_name"]
+    assert response.json["version"] == 2
+
+
+def test_wrong_status_transition_is_409_with_reason(
+    client: Any, admin_headers: dict[str, str]
+) -> None:
+    created = client.post("/api/patients", json=patient_body(), headers=admin_headers).json
+    response = client.patch(
+        f"/api/patients/{created['id']}", json={"status": "in_therapy"}, headers=admin_headers
+    )
+    assert response.status_code == 409
+    assert "cannot move to 'in_therapy'" in response.json["error"]["message"]
+    ok = client.patch(
+        f"/api/patients/{created['id']}", json={"status": "searching"}, headers=admin_headers
+    )
+    assert ok.json["status"] == "searching"
+
+
+def test_patch_null_on_required_field_is_422(client: Any, admin_headers: dict[str, str]) -> None:
+    created = client.post("/api/patients", json=patient_body(), headers=admin_headers).json
+    response = client.patch(
+        f"/api/patients/{created['id']}", json={"last_name": None}, headers=admin_headers
+    )
+    assert response.status_code == 422
+    assert response.json["error"]["details"][0]["field"] == "last_name"
+
+
+def test_unknown_patient_is_404(client: Any, admin_headers: dict[str, str]) -> None:
+    response = client.get("/api/patients/999999999", headers=admin_headers)
+    assert response.status_code == 404
+    assert response.json["error"]["code"] == "not_found"
+
+
+def test_list_is_paginated_and_filtered_by_status_and_postal_prefix(
+    client: Any, admin_headers: dict[str, str]
+) -> None:
+    prefix = "987"
+    ids = [
+        client.post(
+            "/api/patients", json=patient_body(postal_code=f"{prefix}{n:02d}"), headers=admin_headers
+        ).json["id"]
+        for n in range(5)
+    ]
+    client.patch(f"/api/patients/{ids[0]}", json={"status": "searching"}, headers=admin_headers)
+    page1 = client.get(
+        f"/api/patients?postal_code_prefix={prefix}&per_page=2&page=1", headers=admin_headers
+    ).json
+    page3 = client.get(
+        f"/api/patients?postal_code_prefix={prefix}&per_page=2&page=3", headers=admin_headers
+    ).json
+    assert page1["total"] == 5
+    assert [item["id"] for item in page1["items"]] == [ids[4], ids[3]]
+    assert [item["id"] for item in page3["items"]] == [ids[0]]
+    searching = client.get(
+        f"/api/patients?postal_code_prefix={prefix}&status=searching", headers=admin_headers
+    ).json
+    assert [item["id"] for item in searching["items"]] == [ids[0]]
+
+
+def test_bad_pagination_is_422(client: Any, admin_headers: dict[str, str]) -> None:
+    response = client.get("/api/patients?per_page=1000", headers=admin_headers)
+    assert response.status_code == 422
+    assert response.json["error"]["details"][0]["field"] == "per_page"
+
+
+def test_qualification_lists_every_unmet_criterion(
+    client: Any, admin_headers: dict[str, str]
+) -> None:
+    body = patient_body(contract_signed=False, diagnosis=None, availability={"mon": ["09:00-10:00"]})
+    created = client.post("/api/patients", json=body, headers=admin_headers).json
+    result = client.get(f"/api/patients/{created['id']}/qualification", headers=admin_headers).json
+    assert result["qualified"] is False
+    assert result["unmet_criteria"] == [
+        "contract_not_signed",
+        "no_current_f_diagnosis",
+        "availability_below_20_hours_per_week",
+    ]
+
+
+def test_openapi_documents_the_validating_schemas(client: Any) -> None:
+    spec = client.get("/openapi.json").json
+    post = spec["paths"]["/api/patients"]["post"]
+    schema_name = post["requestBody"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
+    assert "postal_code" in spec["components"]["schemas"][schema_name]["required"]
+    assert "201" in post["responses"] and "422" in post["responses"]
+    assert "/api/patients/{patient_id}" in spec["paths"]

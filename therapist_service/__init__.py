@@ -1,0 +1,1 @@
+"""therapist_service: therapists, preferences, phone hours, status, cooling, directory imports."""

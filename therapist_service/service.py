@@ -1,0 +1,1 @@
+"""Use cases of therapist_service (none yet)."""
