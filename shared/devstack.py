@@ -237,20 +237,21 @@ def main() -> int:
         for name, command in extra:
             manager.add_process(name, " ".join(_quote(part) for part in command))
         gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
+        ports = dev_ports()
         for service in SERVICES:
             env = {**os.environ, **service_env(service, database_url, bootstrap, token)}
             short = service.removesuffix("_service")
             manager.add_process(
                 short,
-                f"{gunicorn} --workers 1 --threads 8 --bind 127.0.0.1:{SERVICE_PORTS[service]} "
-                f"--graceful-timeout 5 '{service}.app:create_app()'",
+                f"{gunicorn} --workers 1 --threads 8 --bind 127.0.0.1:{ports[service]} "
+                f"--graceful-timeout 5 --no-control-socket '{service}.app:create_app()'",
                 env=env,
                 cwd=str(ROOT),
             )
             manager.add_process(
                 f"{short}-worker", f"{sys.executable} -m {service}.worker", env=env, cwd=str(ROOT)
             )
-        _banner(database_url, bootstrap, var)
+        _banner(database_url, bootstrap, var, ports)
         manager.loop()
         return int(manager.returncode or 0)
 
@@ -259,10 +260,16 @@ def _quote(part: str) -> str:
     return f"'{part}'" if " " in part else part
 
 
-def _banner(database_url: str, bootstrap: str, var: Path) -> None:
+def dev_ports() -> dict[str, int]:
+    """HTTP port per service: 8001-8005, or from `DEV_PORT_BASE` on."""
+    base = int(os.environ.get("DEV_PORT_BASE", "0"))
+    return {s: (base + i if base else SERVICE_PORTS[s]) for i, s in enumerate(SERVICES)}
+
+
+def _banner(database_url: str, bootstrap: str, var: Path, ports: dict[str, int]) -> None:
     lines = ["", "Psychotherapy placement platform - development stack", ""]
     for service in SERVICES:
-        port = SERVICE_PORTS[service]
+        port = ports[service]
         lines.append(
             f"  {service:<22} http://127.0.0.1:{port}  (docs: http://127.0.0.1:{port}/docs)"
         )

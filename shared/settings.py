@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = (
@@ -38,17 +38,6 @@ class ServiceSettings(BaseSettings):
     relay_batch_size: int = Field(default=500, ge=1)
     relay_idle_seconds: float = Field(default=0.2, gt=0)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _service_database_url(cls, data: Any) -> Any:
-        """Prefer `<SERVICE>_DATABASE_URL` over the shared `DATABASE_URL`."""
-        if isinstance(data, dict) and "database_url" not in data:
-            name = data.get("service_name") or cls.model_fields["service_name"].default
-            own = os.environ.get(f"{name.upper()}_DATABASE_URL") if name else None
-            if own:
-                data = {**data, "database_url": own}
-        return data
-
     def topic(self, name: str) -> str:
         """The full Kafka topic name, with the optional deployment prefix."""
         return f"{self.kafka_topic_prefix}{name}"
@@ -59,6 +48,11 @@ S = TypeVar("S", bound=BaseSettings)
 
 def load_settings(cls: type[S], **overrides: object) -> S:
     """Build settings from the environment (plus overrides) or exit naming every bad variable."""
+    name = cls.model_fields["service_name"].default if "service_name" in cls.model_fields else ""
+    own_url = os.environ.get(f"{name.upper()}_DATABASE_URL") if name else None
+    if own_url and "database_url" not in overrides:
+        # the service's own role wins over the shared DATABASE_URL
+        overrides = {**overrides, "database_url": own_url}
     try:
         return cls(**overrides)
     except ValidationError as exc:

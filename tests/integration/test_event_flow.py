@@ -61,7 +61,9 @@ def test_patient_created_over_rest_reaches_matching_and_a_search_can_start(
                 response
                 if (
                     response := matching.post(
-                        "/api/patient-searches", json={"patient_id": patient["id"]}, headers=admin_headers
+                        "/api/patient-searches",
+                        json={"patient_id": patient["id"]},
+                        headers=admin_headers,
                     )
                 ).status_code
                 == 201
@@ -84,7 +86,9 @@ def test_search_for_unknown_patient_is_404_with_clear_message(
     make_settings: Any, admin_headers: dict[str, str]
 ) -> None:
     matching = create_matching_app(make_settings(MatchingSettings)).test_client()
-    response = matching.post("/api/patient-searches", json={"patient_id": 987654321}, headers=admin_headers)
+    response = matching.post(
+        "/api/patient-searches", json={"patient_id": 987654321}, headers=admin_headers
+    )
     assert response.status_code == 404
     assert "not known to matching" in response.json["error"]["message"]
 
@@ -140,7 +144,9 @@ def test_same_event_delivered_twice_changes_matching_once(
     )
     patient_id = 700_000 + uuid.uuid4().int % 100_000
     event = _patient_event(patient_id, 1)
-    _produce(kafka_bootstrap, f"{topic_prefix}{PATIENT_TOPIC}", [event.to_bytes(), event.to_bytes()])
+    _produce(
+        kafka_bootstrap, f"{topic_prefix}{PATIENT_TOPIC}", [event.to_bytes(), event.to_bytes()]
+    )
     with background(consumer.run):
         wait_until(lambda: len(calls) >= 1)
         # the duplicate is read too; give the consumer time to reach it
@@ -197,12 +203,16 @@ def test_poison_messages_go_to_dead_letter_topic_and_later_messages_flow(
     _produce(kafka_bootstrap, topic, [b"\x00not json", bad_payload.to_bytes(), good.to_bytes()])
     with background(consumer.run):
         wait_until(
-            lambda: admin_engine.connect()
-            .execute(
-                sa.text("SELECT 1 FROM matching_service.patient_projection WHERE patient_id = :id"),
-                {"id": patient_id},
+            lambda: (
+                admin_engine.connect()
+                .execute(
+                    sa.text(
+                        "SELECT 1 FROM matching_service.patient_projection WHERE patient_id = :id"
+                    ),
+                    {"id": patient_id},
+                )
+                .first()
             )
-            .first()
         )
     dead = envelopes(read_topic(kafka_bootstrap, f"{topic_prefix}matching_service.dlq", 2))
     assert len(dead) == 2
@@ -267,8 +277,9 @@ def test_two_relays_at_once_publish_each_outbox_row_once_in_order(
     relays = [_relay(settings, PATIENT_INFRA, [PATIENT_TOPIC]) for _ in range(2)]
     for relay in relays:
         relay._buckets_per_pass = 4  # small passes so the two relays really interleave
-    with background(lambda stop: relay_forever(relays[0], stop, idle_s=0.01)), background(
-        lambda stop: relay_forever(relays[1], stop, idle_s=0.01)
+    with (
+        background(lambda stop: relay_forever(relays[0], stop, idle_s=0.01)),
+        background(lambda stop: relay_forever(relays[1], stop, idle_s=0.01)),
     ):
         wait_until(lambda: _pending(admin_engine, "patient_service") == 0)
     records = envelopes(read_topic(kafka_bootstrap, f"{topic_prefix}{PATIENT_TOPIC}", len(ids)))
@@ -294,14 +305,18 @@ def test_api_answers_201_while_broker_is_down_and_nothing_is_lost_when_it_return
             pid = created.json["id"]
             expected.append((pid, 1))
             for city in ("Berlin", "Potsdam"):
-                updated = client.patch(f"/api/patients/{pid}", json={"city": city}, headers=admin_headers)
+                updated = client.patch(
+                    f"/api/patients/{pid}", json={"city": city}, headers=admin_headers
+                )
                 assert updated.status_code == 200
                 expected.append((pid, updated.json["version"]))
         assert _pending(admin_engine, "patient_service") == len(expected)
         broker.start()
         try:
             wait_until(lambda: _pending(admin_engine, "patient_service") == 0, timeout=60)
-            records = envelopes(read_topic(bootstrap, f"{topic_prefix}{PATIENT_TOPIC}", len(expected)))
+            records = envelopes(
+                read_topic(bootstrap, f"{topic_prefix}{PATIENT_TOPIC}", len(expected))
+            )
         finally:
             broker.stop()
     seen = {(r["payload"]["patient_id"], r["payload"]["version"]) for r in records}

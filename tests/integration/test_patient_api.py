@@ -43,7 +43,9 @@ def test_unknown_token_is_401(client: Any) -> None:
     assert response.status_code == 401
 
 
-def test_staff_token_may_not_call_admin_endpoint(client: Any, staff_headers: dict[str, str]) -> None:
+def test_staff_token_may_not_call_admin_endpoint(
+    client: Any, staff_headers: dict[str, str]
+) -> None:
     assert client.get("/api/patients", headers=staff_headers).status_code == 200
     response = client.get("/api/admin/outbox", headers=staff_headers)
     assert response.status_code == 403
@@ -55,7 +57,9 @@ def test_revoked_token_is_rejected(
 ) -> None:
     with admin_engine.begin() as connection:
         connection.execute(
-            sa.text("UPDATE patient_service.api_tokens SET revoked_at = now() WHERE name = 'staff-test'")
+            sa.text(
+                "UPDATE patient_service.api_tokens SET revoked_at = now() WHERE name = 'staff-test'"
+            )
         )
     assert client.get("/api/patients", headers=staff_headers).status_code == 401
 
@@ -181,7 +185,9 @@ def test_list_is_paginated_and_filtered_by_status_and_postal_prefix(
     prefix = "987"
     ids = [
         client.post(
-            "/api/patients", json=patient_body(postal_code=f"{prefix}{n:02d}"), headers=admin_headers
+            "/api/patients",
+            json=patient_body(postal_code=f"{prefix}{n:02d}"),
+            headers=admin_headers,
         ).json["id"]
         for n in range(5)
     ]
@@ -210,7 +216,9 @@ def test_bad_pagination_is_422(client: Any, admin_headers: dict[str, str]) -> No
 def test_qualification_lists_every_unmet_criterion(
     client: Any, admin_headers: dict[str, str]
 ) -> None:
-    body = patient_body(contract_signed=False, diagnosis=None, availability={"mon": ["09:00-10:00"]})
+    body = patient_body(
+        contract_signed=False, diagnosis=None, availability={"mon": ["09:00-10:00"]}
+    )
     created = client.post("/api/patients", json=body, headers=admin_headers).json
     result = client.get(f"/api/patients/{created['id']}/qualification", headers=admin_headers).json
     assert result["qualified"] is False
@@ -224,7 +232,9 @@ def test_qualification_lists_every_unmet_criterion(
 def test_openapi_documents_the_validating_schemas(client: Any) -> None:
     spec = client.get("/openapi.json").json
     post = spec["paths"]["/api/patients"]["post"]
-    schema_name = post["requestBody"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
+    schema_name = post["requestBody"]["content"]["application/json"]["schema"]["$ref"].split("/")[
+        -1
+    ]
     assert "postal_code" in spec["components"]["schemas"][schema_name]["required"]
     assert "201" in post["responses"] and "422" in post["responses"]
     assert "/api/patients/{patient_id}" in spec["paths"]

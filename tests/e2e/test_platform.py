@@ -1,0 +1,116 @@
+"""The whole platform as `make run` starts it: real processes, REST, Kafka, shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from shared.devstack import ROOT, free_port, port_open
+from tests.conftest import ADMIN_TOKEN
+from tests.helpers import patient_body, wait_until
+
+pytestmark = pytest.mark.e2e
+
+SERVICES = ("patient", "therapist", "matching", "communication", "geocoding")
+
+
+@pytest.fixture(scope="module")
+def platform(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """`python -m shared.devstack` on the test database, its own broker, SMTP sink and ports."""
+    base = free_port()
+    while any(port_open("127.0.0.1", base + i) for i in range(5)):
+        base = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DEV_DATA_DIR": str(tmp_path_factory.mktemp("devstack")),
+        "DEV_PORT_BASE": str(base),
+        "DEV_KAFKA_PORT": str(free_port()),
+        "DEV_SMTP_PORT": str(free_port()),
+        "BOOTSTRAP_ADMIN_TOKEN": ADMIN_TOKEN,
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env.pop("SMTP_HOST", None)
+    log = Path(env["DEV_DATA_DIR"]) / "devstack.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shared.devstack"],
+            env=env,
+            cwd=ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        urls = {name: f"http://127.0.0.1:{base + i}" for i, name in enumerate(SERVICES)}
+        try:
+            wait_until(lambda: all(_ready(url) for url in urls.values()), timeout=90)
+            yield {"urls": urls, "process": process, "ports": [base + i for i in range(5)]}
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    raise
+
+
+def _ready(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/ready", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_five_services_are_healthy_and_ready(platform: dict[str, Any]) -> None:
+    for url in platform["urls"].values():
+        assert requests.get(f"{url}/health", timeout=5).json() == {"status": "ok"}
+        ready = requests.get(f"{url}/ready", timeout=5).json()
+        assert ready["checks"] == {"database": "ok", "broker": "ok"}
+
+
+def test_patient_registered_over_rest_can_be_searched_for_in_matching(
+    platform: dict[str, Any],
+) -> None:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    urls = platform["urls"]
+    created = requests.post(f"{urls['patient']}/api/patients", json=patient_body(), headers=headers)
+    assert created.status_code == 201
+    patient_id = created.json()["id"]
+
+    def start() -> requests.Response | None:
+        response = requests.post(
+            f"{urls['matching']}/api/patient-searches",
+            json={"patient_id": patient_id},
+            headers=headers,
+        )
+        assert response.status_code in (201, 404), response.text
+        return response if response.status_code == 201 else None
+
+    search = wait_until(start, timeout=30).json()
+    assert search["patient_id"] == patient_id
+    assert search["status"] == "active"
+
+
+def test_sigterm_stops_every_process(platform: dict[str, Any]) -> None:
+    process = platform["process"]
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) is not None
+    wait_until(
+        lambda: not any(port_open("127.0.0.1", port) for port in platform["ports"]), timeout=10
+    )
+    leftover = subprocess.run(
+        ["pgrep", "-s", str(process.pid)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert leftover == []
