@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import functools
+from typing import Any
+
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from matching_service.models import OPEN_SEARCH_STATUSES, PatientProjection, PatientSearch
@@ -14,17 +17,23 @@ from shared.outbox import PendingEvent
 PRODUCER = "matching_service"
 
 
+@functools.cache
+def _upsert_projection() -> Any:
+    """INSERT .. ON CONFLICT DO UPDATE .. WHERE newer, built once (it runs per event)."""
+    table = PatientProjection.__table__
+    columns = [*PatientSnapshot.model_fields, "updated_at"]
+    statement = pg_insert(table).values({name: bindparam(name) for name in columns})
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.patient_id],
+        set_={name: statement.excluded[name] for name in columns if name != "patient_id"},
+        where=table.c.version < statement.excluded.version,
+    ).returning(table.c.patient_id)
+
+
 def apply_patient_snapshot(uow: UnitOfWork, snapshot: PatientSnapshot) -> bool:
     """Upsert the patient projection unless it already holds this or a newer version."""
-    values = snapshot.model_dump()
-    values["updated_at"] = utcnow()
-    statement = pg_insert(PatientProjection).values(**values)
-    statement = statement.on_conflict_do_update(
-        index_elements=[PatientProjection.patient_id],
-        set_={key: statement.excluded[key] for key in values if key != "patient_id"},
-        where=PatientProjection.version < statement.excluded.version,
-    ).returning(PatientProjection.patient_id)
-    return uow.session.execute(statement).first() is not None
+    values = {**snapshot.model_dump(), "updated_at": utcnow()}
+    return uow.session.execute(_upsert_projection(), values).first() is not None
 
 
 def start_search(

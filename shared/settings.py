@@ -36,7 +36,7 @@ class ServiceSettings(BaseSettings):
     db_pool_size: int = Field(default=5, ge=1)
     consumer_max_attempts: int = Field(default=3, ge=1)
     relay_batch_size: int = Field(default=500, ge=1)
-    relay_idle_seconds: float = Field(default=0.2, gt=0)
+    relay_idle_seconds: float = Field(default=0.1, gt=0)
 
     def topic(self, name: str) -> str:
         """The full Kafka topic name, with the optional deployment prefix."""
