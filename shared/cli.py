@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None, services: Sequence[str] = SERVICES) 
     """Entry point; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("migrate", help="alembic upgrade head for every service schema")
+    commands.add_parser("migrate", help="alembic upgrade head for the service schemas")
     tokens = commands.add_parser("tokens", help="create or revoke API tokens")
     token_commands = tokens.add_subparsers(dest="action", required=True)
     create = token_commands.add_parser("create", help="create a token (printed once)")
@@ -53,8 +53,8 @@ def main(argv: Sequence[str] | None = None, services: Sequence[str] = SERVICES) 
     args = parser.parse_args(argv)
 
     if args.command == "migrate":
-        upgrade_all()
-        print("migrations: every service schema is at head")
+        upgrade_all(services=services)
+        print(f"migrations: {', '.join(services)} at head")
         return 0
     if args.command == "outbox":
         report = {}

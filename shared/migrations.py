@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -43,9 +44,11 @@ def alembic_config(service: str, url: str | None = None) -> Config:
     return config
 
 
-def upgrade_all(url: str | None = None, revision: str = "head") -> None:
-    """Upgrade every service schema, one history after the other."""
-    for service in SERVICES:
+def upgrade_all(
+    url: str | None = None, revision: str = "head", services: Sequence[str] = SERVICES
+) -> None:
+    """Upgrade every (or the given) service schema, one history after the other."""
+    for service in services:
         command.upgrade(alembic_config(service, url), revision)
 
 

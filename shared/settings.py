@@ -6,7 +6,7 @@ import os
 import sys
 from typing import TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = (
@@ -37,6 +37,11 @@ class ServiceSettings(BaseSettings):
     consumer_max_attempts: int = Field(default=3, ge=1)
     relay_batch_size: int = Field(default=500, ge=1)
     relay_idle_seconds: float = Field(default=0.1, gt=0)
+
+    @field_validator("bootstrap_admin_token", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     def topic(self, name: str) -> str:
         """The full Kafka topic name, with the optional deployment prefix."""
