@@ -199,8 +199,13 @@ def test_poison_messages_go_to_dead_letter_topic_and_later_messages_flow(
     patient_id = 900_000 + uuid.uuid4().int % 100_000
     bad_payload = _patient_event(patient_id, 1).model_copy(update={"payload": {"patient_id": "x"}})
     good = _patient_event(patient_id, 1)
+    unknown = good.model_copy(update={"event_type": "patient.teleported", "event_id": uuid.uuid4()})
     topic = f"{topic_prefix}{PATIENT_TOPIC}"
-    _produce(kafka_bootstrap, topic, [b"\x00not json", bad_payload.to_bytes(), good.to_bytes()])
+    _produce(
+        kafka_bootstrap,
+        topic,
+        [b"\x00not json", bad_payload.to_bytes(), unknown.to_bytes(), good.to_bytes()],
+    )
     with background(consumer.run):
         wait_until(
             lambda: (
@@ -215,7 +220,7 @@ def test_poison_messages_go_to_dead_letter_topic_and_later_messages_flow(
             )
         )
     dead = envelopes(read_topic(kafka_bootstrap, f"{topic_prefix}matching_service.dlq", 2))
-    assert len(dead) == 2
+    assert len(dead) == 2  # the unknown event type is skipped, not dead-lettered
     assert all(record["original_topic"] == topic for record in dead)
     assert "not a valid event envelope" in dead[0]["error"]
     assert "payload invalid" in dead[1]["error"]
