@@ -25,6 +25,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy shared */rules.py */service.py
 
 ## outbox -> Kafka -> consumer throughput and latency
 bench-events: $(STAMP)

@@ -7,13 +7,21 @@ from typing import Any
 
 from sqlalchemy import Index, String, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.db import declarative_base, utcnow
+from shared.db import TYPE_ANNOTATION_MAP, schema_metadata, utcnow
 from shared.runtime import infrastructure_of
 
 SCHEMA = "matching_service"
-Base = declarative_base(SCHEMA)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of this service's schema."""
+
+    metadata = schema_metadata(SCHEMA)
+    type_annotation_map = TYPE_ANNOTATION_MAP
+
+
 INFRA = infrastructure_of(Base.metadata)
 
 OPEN_SEARCH_STATUSES = ("active", "paused", "in_trial")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from matching_service.models import OPEN_SEARCH_STATUSES, PatientProjection, PatientSearch
@@ -21,6 +21,7 @@ PRODUCER = "matching_service"
 def _upsert_projection() -> Any:
     """INSERT .. ON CONFLICT DO UPDATE .. WHERE newer, built once (it runs per event)."""
     table = PatientProjection.__table__
+    assert isinstance(table, Table)
     columns = [*PatientSnapshot.model_fields, "updated_at"]
     statement = pg_insert(table).values({name: bindparam(name) for name in columns})
     return statement.on_conflict_do_update(

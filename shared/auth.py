@@ -86,7 +86,7 @@ class TokenStore:
                 )
                 .values(revoked_at=utcnow())
             )
-        return result.rowcount
+        return int(result.rowcount)  # type: ignore[attr-defined]  # a CursorResult for UPDATE
 
 
 def issue_token(name: str, role: Role) -> IssuedToken:

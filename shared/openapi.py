@@ -91,7 +91,7 @@ def _operation(
         }
     success: dict[str, Any] = {"description": "Success"}
     if op.response is not None:
-        ref = _schema_ref(op.response, components)
+        ref: dict[str, Any] = _schema_ref(op.response, components)
         if op.paginated:
             ref = {
                 "type": "object",
