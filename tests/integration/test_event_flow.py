@@ -366,3 +366,28 @@ def test_worker_killed_before_publishing_loses_no_event(
     assert [r["payload"]["patient_id"] for r in records] == [created.json["id"]]
     assert records[0]["event_type"] == "patient.created"
     assert json.dumps(records[0]).find(created.json["last_name"]) == -1  # no names in events
+
+
+def test_relay_recovers_when_broker_restarts_and_forgets_its_producer_state(
+    make_settings: Any, admin_headers: dict[str, str], topic_prefix: str, admin_engine: sa.Engine
+) -> None:
+    broker = TansuBroker()
+    bootstrap = broker.start()
+    settings = make_settings(PatientSettings, kafka_bootstrap_servers=bootstrap)
+    client = create_patient_app(settings).test_client()
+    relay = _relay(settings, PATIENT_INFRA, [PATIENT_TOPIC])
+    try:
+        with background(lambda stop: relay_forever(relay, stop, idle_s=0.05, max_backoff_s=1.0)):
+            before = client.post("/api/patients", json=patient_body(), headers=admin_headers)
+            wait_until(lambda: _pending(admin_engine, "patient_service") == 0)
+            builds_before = relay._producer.rebuilds
+            broker.stop()  # in-memory broker: topics, offsets and producer ids are gone
+            broker.start()
+            after = client.post("/api/patients", json=patient_body(), headers=admin_headers)
+            wait_until(lambda: _pending(admin_engine, "patient_service") == 0, timeout=60)
+            records = envelopes(read_topic(bootstrap, f"{topic_prefix}{PATIENT_TOPIC}", 1))
+    finally:
+        broker.stop()
+    assert before.status_code == after.status_code == 201
+    assert [r["payload"]["patient_id"] for r in records] == [after.json["id"]]
+    assert relay._producer.rebuilds > builds_before  # the broken producer was replaced
