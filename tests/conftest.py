@@ -69,9 +69,7 @@ def admin_engine(database_url: str) -> Iterator[sa.Engine]:
 
 
 @pytest.fixture
-def make_settings(
-    database_url: str, kafka_bootstrap: str, topic_prefix: str
-) -> Callable[..., Any]:
+def make_settings(database_url: str, kafka_bootstrap: str, topic_prefix: str) -> Callable[..., Any]:
     """Settings of a service connected as its own role to the test database and broker."""
 
     def make(cls: type[ServiceSettings], **overrides: Any) -> Any:
@@ -102,7 +100,9 @@ def drain_outboxes(engine: sa.Engine) -> None:
     with engine.begin() as connection:
         for schema in ("patient_service", "matching_service"):
             connection.execute(
-                sa.text(f"UPDATE {schema}.outbox SET published_at = now() WHERE published_at IS NULL")
+                sa.text(
+                    f"UPDATE {schema}.outbox SET published_at = now() WHERE published_at IS NULL"
+                )
             )
 
 

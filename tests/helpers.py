@@ -33,9 +33,7 @@ def patient_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def read_topic(
-    bootstrap: str, topic: str, expected: int, timeout: float = 30.0
-) -> list[Any]:
+def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Any]:
     """All messages of `topic` from the beginning, once at least `expected` have arrived."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
