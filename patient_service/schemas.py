@@ -122,59 +122,21 @@ class PatientCreate(_PatientFields):
     birth_date: BirthDate
 
 
-class PatientUpdate(BaseModel):
-    """Body of `PATCH /api/patients/{id}`: only the given fields change."""
+class PatientUpdate(_PatientFields):
+    """Body of `PATCH /api/patients/{id}`: only the given fields change.
 
-    model_config = ConfigDict(extra="forbid")
+    Fields without a null in their type (booleans, travel limits, availability, ...) reject
+    an explicit null; the optional ones accept it to clear the value.
+    """
 
-    salutation: Salutation | None = None
     gender: Gender | None = None
     first_name: Name | None = None
     last_name: Name | None = None
-    street: Text | None = None
     postal_code: PostalCode | None = None
-    city: Text | None = None
-    email: EmailStr | None = None
-    phone: Phone | None = None
     birth_date: BirthDate | None = None
-    health_insurer: Text | None = None
-    insurance_number: Annotated[str, StringConstraints(pattern=r"^[A-Z][0-9]{9}$")] | None = None
-    gp_name: Text | None = None
-    diagnosis: Diagnosis | None = None
-    symptoms: Annotated[list[Symptom], Field(min_length=1, max_length=6)] | None = None
-    prior_psychotherapy: bool | None = None
-    last_therapy_end_date: PastDate | None = None
-    availability: Availability | None = None
-    max_travel_km: Annotated[int, Field(ge=1, le=200)] | None = None
-    travel_mode: TravelMode | None = None
-    preferred_therapist_gender: TherapistGenderPreference | None = None
-    preferred_therapy_method: TherapyMethod | None = None
-    open_to_group_therapy: bool | None = None
-    group_therapy_only: bool | None = None
-    contract_signed: bool | None = None
-    payment_received: bool | None = None
-    consent_at: datetime | None = None
-    consent_version: Text | None = None
     status: PatientStatus | None = None
 
-    @field_validator(
-        "gender",
-        "first_name",
-        "last_name",
-        "postal_code",
-        "birth_date",
-        "prior_psychotherapy",
-        "availability",
-        "max_travel_km",
-        "travel_mode",
-        "preferred_therapist_gender",
-        "preferred_therapy_method",
-        "open_to_group_therapy",
-        "group_therapy_only",
-        "contract_signed",
-        "payment_received",
-        "status",
-    )
+    @field_validator("gender", "first_name", "last_name", "postal_code", "birth_date", "status")
     @classmethod
     def _not_null(cls, value: object) -> object:
         if value is None:

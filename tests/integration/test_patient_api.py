@@ -164,13 +164,25 @@ def test_wrong_status_transition_is_409_with_reason(
     assert ok.json["status"] == "searching"
 
 
-def test_patch_null_on_required_field_is_422(client: Any, admin_headers: dict[str, str]) -> None:
+@pytest.mark.parametrize("field", ["last_name", "max_travel_km", "availability", "status"])
+def test_patch_null_on_required_field_is_422(
+    client: Any, admin_headers: dict[str, str], field: str
+) -> None:
     created = client.post("/api/patients", json=patient_body(), headers=admin_headers).json
     response = client.patch(
-        f"/api/patients/{created['id']}", json={"last_name": None}, headers=admin_headers
+        f"/api/patients/{created['id']}", json={field: None}, headers=admin_headers
     )
     assert response.status_code == 422
-    assert response.json["error"]["details"][0]["field"] == "last_name"
+    assert response.json["error"]["details"][0]["field"] == field
+
+
+def test_patch_null_clears_an_optional_field(client: Any, admin_headers: dict[str, str]) -> None:
+    created = client.post("/api/patients", json=patient_body(), headers=admin_headers).json
+    response = client.patch(
+        f"/api/patients/{created['id']}", json={"email": None}, headers=admin_headers
+    )
+    assert response.status_code == 200
+    assert response.json["email"] is None
 
 
 def test_unknown_patient_is_404(client: Any, admin_headers: dict[str, str]) -> None:
