@@ -250,3 +250,10 @@ def test_openapi_documents_the_validating_schemas(client: Any) -> None:
     assert "postal_code" in spec["components"]["schemas"][schema_name]["required"]
     assert "201" in post["responses"] and "422" in post["responses"]
     assert "/api/patients/{patient_id}" in spec["paths"]
+
+
+def test_request_id_is_echoed_or_assigned(client: Any) -> None:
+    echoed = client.get("/health", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["X-Request-ID"] == "abc-123"
+    assigned = client.get("/health", headers={"X-Request-ID": "bad id with spaces"})
+    assert len(assigned.headers["X-Request-ID"]) == 32

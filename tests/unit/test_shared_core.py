@@ -93,3 +93,21 @@ def test_service_specific_database_url_wins(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("DATABASE_URL", "postgresql://shared@/db")
     monkeypatch.setenv("DEMO_SERVICE_DATABASE_URL", "postgresql://own@/db")
     assert load_settings(DemoSettings).database_url == "postgresql://own@/db"
+
+
+def test_json_log_lines_carry_service_and_context_ids() -> None:
+    import json
+    import logging
+
+    from shared.logs import JsonFormatter, event_id_var, request_id_var
+
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello %s", ("world",), None)
+    request_token, event_token = request_id_var.set("req-1"), event_id_var.set("evt-1")
+    try:
+        line = json.loads(JsonFormatter("patient_service").format(record))
+    finally:
+        request_id_var.reset(request_token)
+        event_id_var.reset(event_token)
+    assert line["service"] == "patient_service"
+    assert line["message"] == "hello world"
+    assert (line["request_id"], line["event_id"]) == ("req-1", "evt-1")
