@@ -25,7 +25,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/mypy shared */rules.py */service.py
+	$(VENV)/bin/mypy shared */rules.py */service.py matching_service/placement matching_service/bundling \
+		matching_service/simulation benchmarks
 
 ## outbox -> Kafka -> consumer throughput and latency
 bench-events: $(STAMP)

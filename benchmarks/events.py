@@ -117,7 +117,8 @@ def latencies_ms(engine: sa.Engine, since_id: int) -> list[float]:
         return sorted(float(v) for v in rows)
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: int) -> float:
+    """The q-th percentile (1..99) of sorted values."""
     return (
         statistics.quantiles(values, n=100, method="inclusive")[q - 1]
         if len(values) > 1

@@ -15,7 +15,7 @@ from .geo import (
     haversine_km,
     unit_vectors,
 )
-from .model import METHODS, BundleConfig, Search, Therapist, id_sort_key
+from .model import METHODS, BundleConfig, Search, Therapist, Weekly, id_sort_key
 from .weekly import WORDS, weekly_mask
 
 _GENDER_CODE = {"male": 1, "female": 2, "diverse": 3, "unspecified": 4}
@@ -80,12 +80,13 @@ class Prepared:
     @property
     def s_has_avail(self) -> np.ndarray:
         """Searches with a weekly availability."""
-        return self.s_avail.any(axis=1)
+        # asarray only narrows numpy's `bool | ndarray` return type; no copy is made.
+        return np.asarray(self.s_avail.any(axis=1))
 
     @property
     def t_has_hours(self) -> np.ndarray:
         """Therapists with known working hours."""
-        return self.t_hours.any(axis=1)
+        return np.asarray(self.t_hours.any(axis=1))
 
 
 @dataclass
@@ -149,7 +150,7 @@ def pair_overlap(prep: Prepared, p: np.ndarray, t: np.ndarray) -> np.ndarray:
     return overlap
 
 
-def _weekly_matrix(items: Sequence[object | None]) -> np.ndarray:
+def _weekly_matrix(items: Sequence[Weekly | None]) -> np.ndarray:
     cache: dict[str, np.ndarray] = {}
     out = np.zeros((len(items), WORDS), dtype=np.uint64)
     for i, weekly in enumerate(items):
@@ -157,7 +158,7 @@ def _weekly_matrix(items: Sequence[object | None]) -> np.ndarray:
             continue
         key = repr(weekly)
         if key not in cache:
-            cache[key] = weekly_mask(weekly)  # type: ignore[arg-type]
+            cache[key] = weekly_mask(weekly)
         out[i] = cache[key]
     return out
 
@@ -298,7 +299,7 @@ def _profile_tables(
             _pref_code(s.preferred_therapist_gender),
             0
             if s.preferred_therapy_method in (None, "any")
-            else METHODS.index(s.preferred_therapy_method) + 1,  # type: ignore[arg-type]
+            else METHODS.index(s.preferred_therapy_method) + 1,
             -1 if age < 0 else int(np.searchsorted(bounds, age, side="right")),
             _GENDER_CODE.get(s.gender, 4),
             s.diagnosis,

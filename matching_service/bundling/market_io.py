@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Any
 
 from .model import (
@@ -244,7 +245,7 @@ def _contactable(raw: Mapping[str, Any], where: str) -> tuple[bool, str | None]:
         _get(raw, "contactable", where), lambda v: _bool(v, f"{where}.contactable"), True
     )
     for key in ("not_contactable_reason", "contactable_reason"):
-        reason = _optional(_get(raw, key, where), lambda v, k=key: _text(v, f"{where}.{k}"))
+        reason = _optional(_get(raw, key, where), partial(_text, where=f"{where}.{key}"))
         if reason is not None:
             return flag, reason
     return flag, None

@@ -53,7 +53,7 @@ class Simulation:
             key=lambda item: (item[0], item[1].search_id),
         )
         self.opening_days = {
-            t.therapist_id: np.cumsum(
+            str(t.therapist_id): np.cumsum(
                 market.exponential(params.opening_every_days, params.days // 5 + 5)
             ).astype(int)
             for t in self.therapist_list
@@ -70,8 +70,8 @@ class Simulation:
         for t in self.therapist_list:
             # In the simulation every therapist starts contactable (cooling is not modelled
             # before day 0).
-            self.w.therapists[t.therapist_id] = replace(t, contactable=True)
-            self.w.openings[t.therapist_id] = []
+            self.w.therapists[str(t.therapist_id)] = replace(t, contactable=True)
+            self.w.openings[str(t.therapist_id)] = []
 
     def day(self, d: int) -> datetime:
         """Calendar date of a simulation day (as a UTC timestamp at 09:00)."""
@@ -132,7 +132,9 @@ class Simulation:
             inq = self.w.inquiries.get(iid)
             if inq is None:
                 continue
-            sent = (inq.state.sent_on - self.p.start).days  # type: ignore[operator]
+            sent_on = inq.state.sent_on
+            assert sent_on is not None, "simulated inquiries are sent when they are created"
+            sent = (sent_on - self.p.start).days
             if inq.answer_day == d:
                 self._answer(d, inq)
             elif inq.answer_day is None and d >= sent + self.p.follow_up_after_days:
@@ -179,16 +181,16 @@ class Simulation:
             for sid in current
         }
         record = record_answer(
-            inq.state, outcomes, {s: w.searches[s] for s in current}, today, self.settings
+            inq.state, outcomes, {s: w.searches[str(s)] for s in current}, today, self.settings
         )
         del w.inquiries[str(inq.state.inquiry_id)]
-        w.searches.update(record.searches)
+        w.searches.update({str(s): st for s, st in record.searches.items()})
         w.next_contactable[inq.state.practice_key] = (
             record.next_contactable_date - self.p.start
         ).days
         w.events.append(("answer_recorded", d, inq.state.practice_key, record.response_type.value))
         for sid in record.claimed:
-            self._placed(d, sid, tid)
+            self._placed(d, str(sid), tid)
         if chosen is not None:
             self.stats["acceptances"] += 1
         lost = [chosen] if chosen is not None and chosen not in current else []
@@ -196,7 +198,7 @@ class Simulation:
         for sid in lost:
             self.stats["conflicts"] += 1
             w.events.append(("conflict", d, sid, tid))
-            self._replacement(d, tid, sid)
+            self._replacement(d, tid, str(sid))
 
     def _replacement(self, d: int, tid: str, lost: str) -> None:
         # The conflict reply offers eligible patients; it answers the therapist's own

@@ -53,7 +53,9 @@ def make_searches(
     diag = rng.choice(DIAGNOSES[0], size=count, p=DIAGNOSES[1])
     method = rng.choice(METHOD_MIX[0], size=count, p=METHOD_MIX[1])
     wants_method = rng.random(count) < 0.20
-    pref_gender = rng.choice([None, "female", "male"], size=count, p=[0.70, 0.25, 0.05])
+    pref_gender = rng.choice(
+        np.array([None, "female", "male"], dtype=object), size=count, p=[0.70, 0.25, 0.05]
+    )
     age = rng.integers(18, 76, count)
     budget = rng.integers(budget_range[0], budget_range[1] + 1, count)
     out = []
@@ -93,10 +95,10 @@ def make_therapists(
     out: list[Therapist] = []
     for i in range(count):
         shares = i > 0 and rng.random() < 0.15
-        lat = float(areas.lat[where[i]] + jitter[i, 0])
-        lon = float(areas.lon[where[i]] + jitter[i, 1])
+        lat: float | None = float(areas.lat[where[i]] + jitter[i, 0])
+        lon: float | None = float(areas.lon[where[i]] + jitter[i, 1])
         if shares:
-            lat, lon = out[-1].lat, out[-1].lon  # type: ignore[assignment]
+            lat, lon = out[-1].lat, out[-1].lon
         methods = {str(rng.choice(METHOD_MIX[0], p=METHOD_MIX[1]))}
         if rng.random() < 0.2:
             methods.add(str(rng.choice(METHOD_MIX[0], p=METHOD_MIX[1])))
