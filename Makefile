@@ -40,6 +40,7 @@ bench-bundles: $(STAMP)
 ROLE ?= staff
 token: $(STAMP)
 	@test -n "$(NAME)" || { echo "usage: make token NAME=you [ROLE=staff|admin]"; exit 2; }
+	@test -f var/dev.env || { echo "start the stack first (make run), or use: python -m shared.cli tokens create"; exit 2; }
 	@set -a; . var/dev.env; set +a; PYTHONPATH=. $(PY) -m shared.cli tokens create --name "$(NAME)" --role "$(ROLE)"
 
 migrate: $(STAMP)

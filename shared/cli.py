@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from sqlalchemy.exc import OperationalError
+
 from shared.auth import Role, TokenStore, issue_token
 from shared.db import Database, schema_metadata
 from shared.infrastructure import define_infrastructure
@@ -39,6 +41,14 @@ def _stores(services: Sequence[str]) -> list[tuple[str, Database, TokenStore]]:
 
 def main(argv: Sequence[str] | None = None, services: Sequence[str] = SERVICES) -> int:
     """Entry point; returns the exit code."""
+    try:
+        return _run(argv, services)
+    except OperationalError as exc:
+        print(f"cannot reach the database: {exc.orig}", file=sys.stderr)
+        return 1
+
+
+def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="alembic upgrade head for the service schemas")
