@@ -9,6 +9,10 @@ from sqlalchemy import Table, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from matching_service.models import OPEN_SEARCH_STATUSES, PatientProjection, PatientSearch
+from matching_service.placement.status import (
+    PATIENT_STATUSES_OPEN_TO_SEARCH,
+    patient_may_start_search,
+)
 from matching_service.schemas import SEARCH_STARTED, PatientSnapshot, SearchStartedPayload
 from shared.db import UnitOfWork, utcnow
 from shared.errors import Conflict, NotFound, RuleViolation
@@ -52,6 +56,13 @@ def start_search(
                 f"patient {patient_id} is not known to matching (yet): its registration event "
                 "may still be on its way; retry in a moment",
                 {"patient_id": patient_id},
+            )
+        if not patient_may_start_search(patient.status):
+            allowed = ", ".join(sorted(PATIENT_STATUSES_OPEN_TO_SEARCH))
+            raise Conflict(
+                f"patient {patient_id} is in status '{patient.status}'; a search starts only "
+                f"for patients in status {allowed}",
+                {"patient_id": patient_id, "patient_status": patient.status},
             )
         if not patient.qualified:
             raise RuleViolation(

@@ -34,6 +34,7 @@ Diagnosis = Annotated[
 ]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=50)]
 Phone = Annotated[
     str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 ()/-]{5,24}$")
 ]
@@ -95,7 +96,7 @@ class _PatientFields(BaseModel):
     contract_signed: bool = False
     payment_received: bool = False
     consent_at: datetime | None = None
-    consent_version: Text | None = None
+    consent_version: ShortText | None = None
 
     @field_validator("symptoms")
     @classmethod

@@ -51,7 +51,9 @@ class TokenStore:
 
     def role_for(self, token: str) -> Role | None:
         """The role of a valid, unrevoked token, else None."""
-        if self._bootstrap_admin and hmac.compare_digest(token, self._bootstrap_admin):
+        if self._bootstrap_admin and hmac.compare_digest(
+            token.encode(), self._bootstrap_admin.encode()
+        ):
             return Role.ADMIN
         with self._db.session() as session:
             role = session.execute(

@@ -11,6 +11,7 @@ from typing import Any
 from kafka import KafkaConsumer
 from sqlalchemy import bindparam
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from shared.db import Database, UnitOfWork, utcnow
 from shared.events import Envelope, InvalidEvent
@@ -27,6 +28,17 @@ class DeadLetterUnavailable(RuntimeError):
     """The dead-letter topic could not be written; the message is not committed."""
 
 
+class TransientFailure(RuntimeError):
+    """The database is unreachable or asked for a retry: handle the poll again later."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Connection losses, restarts, deadlocks, serialisation failures: not the message's fault."""
+    return isinstance(exc, OperationalError | InterfaceError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
 class ConsumerRunner:
     """Consumes a service's topics and hands each event to its handler, exactly once in effect.
 
@@ -34,7 +46,10 @@ class ConsumerRunner:
     `processed_events` (ON CONFLICT DO NOTHING): a redelivered event finds its id there and
     changes nothing. Offsets are committed only after the database transaction commits. A
     message that fails `max_attempts` times, or is not a valid event, goes to the dead-letter
-    topic with the error, and consumption moves on.
+    topic with the error, and consumption moves on. A database that is down is not the
+    message's fault: nothing is dead-lettered or committed, the consumer reconnects after a
+    pause and the uncommitted messages are delivered again (the idempotency guard skips
+    whatever was already handled).
 
     For throughput, the messages of one poll share one transaction. When any of them fails,
     that transaction is rolled back whole and the batch is replayed message by message
@@ -102,6 +117,9 @@ class ConsumerRunner:
                         self.handle_batch(messages)
                     if batch:
                         consumer.commit()
+            except TransientFailure as exc:
+                log.warning("database unavailable (%s); pausing before the next poll", exc)
+                stop.wait(2.0)
             except Exception:
                 log.exception("consumer loop failed; reconnecting")
                 stop.wait(2.0)
@@ -124,6 +142,8 @@ class ConsumerRunner:
                     self._run_handler(uow, envelope, handler)
                 uow.commit()
         except Exception as exc:
+            if is_transient(exc):
+                raise TransientFailure(str(exc)) from exc
             log.info("batch of %d failed (%s); replaying one by one", len(messages), exc)
             for index, message in enumerate(messages):
                 # the batch run counts as the failing message's first attempt
@@ -160,6 +180,8 @@ class ConsumerRunner:
                 self._dead_letter(message, exc, attempts=attempt)
                 return
             except Exception as exc:
+                if is_transient(exc):
+                    raise TransientFailure(str(exc)) from exc
                 error = exc
                 log.warning(
                     "handling %s failed (attempt %d): %s", envelope.event_type, attempt, exc

@@ -74,6 +74,7 @@ def make_engine(url: str, *, pool_size: int = 5, application_name: str = "") -> 
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
+        hide_parameters=True,  # SQL errors are logged; their parameters are personal data
         connect_args=connect_args,
     )
 

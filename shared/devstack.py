@@ -157,7 +157,9 @@ def service_env(
 ) -> dict[str, str]:
     """Environment of one service's processes (its own database role)."""
     return {
-        "DATABASE_URL": role_url(database_url, service),
+        "DATABASE_URL": role_url(
+            database_url, service, os.environ.get(f"{service.upper()}_DB_PASSWORD")
+        ),
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "KAFKA_SESSION_TIMEOUT_MS": os.environ.get("KAFKA_SESSION_TIMEOUT_MS", "6000"),
         "BOOTSTRAP_ADMIN_TOKEN": admin_token,
@@ -171,9 +173,16 @@ def _admin_token(var: Path) -> str:
         return token
     path = var / "admin-token"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
+        _write_private(path, secrets.token_urlsafe(32))
     return path.read_text().strip()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds a secret or a superuser URL)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # also when the file existed with wider permissions
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
 
 
 @contextlib.contextmanager
@@ -232,7 +241,7 @@ def main() -> int:
         upgrade_all(database_url)
         token = _admin_token(var)
         # for `make token` and other CLI commands run beside the stack
-        (var / "dev.env").write_text(f"DATABASE_URL={database_url}\n")
+        _write_private(var / "dev.env", f"DATABASE_URL='{database_url}'\n")
         manager = Manager(Printer(sys.stdout))
         for name, command in extra:
             manager.add_process(name, " ".join(_quote(part) for part in command))

@@ -40,7 +40,7 @@ class Envelope(BaseModel):
         """Parse a message value; raises `InvalidEvent` when it is not an envelope."""
         try:
             return cls.model_validate(json.loads(raw))
-        except (ValueError, ValidationError) as exc:
+        except (TypeError, ValueError, ValidationError) as exc:  # TypeError: null (tombstone)
             raise InvalidEvent(f"not a valid event envelope: {exc}") from exc
 
 

@@ -126,14 +126,32 @@ class RobustProducer:
             self.close()
         return outcomes
 
+    def ready(self) -> bool:
+        """Build the producer (and topics) now, outside any database transaction."""
+        try:
+            self._ensure_producer()
+        except Exception as exc:
+            log.warning("kafka producer unavailable: %s", exc)
+            self.close()
+            return False
+        return True
+
     def close(self) -> None:
         """Close the current producer; the next send builds a new one."""
-        if self._producer is not None:
-            try:
-                self._producer.close(timeout=1)
-            except Exception:  # closing a broken producer may itself fail; it is discarded anyway
-                log.debug("closing kafka producer failed", exc_info=True)
-            self._producer = None
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            producer.close(timeout=1)
+        except Exception:
+            # close() flushes first and gives up while batches are pending (broker gone);
+            # kafka-python then leaves its sender thread retrying forever: stop it here.
+            # (_sender/_closed are kafka-python internals; close() has no force option.)
+            sender = getattr(producer, "_sender", None)
+            if sender is not None:
+                sender.force_close()
+                sender.join(timeout=5)
+            producer._closed = True  # its __del__ would try to close (and fail) again
 
 
 def _serialise(value: dict[str, Any] | bytes) -> bytes:

@@ -61,6 +61,12 @@ class RelayResult:
 
     published: int
     failed: int
+    broker_unavailable: bool = False
+
+    @property
+    def should_back_off(self) -> bool:
+        """Whether the next pass should wait (publishing failed or cannot start)."""
+        return self.failed > 0 or self.broker_unavailable
 
 
 class OutboxRelay:
@@ -69,6 +75,8 @@ class OutboxRelay:
     Each pass locks a set of relay buckets with `FOR UPDATE SKIP LOCKED` for the length of
     its transaction, so relays running at once never publish the same row, and the rows of
     one aggregate (always in one bucket) are published by one relay at a time, in id order.
+    A pass takes at most half the buckets (oldest pending first), so a second relay finds
+    work too.
     """
 
     def __init__(
@@ -78,7 +86,7 @@ class OutboxRelay:
         producer: RobustProducer,
         *,
         batch_size: int = 500,
-        buckets_per_pass: int = RELAY_BUCKETS,
+        buckets_per_pass: int = RELAY_BUCKETS // 2,
         topic_prefix: str = "",
     ) -> None:
         self._db = database
@@ -92,6 +100,8 @@ class OutboxRelay:
     def publish_pending(self) -> RelayResult:
         """One pass: lock buckets, publish their oldest pending rows, mark what was acknowledged."""
         outbox = self._outbox
+        if not self._producer.ready():  # no broker: do not even open a transaction
+            return RelayResult(0, 0, broker_unavailable=True)
         with self._db.session() as session, session.begin():
             oldest_pending = (
                 select(func.min(outbox.c.id))

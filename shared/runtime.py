@@ -120,7 +120,7 @@ def relay_forever(
     while not stop.is_set():
         try:
             result = relay.publish_pending()
-            failed = result.failed > 0
+            failed = result.should_back_off
             idle = result.published == 0 and not failed
         except Exception:
             log.exception("outbox relay pass failed")

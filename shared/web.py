@@ -132,11 +132,12 @@ def operation(summary: str, **options: Any) -> Callable[[Callable[..., Any]], Ca
 
 
 def _json_body() -> Any:
-    if not request.data:
+    if not request.get_data(cache=True):
         raise ValidationFailed(
             "request body required", [{"field": "body", "message": "a JSON object is required"}]
         )
-    body = request.get_json(silent=True)
+    # force: curl -d sends form encoding unless told otherwise; the body is JSON regardless
+    body = request.get_json(force=True, silent=True)
     if body is None:
         raise ValidationFailed(
             "request body is not valid JSON", [{"field": "body", "message": "invalid JSON"}]

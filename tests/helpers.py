@@ -34,7 +34,7 @@ def patient_body(**overrides: Any) -> dict[str, Any]:
 
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Any]:
-    """All messages of `topic` from the beginning, once at least `expected` have arrived."""
+    """All messages of `topic` from the beginning: at least `expected`, then until quiet."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
         deadline = time.monotonic() + timeout
@@ -49,9 +49,12 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0)
         consumer.assign(assigned)
         consumer.seek_to_beginning(*assigned)
         messages: list[Any] = []
-        while len(messages) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=300).values():
-                messages.extend(batch)
+        quiet_polls = 0
+        # keep reading past `expected` until the topic is quiet, so duplicates show up too
+        while time.monotonic() < deadline and (len(messages) < expected or quiet_polls < 3):
+            batch = [m for part in consumer.poll(timeout_ms=300).values() for m in part]
+            messages.extend(batch)
+            quiet_polls = 0 if batch else quiet_polls + 1
         return messages
     finally:
         consumer.close()

@@ -19,6 +19,16 @@ ALLOWED_TRANSITIONS: dict[SearchStatus, frozenset[SearchStatus]] = {
 }
 TRIAL_FAILED = "trial_failed"
 
+# patient statuses (patient_service) from which a new search may start
+PATIENT_STATUSES_OPEN_TO_SEARCH = frozenset(
+    {"registered", "searching", "search_cancelled", "therapy_aborted"}
+)
+
+
+def patient_may_start_search(patient_status: str) -> bool:
+    """A patient in therapy or done with it gets no new search."""
+    return patient_status in PATIENT_STATUSES_OPEN_TO_SEARCH
+
 
 def check_transition(current: SearchStatus, target: SearchStatus) -> None:
     """Raise InvalidTransition (with the reason) unless SPEC §5 allows current -> target."""

@@ -257,3 +257,29 @@ def test_request_id_is_echoed_or_assigned(client: Any) -> None:
     assert echoed.headers["X-Request-ID"] == "abc-123"
     assigned = client.get("/health", headers={"X-Request-ID": "bad id with spaces"})
     assert len(assigned.headers["X-Request-ID"]) == 32
+
+
+def test_json_body_is_accepted_without_content_type(
+    client: Any, admin_headers: dict[str, str]
+) -> None:
+    import json
+
+    response = client.post(
+        "/api/patients",
+        data=json.dumps(patient_body()),
+        headers={**admin_headers, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 201
+
+
+def test_non_ascii_token_is_401_not_500(client: Any) -> None:
+    response = client.get("/api/patients", headers={"Authorization": "Bearer t\u00e9st-token"})
+    assert response.status_code == 401
+
+
+def test_too_long_text_is_422_not_500(client: Any, admin_headers: dict[str, str]) -> None:
+    response = client.post(
+        "/api/patients", json=patient_body(consent_version="v" * 60), headers=admin_headers
+    )
+    assert response.status_code == 422
+    assert response.json["error"]["details"][0]["field"] == "consent_version"
