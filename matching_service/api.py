@@ -51,5 +51,5 @@ def routes(database: Database, default_budget: int) -> list[ResourceRoute]:
     deps = {"database": database, "default_budget": default_budget}
     return [
         ResourceRoute(SearchList, "/api/patient-searches", deps),
-        ResourceRoute(SearchItem, "/api/patient-searches/<int:search_id>", deps),
+        ResourceRoute(SearchItem, "/api/patient-searches/<id:search_id>", deps),
     ]

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import EventType
+from shared.web import MAX_ID
 
 SearchStatus = Literal["active", "paused", "in_trial", "successful", "cancelled"]
 
@@ -17,7 +18,7 @@ class SearchCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    patient_id: int = Field(ge=1)
+    patient_id: int = Field(ge=1, le=MAX_ID)
 
 
 class SearchOut(BaseModel):

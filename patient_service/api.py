@@ -94,6 +94,6 @@ def routes(database: Database, policy: service.QualificationPolicy) -> list[Reso
     deps = {"database": database, "policy": policy}
     return [
         ResourceRoute(PatientList, "/api/patients", deps),
-        ResourceRoute(PatientItem, "/api/patients/<int:patient_id>", deps),
-        ResourceRoute(PatientQualification, "/api/patients/<int:patient_id>/qualification", deps),
+        ResourceRoute(PatientItem, "/api/patients/<id:patient_id>", deps),
+        ResourceRoute(PatientQualification, "/api/patients/<id:patient_id>/qualification", deps),
     ]

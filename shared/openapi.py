@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shared.web import ErrorResponse, Operation, ServiceApi
+from shared.web import MAX_ID, ErrorResponse, Operation, ServiceApi
 
 _REF = "#/components/schemas/{model}"
 _CONVERTER = re.compile(r"<(?:(\w+):)?(\w+)>")
@@ -49,7 +49,9 @@ def build_openapi(api: ServiceApi, *, title: str, version: str) -> dict[str, Any
 def _openapi_path(url: str) -> tuple[str, list[dict[str, Any]]]:
     params = []
     for converter, name in _CONVERTER.findall(url):
-        schema = {"type": "integer"} if converter == "int" else {"type": "string"}
+        schema: dict[str, Any] = {"type": "string"}
+        if converter in ("int", "id"):
+            schema = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
     return _CONVERTER.sub(r"{\2}", url), params
 

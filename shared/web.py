@@ -29,6 +29,7 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter, Map
 
 from shared.auth import Role, TokenStore
 from shared.db import Database
@@ -61,12 +62,22 @@ STATUS_OF: dict[type[DomainError], int] = {
 # ---------------------------------------------------------------- request/response schemas
 
 
+MAX_ID = 2**31 - 1  # ids are PostgreSQL integers
+
+
+class IdConverter(IntegerConverter):
+    """`<id:name>` in a route: 1 .. 2^31-1; anything else is a 404, never a database error."""
+
+    def __init__(self, map: Map) -> None:
+        super().__init__(map, min=1, max=MAX_ID)
+
+
 class PageQuery(BaseModel):
     """Pagination parameters shared by every list endpoint."""
 
     model_config = ConfigDict(extra="forbid")
 
-    page: int = Field(default=1, ge=1)
+    page: int = Field(default=1, ge=1, le=1_000_000)
     per_page: int = Field(default=20, ge=1, le=100)
 
 
@@ -282,6 +293,7 @@ def create_service_app(
 ) -> Flask:
     """A Flask app with the platform's common endpoints and the service's resources."""
     app = Flask(name)
+    app.url_map.converters["id"] = IdConverter
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["token_store"] = token_store
     app.extensions["database"] = database

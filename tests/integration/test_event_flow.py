@@ -461,3 +461,14 @@ def test_no_search_starts_for_a_patient_in_therapy(
     )
     assert response.status_code == 409
     assert response.json["error"]["details"]["patient_status"] == "in_therapy"
+
+
+def test_search_for_impossible_patient_id_is_422(
+    make_settings: Any, admin_headers: dict[str, str]
+) -> None:
+    matching = create_matching_app(make_settings(MatchingSettings)).test_client()
+    response = matching.post(
+        "/api/patient-searches", json={"patient_id": 2**31}, headers=admin_headers
+    )
+    assert response.status_code == 422
+    assert response.json["error"]["details"][0]["field"] == "patient_id"

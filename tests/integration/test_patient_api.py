@@ -185,8 +185,11 @@ def test_patch_null_clears_an_optional_field(client: Any, admin_headers: dict[st
     assert response.json["email"] is None
 
 
-def test_unknown_patient_is_404(client: Any, admin_headers: dict[str, str]) -> None:
-    response = client.get("/api/patients/999999999", headers=admin_headers)
+@pytest.mark.parametrize("patient_id", ["999999999", "99999999999999", "0", "abc"])
+def test_unknown_or_impossible_patient_id_is_404(
+    client: Any, admin_headers: dict[str, str], patient_id: str
+) -> None:
+    response = client.get(f"/api/patients/{patient_id}", headers=admin_headers)
     assert response.status_code == 404
     assert response.json["error"]["code"] == "not_found"
 
