@@ -108,9 +108,15 @@ class _PatientFields(BaseModel):
     @field_validator("consent_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             raise ValueError("must include a timezone (UTC), e.g. 2026-11-01T10:00:00Z")
-        return value
+        # in UTC: PostgreSQL refuses offsets beyond +-15:59 that Python accepts (up to 23:59)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is out of range once converted to UTC") from None
 
 
 class PatientCreate(_PatientFields):

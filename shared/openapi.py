@@ -109,6 +109,8 @@ def _operation(
     spec["responses"][str(op.status)] = success
     error_ref = _schema_ref(ErrorResponse, components)
     codes = {401, 403, *op.errors}
+    if path_params:
+        codes.add(404)  # an id that cannot exist (IdConverter) or does not
     if op.body is not None or op.query is not None:
         codes.add(422)
     for code in sorted(codes):

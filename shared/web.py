@@ -6,13 +6,14 @@ call, validates body and query with pydantic, renders the response and feeds `/o
 
 from __future__ import annotations
 
+import codecs
 import functools
 import logging
 import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,7 +132,7 @@ def operation(summary: str, **options: Any) -> Callable[[Callable[..., Any]], Ca
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
             authorise(op.role)
             if op.body is not None:
-                kwargs["body"] = parse_model(op.body, _json_body(), "body")
+                kwargs["body"] = parse_json(op.body, _json_body())
             if op.query is not None:
                 kwargs["query"] = parse_model(op.query, _query_args(op.query), "query")
             return render(op, method(self, *args, **kwargs))
@@ -142,18 +143,14 @@ def operation(summary: str, **options: Any) -> Callable[[Callable[..., Any]], Ca
     return decorate
 
 
-def _json_body() -> Any:
-    if not request.get_data(cache=True):
+def _json_body() -> bytes:
+    # read whatever the Content-Type says: curl -d sends form encoding unless told otherwise
+    raw = request.get_data(cache=True).removeprefix(codecs.BOM_UTF8)
+    if not raw:
         raise ValidationFailed(
             "request body required", [{"field": "body", "message": "a JSON object is required"}]
         )
-    # force: curl -d sends form encoding unless told otherwise; the body is JSON regardless
-    body = request.get_json(force=True, silent=True)
-    if body is None:
-        raise ValidationFailed(
-            "request body is not valid JSON", [{"field": "body", "message": "invalid JSON"}]
-        )
-    return body
+    return raw
 
 
 def _query_args(model: type[BaseModel]) -> dict[str, Any]:
@@ -166,19 +163,62 @@ def _query_args(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def parse_model(model: type[BaseModel], data: Any, location: str) -> BaseModel:
-    """Validate `data` or raise `ValidationFailed` naming each bad field."""
+    """Validate `data` (e.g. query strings, converted to the field types) or raise
+    `ValidationFailed` naming each bad field."""
     try:
-        return model.model_validate(data)
+        parsed = model.model_validate(data)
     except ValidationError as exc:
-        details = [
-            {
-                "field": ".".join(str(part) for part in error["loc"]) or location,
-                "message": error["msg"],
-            }
-            for error in exc.errors()
-        ]
-        fields = ", ".join(sorted({d["field"] for d in details}))
-        raise ValidationFailed(f"invalid {location}: {fields}", details) from None
+        raise _validation_failed(exc, location) from None
+    _reject_nul(parsed, location)
+    return parsed
+
+
+def parse_json(model: type[BaseModel], raw: bytes) -> BaseModel:
+    """Parse and validate a JSON body strictly: each value has its documented JSON type (no
+    `"5"` for 5, no `1` for true, no number for a date), else `ValidationFailed`.
+
+    pydantic's parser bounds nesting depth (the stdlib's raises RecursionError: a 500)."""
+    try:
+        parsed = model.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        invalid = [error["msg"] for error in exc.errors() if error["type"] == "json_invalid"]
+        if invalid:
+            raise ValidationFailed(
+                "request body is not valid JSON", [{"field": "body", "message": invalid[0]}]
+            ) from None
+        raise _validation_failed(exc, "body") from None
+    _reject_nul(parsed, "body")
+    return parsed
+
+
+def _validation_failed(exc: ValidationError, location: str) -> ValidationFailed:
+    details = [
+        {"field": ".".join(str(part) for part in error["loc"]) or location, "message": error["msg"]}
+        for error in exc.errors()
+    ]
+    fields = ", ".join(sorted({d["field"] for d in details}))
+    return ValidationFailed(f"invalid {location}: {fields}", details)
+
+
+def _reject_nul(parsed: BaseModel, location: str) -> None:
+    """PostgreSQL text and jsonb cannot hold NUL characters: a 422, not a database error."""
+    fields = sorted(_paths_with_nul(parsed.model_dump(), ""))
+    if fields:
+        raise ValidationFailed(
+            f"invalid {location}: {', '.join(fields)}",
+            [{"field": field, "message": "must not contain NUL (U+0000)"} for field in fields],
+        )
+
+
+def _paths_with_nul(value: Any, path: str) -> Iterator[str]:
+    if isinstance(value, str) and "\x00" in value:
+        yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths_with_nul(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _paths_with_nul(item, f"{path}.{index}" if path else str(index))
 
 
 def render(op: Operation, result: Any) -> tuple[Any, int]:
@@ -228,6 +268,7 @@ def authorise(required: Role) -> Role:
 
 def error_response(exc: Exception) -> Response:
     """The one JSON error shape for every failure."""
+    headers: list[tuple[str, str]] = []
     if isinstance(exc, DomainError):
         status = next(
             (code for cls, code in STATUS_OF.items() if isinstance(exc, cls)),
@@ -237,12 +278,15 @@ def error_response(exc: Exception) -> Response:
     elif isinstance(exc, HTTPException):
         status = exc.code or 500
         body = ErrorBody(code=_snake(exc.name), message=exc.description or exc.name)
+        # e.g. `Allow` on a 405 (RFC 9110); the body is ours, so not its Content-Type
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
     else:
         log.exception("unhandled error")
         status = 500
         body = ErrorBody(code="internal_error", message="internal server error")
     response = jsonify(ErrorResponse(error=body).model_dump(mode="json"))
     response.status_code = status
+    response.headers.extend(headers)
     if status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
     return response

@@ -286,3 +286,85 @@ def test_too_long_text_is_422_not_500(client: Any, admin_headers: dict[str, str]
     )
     assert response.status_code == 422
     assert response.json["error"]["details"][0]["field"] == "consent_version"
+
+
+# ---------------------------------------------------------------- found by test_api_fuzz.py
+
+
+def test_wrong_method_is_405_with_allow_header_and_error_shape(
+    client: Any, admin_headers: dict[str, str]
+) -> None:
+    response = client.delete("/api/patients", headers=admin_headers)
+    assert response.status_code == 405
+    assert response.json["error"]["code"] == "method_not_allowed"
+    assert {"GET", "POST"} <= {m.strip() for m in response.headers["Allow"].split(",")}
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"birth_date": 0}, "birth_date"),  # was read as a Unix timestamp: 1970-01-01
+        ({"consent_at": 1_700_000_000}, "consent_at"),
+        ({"max_travel_km": "25"}, "max_travel_km"),
+        ({"contract_signed": 1}, "contract_signed"),
+        ({"payment_received": "true"}, "payment_received"),
+    ],
+)
+def test_json_value_of_another_type_than_documented_is_422(
+    client: Any, admin_headers: dict[str, str], override: dict[str, Any], field: str
+) -> None:
+    response = client.post("/api/patients", json=patient_body(**override), headers=admin_headers)
+    assert response.status_code == 422
+    assert [detail["field"] for detail in response.json["error"]["details"]] == [field]
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"first_name": "An\u0000na"}, "first_name"),
+        ({"city": "Berlin\u0000"}, "city"),
+    ],
+)
+def test_nul_character_is_422_not_500(
+    client: Any, admin_headers: dict[str, str], override: dict[str, Any], field: str
+) -> None:
+    response = client.post("/api/patients", json=patient_body(**override), headers=admin_headers)
+    assert response.status_code == 422
+    assert response.json["error"]["details"] == [
+        {"field": field, "message": "must not contain NUL (U+0000)"}
+    ]
+
+
+def test_deeply_nested_json_is_422_not_500(client: Any, admin_headers: dict[str, str]) -> None:
+    response = client.post(
+        "/api/patients",
+        data=b"[" * 100_000 + b"]" * 100_000,
+        headers={**admin_headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json["error"]["details"][0]["field"] == "body"
+
+
+def test_json_body_with_utf8_bom_is_accepted(client: Any, admin_headers: dict[str, str]) -> None:
+    import json
+
+    response = client.post(
+        "/api/patients",
+        data=b"\xef\xbb\xbf" + json.dumps(patient_body()).encode(),
+        headers={**admin_headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 201
+
+
+def test_consent_time_is_stored_in_utc_whatever_its_offset(
+    client: Any, admin_headers: dict[str, str]
+) -> None:
+    # PostgreSQL refuses offsets beyond +-15:59 (this was a 500)
+    body = patient_body(consent_at="2026-01-01T10:00:00+23:59")
+    response = client.post("/api/patients", json=body, headers=admin_headers)
+    assert response.status_code == 201
+    assert response.json["consent_at"] == "2025-12-31T10:01:00Z"
+    too_early = patient_body(consent_at="0001-01-01T00:00:00+01:00")
+    response = client.post("/api/patients", json=too_early, headers=admin_headers)
+    assert response.status_code == 422
+    assert response.json["error"]["details"][0]["field"] == "consent_at"
