@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import settings as hypothesis_settings
 
 from shared.db import driver_url, role_url
 from shared.devstack import EmbeddedPostgres, TansuBroker, drop_database, ensure_database
@@ -17,6 +18,12 @@ from shared.migrations import upgrade_all
 from shared.settings import ServiceSettings
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
+
+# CI runs each property test on the same examples (a gate must not depend on luck);
+# local runs keep exploring new random examples.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
