@@ -18,7 +18,7 @@ from shared.auth import Role, TokenStore, issue_token
 from shared.db import Database, schema_metadata
 from shared.infrastructure import define_infrastructure
 from shared.migrations import upgrade_all
-from shared.outbox import pending_summary
+from shared.outbox import pending_summary, retry_stuck
 from shared.settings import SERVICES
 
 
@@ -59,7 +59,11 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
     create.add_argument("--role", choices=[role.value for role in Role], default=Role.STAFF.value)
     revoke = token_commands.add_parser("revoke", help="revoke tokens by name or prefix")
     revoke.add_argument("name_or_prefix")
-    commands.add_parser("outbox", help="unpublished outbox rows per service")
+    outbox = commands.add_parser("outbox", help="unpublished and stuck outbox rows per service")
+    outbox.add_argument(
+        "--retry-stuck", action="store_true", help="give stuck rows new attempts (cause fixed)"
+    )
+    outbox.add_argument("--max-attempts", type=int, default=10, help="RELAY_MAX_ATTEMPTS")
     args = parser.parse_args(argv)
 
     if args.command == "migrate":
@@ -70,11 +74,12 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
         report = {}
         for service in services:
             database = Database(service_url(service), pool_size=1, name=f"{service}-cli")
-            report[service] = pending_summary(
-                database, define_infrastructure(schema_metadata(service))
-            )
+            infra = define_infrastructure(schema_metadata(service))
+            if args.retry_stuck:
+                retry_stuck(database, infra, args.max_attempts)
+            report[service] = pending_summary(database, infra, args.max_attempts)
             database.dispose()
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2, default=str))
         return 0
     if args.action == "create":
         issued = issue_token(args.name, Role(args.role))

@@ -42,6 +42,10 @@ def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int
         admin.close()
 
 
+class HeldBack(KafkaError):
+    """A record not sent because an earlier record with its key failed (it has no fault)."""
+
+
 class RobustProducer:
     """Publishes batches with acks=all, keyed, idempotent; rebuilt after any failure.
 
@@ -88,7 +92,12 @@ class RobustProducer:
         return self._producer
 
     def send_all(self, records: Sequence[OutgoingRecord]) -> list[Exception | None]:
-        """Publish in order; returns, per record, None when acknowledged or the error."""
+        """Publish in order; returns, per record, None when acknowledged or the error.
+
+        A record refused at once (too large, unknown topic, ...) stops the later records with
+        the same key; those that were in flight keep their order through the idempotent
+        producer, which fails everything after a failed batch of a partition.
+        """
         if not records:
             return []
         try:
@@ -98,7 +107,12 @@ class RobustProducer:
             self.close()
             return [exc] * len(records)
         futures: list[Any] = []
+        failed_keys: set[str] = set()
         for record in records:
+            if record.key in failed_keys:
+                # never send a later record of a key whose earlier one was refused: order
+                futures.append(HeldBack("not sent: an earlier record with this key failed"))
+                continue
             try:
                 futures.append(
                     producer.send(
@@ -107,6 +121,7 @@ class RobustProducer:
                 )
             except KafkaError as exc:
                 futures.append(exc)
+                failed_keys.add(record.key)
         try:
             producer.flush(timeout=self._timeout_s)
         except KafkaError as exc:

@@ -7,13 +7,13 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import Database, utcnow
 from shared.events import Envelope
 from shared.infrastructure import RELAY_BUCKETS, Infrastructure
-from shared.kafka import OutgoingRecord, RobustProducer
+from shared.kafka import HeldBack, OutgoingRecord, RobustProducer
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class OutboxRelay:
         batch_size: int = 500,
         buckets_per_pass: int = RELAY_BUCKETS // 2,
         topic_prefix: str = "",
+        max_attempts: int = 10,
     ) -> None:
         self._db = database
         self._outbox = infra.outbox
@@ -96,16 +97,40 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._buckets_per_pass = buckets_per_pass
         self._topic_prefix = topic_prefix
+        self._max_attempts = max_attempts
+
+    def _publishable(self) -> ColumnElement[bool]:
+        """Pending, and neither stuck itself nor queued behind a stuck row of its aggregate.
+
+        A row that failed `max_attempts` times (say, larger than the broker accepts) is
+        parked: it stays pending with its error for operators (`/api/admin/outbox`, `python
+        -m shared.cli outbox --retry-stuck`), its aggregate waits behind it (order holds),
+        and the relay stops backing off for everybody else.
+        """
+        outbox = self._outbox
+        stuck = self._outbox.alias("stuck")
+        blocked = (
+            select(stuck.c.id)
+            .where(
+                stuck.c.aggregate_id == outbox.c.aggregate_id,
+                stuck.c.published_at.is_(None),
+                stuck.c.attempts >= self._max_attempts,
+                stuck.c.id <= outbox.c.id,
+            )
+            .exists()
+        )
+        return and_(outbox.c.published_at.is_(None), ~blocked)
 
     def publish_pending(self) -> RelayResult:
         """One pass: lock buckets, publish their oldest pending rows, mark what was acknowledged."""
         outbox = self._outbox
         if not self._producer.ready():  # no broker: do not even open a transaction
             return RelayResult(0, 0, broker_unavailable=True)
+        publishable = self._publishable()
         with self._db.session() as session, session.begin():
             oldest_pending = (
                 select(func.min(outbox.c.id))
-                .where(outbox.c.bucket == self._buckets.c.bucket, outbox.c.published_at.is_(None))
+                .where(outbox.c.bucket == self._buckets.c.bucket, publishable)
                 .scalar_subquery()
             )
             buckets = (
@@ -123,7 +148,7 @@ class OutboxRelay:
                 return RelayResult(0, 0)
             rows = session.execute(
                 select(outbox.c.id, outbox.c.topic, outbox.c.aggregate_id, outbox.c.envelope)
-                .where(outbox.c.bucket.in_(buckets), outbox.c.published_at.is_(None))
+                .where(outbox.c.bucket.in_(buckets), publishable)
                 .order_by(outbox.c.id)
                 .limit(self._batch_size)
             ).all()
@@ -140,7 +165,11 @@ class OutboxRelay:
                 session.execute(
                     update(outbox).where(outbox.c.id.in_(published_ids)).values(published_at=now)
                 )
-            failed = [(row.id, error) for row, error in zip(rows, outcomes, strict=True) if error]
+            failed = [
+                (row.id, error)
+                for row, error in zip(rows, outcomes, strict=True)
+                if error is not None and not isinstance(error, HeldBack)
+            ]
             for row_id, error in failed:
                 session.execute(
                     update(outbox)
@@ -165,8 +194,10 @@ def _acknowledged_prefix_per_aggregate(
     return published
 
 
-def pending_summary(database: Database, infra: Infrastructure) -> dict[str, object]:
-    """Unpublished row count and age of the oldest one (for operators)."""
+def pending_summary(
+    database: Database, infra: Infrastructure, max_attempts: int = 10
+) -> dict[str, object]:
+    """Unpublished rows, the age of the oldest, and the stuck ones with their last error."""
     outbox = infra.outbox
     with database.session() as session:
         count, oldest = session.execute(
@@ -174,5 +205,27 @@ def pending_summary(database: Database, infra: Infrastructure) -> dict[str, obje
                 outbox.c.published_at.is_(None)
             )
         ).one()
+        stuck = session.execute(
+            select(outbox.c.id, outbox.c.event_type, outbox.c.aggregate_id, outbox.c.last_error)
+            .where(outbox.c.published_at.is_(None), outbox.c.attempts >= max_attempts)
+            .order_by(outbox.c.id)
+            .limit(20)
+        ).all()
     age = (utcnow() - oldest).total_seconds() if oldest else 0.0
-    return {"pending": count, "oldest_pending_age_seconds": round(age, 3)}
+    return {
+        "pending": count,
+        "oldest_pending_age_seconds": round(age, 3),
+        "stuck": [row._asdict() for row in stuck],
+    }
+
+
+def retry_stuck(database: Database, infra: Infrastructure, max_attempts: int = 10) -> int:
+    """Give stuck rows a fresh set of attempts (after the cause is fixed); returns how many."""
+    outbox = infra.outbox
+    with database.session() as session, session.begin():
+        result = session.execute(
+            update(outbox)
+            .where(outbox.c.published_at.is_(None), outbox.c.attempts >= max_attempts)
+            .values(attempts=0)
+        )
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -72,6 +72,7 @@ class ServiceRuntime:
             self.producer(topics),
             batch_size=self.settings.relay_batch_size,
             topic_prefix=self.settings.kafka_topic_prefix,
+            max_attempts=self.settings.relay_max_attempts,
         )
 
     def consumer(self, topics: Sequence[str], handlers: Mapping[str, Handler]) -> ConsumerRunner:
@@ -109,6 +110,7 @@ def service_app(
         token_store=runtime.tokens,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         routes=routes(runtime),
+        relay_max_attempts=settings.relay_max_attempts,
     )
 
 

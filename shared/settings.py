@@ -37,6 +37,7 @@ class ServiceSettings(BaseSettings):
     consumer_max_attempts: int = Field(default=3, ge=1)
     relay_batch_size: int = Field(default=500, ge=1)
     relay_idle_seconds: float = Field(default=0.1, gt=0)
+    relay_max_attempts: int = Field(default=10, ge=1)
 
     @field_validator("bootstrap_admin_token", mode="before")
     @classmethod

@@ -334,6 +334,7 @@ def create_service_app(
     bootstrap_servers: str,
     routes: Sequence[ResourceRoute],
     version: str = "1.0.0",
+    relay_max_attempts: int = 10,
 ) -> Flask:
     """A Flask app with the platform's common endpoints and the service's resources."""
     app = Flask(name)
@@ -345,7 +346,9 @@ def create_service_app(
     for route in [
         *routes,
         ResourceRoute(
-            OutboxStatus, "/api/admin/outbox", {"database": database, "infra": infrastructure}
+            OutboxStatus,
+            "/api/admin/outbox",
+            {"database": database, "infra": infrastructure, "max_attempts": relay_max_attempts},
         ),
     ]:
         api.add_resource(route.resource, route.url, resource_class_kwargs=route.kwargs)
@@ -357,23 +360,34 @@ def create_service_app(
     return app
 
 
+class StuckRow(BaseModel):
+    """An outbox row the relay gave up on (it holds back its aggregate's later events)."""
+
+    id: int
+    event_type: str
+    aggregate_id: str
+    last_error: str | None
+
+
 class OutboxStatusOut(BaseModel):
-    """How far the outbox relay is behind."""
+    """How far the outbox relay is behind, and what it is stuck on."""
 
     pending: int
     oldest_pending_age_seconds: float
+    stuck: list[StuckRow]
 
 
 class OutboxStatus(flask_restful.Resource):
     """`/api/admin/outbox`: the outbox backlog of this service (operators)."""
 
-    def __init__(self, database: Database, infra: Infrastructure) -> None:
+    def __init__(self, database: Database, infra: Infrastructure, max_attempts: int) -> None:
         self.database = database
         self.infra = infra
+        self.max_attempts = max_attempts
 
     @operation("Outbox backlog of this service", role=Role.ADMIN, response=OutboxStatusOut)
     def get(self) -> Any:
-        return pending_summary(self.database, self.infra)
+        return pending_summary(self.database, self.infra, self.max_attempts)
 
 
 def _install_request_ids(app: Flask) -> None:

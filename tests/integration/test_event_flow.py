@@ -472,3 +472,40 @@ def test_search_for_impossible_patient_id_is_422(
     )
     assert response.status_code == 422
     assert response.json["error"]["details"][0]["field"] == "patient_id"
+
+
+def test_row_that_cannot_be_published_is_parked_and_holds_back_only_its_aggregate(
+    make_settings: Any,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    admin_engine: sa.Engine,
+    admin_headers: dict[str, str],
+) -> None:
+    from shared.outbox import PendingEvent
+
+    settings = make_settings(PatientSettings, relay_max_attempts=2)
+    runtime = ServiceRuntime.build(settings, PATIENT_INFRA)
+    stuck_id, other_id = (400_000 + uuid.uuid4().int % 100_000 + n for n in (0, 1))
+    oversized = _patient_event(stuck_id, 1).model_copy(
+        update={"payload": {"patient_id": stuck_id, "padding": "x" * 2_000_000}}
+    )
+    with runtime.database.unit_of_work() as uow:
+        for event in (oversized, _patient_event(stuck_id, 2), _patient_event(other_id, 1)):
+            uow.emit(PendingEvent(PATIENT_TOPIC, event))
+        uow.commit()
+    relay = runtime.relay([PATIENT_TOPIC])
+    passes = [relay.publish_pending() for _ in range(4)]
+    assert [p.failed > 0 for p in passes] == [True, True, False, False]  # parked after 2
+    records = envelopes(read_topic(kafka_bootstrap, f"{topic_prefix}{PATIENT_TOPIC}", 1))
+    assert [r["payload"]["patient_id"] for r in records] == [other_id]  # stuck_id v2 waits
+    status = (
+        create_patient_app(settings).test_client().get("/api/admin/outbox", headers=admin_headers)
+    )
+    assert status.json["pending"] == 2
+    [stuck] = status.json["stuck"]
+    assert stuck["aggregate_id"] == str(stuck_id)
+    assert "MessageSizeTooLarge" in stuck["last_error"]
+    from shared.outbox import retry_stuck
+
+    assert retry_stuck(runtime.database, PATIENT_INFRA, max_attempts=2) == 1
+    assert relay.publish_pending().failed > 0  # tried again (and still too large)

@@ -67,7 +67,7 @@ def test_revoked_token_is_rejected(
 def test_admin_token_may_call_admin_endpoint(client: Any, admin_headers: dict[str, str]) -> None:
     response = client.get("/api/admin/outbox", headers=admin_headers)
     assert response.status_code == 200
-    assert set(response.json) == {"pending", "oldest_pending_age_seconds"}
+    assert set(response.json) == {"pending", "oldest_pending_age_seconds", "stuck"}
 
 
 def test_public_endpoints_need_no_token(client: Any) -> None:
