@@ -99,35 +99,36 @@ class OutboxRelay:
         self._topic_prefix = topic_prefix
         self._max_attempts = max_attempts
 
-    def _publishable(self) -> ColumnElement[bool]:
+    def _publishable(self, session: Session) -> ColumnElement[bool]:
         """Pending, and neither stuck itself nor queued behind a stuck row of its aggregate.
 
         A row that failed `max_attempts` times (say, larger than the broker accepts) is
         parked: it stays pending with its error for operators (`/api/admin/outbox`, `python
         -m shared.cli outbox --retry-stuck`), its aggregate waits behind it (order holds),
-        and the relay stops backing off for everybody else.
+        and the relay stops backing off for everybody else. Stuck rows are rare, so they are
+        read first and excluded by value (a correlated subquery per row costs O(pending^2)).
         """
         outbox = self._outbox
-        stuck = self._outbox.alias("stuck")
-        blocked = (
-            select(stuck.c.id)
-            .where(
-                stuck.c.aggregate_id == outbox.c.aggregate_id,
-                stuck.c.published_at.is_(None),
-                stuck.c.attempts >= self._max_attempts,
-                stuck.c.id <= outbox.c.id,
+        stuck = session.execute(
+            select(outbox.c.aggregate_id, func.min(outbox.c.id))
+            .where(outbox.c.published_at.is_(None), outbox.c.attempts >= self._max_attempts)
+            .group_by(outbox.c.aggregate_id)
+        ).all()
+        condition: ColumnElement[bool] = outbox.c.published_at.is_(None)
+        for aggregate_id, first_stuck_id in stuck:
+            condition = and_(
+                condition,
+                ~and_(outbox.c.aggregate_id == aggregate_id, outbox.c.id >= first_stuck_id),
             )
-            .exists()
-        )
-        return and_(outbox.c.published_at.is_(None), ~blocked)
+        return condition
 
     def publish_pending(self) -> RelayResult:
         """One pass: lock buckets, publish their oldest pending rows, mark what was acknowledged."""
         outbox = self._outbox
         if not self._producer.ready():  # no broker: do not even open a transaction
             return RelayResult(0, 0, broker_unavailable=True)
-        publishable = self._publishable()
         with self._db.session() as session, session.begin():
+            publishable = self._publishable(session)
             oldest_pending = (
                 select(func.min(outbox.c.id))
                 .where(outbox.c.bucket == self._buckets.c.bucket, publishable)
