@@ -36,6 +36,18 @@ def _relay(settings: Any, infra: Any, topics: list[str]) -> Any:
     return ServiceRuntime.build(settings, infra).relay(topics)
 
 
+def _projected(engine: sa.Engine, patient_id: int) -> bool:
+    """Whether matching's projection holds the patient."""
+    with engine.connect() as connection:
+        return (
+            connection.execute(
+                sa.text("SELECT 1 FROM matching_service.patient_projection WHERE patient_id = :id"),
+                {"id": patient_id},
+            ).first()
+            is not None
+        )
+
+
 def _pending(engine: sa.Engine, schema: str) -> int:
     with engine.connect() as connection:
         return connection.execute(
@@ -159,16 +171,7 @@ def test_database_outage_is_retried_not_dead_lettered(
     )
     with background(consumer.run):
         wait_until(
-            lambda: (
-                admin_engine.connect()
-                .execute(
-                    sa.text(
-                        "SELECT 1 FROM matching_service.patient_projection WHERE patient_id = :id"
-                    ),
-                    {"id": patient_id},
-                )
-                .first()
-            ),
+            lambda: _projected(admin_engine, patient_id),
             timeout=60,
         )
     assert failures["left"] == 0
@@ -255,18 +258,7 @@ def test_poison_messages_go_to_dead_letter_topic_and_later_messages_flow(
     _produce_null(kafka_bootstrap, topic)
     _produce(kafka_bootstrap, topic, [good.to_bytes()])
     with background(consumer.run):
-        wait_until(
-            lambda: (
-                admin_engine.connect()
-                .execute(
-                    sa.text(
-                        "SELECT 1 FROM matching_service.patient_projection WHERE patient_id = :id"
-                    ),
-                    {"id": patient_id},
-                )
-                .first()
-            )
-        )
+        wait_until(lambda: _projected(admin_engine, patient_id))
     dead = envelopes(read_topic(kafka_bootstrap, f"{topic_prefix}matching_service.dlq", 3))
     assert len(dead) == 3  # the unknown event type is skipped, not dead-lettered
     assert all(record["original_topic"] == topic for record in dead)
