@@ -8,6 +8,7 @@ from flask import g
 from flask_restful import Resource
 
 from patient_service import service
+from patient_service.rules import QualificationPolicy
 from patient_service.schemas import (
     CreateQuery,
     PatientCreate,
@@ -21,7 +22,7 @@ from shared.web import ResourceRoute, operation
 
 
 class _PatientResource(Resource):
-    def __init__(self, database: Database, policy: service.QualificationPolicy) -> None:
+    def __init__(self, database: Database, policy: QualificationPolicy) -> None:
         self.database = database
         self.policy = policy
 
@@ -89,7 +90,7 @@ class PatientQualification(_PatientResource):
         )
 
 
-def routes(database: Database, policy: service.QualificationPolicy) -> list[ResourceRoute]:
+def routes(database: Database, policy: QualificationPolicy) -> list[ResourceRoute]:
     """The resources of this service with their dependencies."""
     deps = {"database": database, "policy": policy}
     return [

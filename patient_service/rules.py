@@ -110,6 +110,15 @@ def age_on(birth_date: date, day: date) -> int:
 
 
 @dataclass(frozen=True)
+class QualificationPolicy:
+    """Qualification thresholds (SPEC.md §11), from settings."""
+
+    min_weekly_hours: float = 20
+    min_weekly_hours_group: float = 10
+    two_year_rule_days: int = 730
+
+
+@dataclass(frozen=True)
 class QualificationInput:
     """What qualification looks at."""
 

@@ -248,3 +248,19 @@ class PatientEventPayload(BaseModel):
 PATIENT_TOPIC = "patient-events"
 PATIENT_CREATED = EventType("patient.created", 1, PatientEventPayload, PATIENT_TOPIC)
 PATIENT_UPDATED = EventType("patient.updated", 1, PatientEventPayload, PATIENT_TOPIC)
+
+
+# ---------------------------------------------------------------- consumed events
+
+
+class SearchStartedView(BaseModel):
+    """What patient_service reads from matching's search.started (tolerant of new fields)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    search_id: int
+    patient_id: int
+
+
+SEARCH_TOPIC = "search-events"
+SEARCH_STARTED = EventType("search.started", 1, SearchStartedView, SEARCH_TOPIC)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import zlib
-from dataclasses import dataclass
 from datetime import date
 
 from sqlalchemy import func, or_, select, text
 
 from patient_service.models import Patient
 from patient_service.rules import (
+    ALLOWED_TRANSITIONS,
     PatientStatus,
     Qualification,
     QualificationInput,
+    QualificationPolicy,
     check_transition,
     qualify,
 )
@@ -31,15 +33,7 @@ from shared.outbox import PendingEvent
 from shared.web import Page
 
 PRODUCER = "patient_service"
-
-
-@dataclass(frozen=True)
-class QualificationPolicy:
-    """Thresholds from settings (SPEC.md §11)."""
-
-    min_weekly_hours: float = 20
-    min_weekly_hours_group: float = 10
-    two_year_rule_days: int = 730
+log = logging.getLogger(__name__)
 
 
 class DuplicatePatient(Conflict):
@@ -171,6 +165,38 @@ def update_patient(
         uow.emit(_event(PATIENT_UPDATED, patient, policy, changed, correlation_id))
         uow.commit()
     return patient
+
+
+def mark_searching(
+    uow: UnitOfWork,
+    patient_id: int,
+    policy: QualificationPolicy,
+    *,
+    correlation_id: str | None = None,
+) -> bool:
+    """Matching started a search: move the patient to `searching` when the lifecycle allows.
+
+    Runs inside the consumer's unit of work (the consumer commits). A patient already
+    searching, unknown here, or in a status that cannot move (matching refuses searches for
+    them) is left as it is; returns whether the status changed.
+    """
+    patient = uow.session.execute(
+        select(Patient).where(Patient.id == patient_id).with_for_update()
+    ).scalar_one_or_none()
+    if patient is None:
+        log.warning("search started for unknown patient %s: ignored", patient_id)
+        return False
+    current = PatientStatus(patient.status)
+    if PatientStatus.SEARCHING not in ALLOWED_TRANSITIONS[current]:
+        if current is not PatientStatus.SEARCHING:
+            log.warning("search started for patient %s in status %s: ignored", patient_id, current)
+        return False
+    patient.status = PatientStatus.SEARCHING.value
+    patient.version += 1
+    patient.updated_at = utcnow()
+    uow.session.flush()
+    uow.emit(_event(PATIENT_UPDATED, patient, policy, ["status"], correlation_id))
+    return True
 
 
 def patient_qualification(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from patient_service.rules import QualificationPolicy
 from shared.settings import ServiceSettings
 
 
@@ -14,3 +15,11 @@ class PatientSettings(ServiceSettings):
     min_weekly_hours: float = Field(default=20, ge=0)
     min_weekly_hours_group: float = Field(default=10, ge=0)
     two_year_rule_days: int = Field(default=730, ge=0)
+
+    def qualification_policy(self) -> QualificationPolicy:
+        """The qualification thresholds these settings name."""
+        return QualificationPolicy(
+            min_weekly_hours=self.min_weekly_hours,
+            min_weekly_hours_group=self.min_weekly_hours_group,
+            two_year_rule_days=self.two_year_rule_days,
+        )

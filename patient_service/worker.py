@@ -1,8 +1,8 @@
-"""Worker process of patient_service: outbox relay (and consumer once it subscribes)."""
+"""Worker process of patient_service: outbox relay + consumer of matching's search events."""
 
 from __future__ import annotations
 
-from patient_service.handlers import HANDLERS, SUBSCRIPTIONS
+from patient_service.handlers import SUBSCRIPTIONS, handlers
 from patient_service.models import INFRA
 from patient_service.schemas import PATIENT_TOPIC
 from patient_service.settings import PatientSettings
@@ -16,7 +16,7 @@ def main() -> None:
         INFRA,
         topics_produced=[PATIENT_TOPIC],
         subscriptions=SUBSCRIPTIONS,
-        handlers=HANDLERS,
+        handlers=handlers,
     )
 
 

@@ -7,6 +7,7 @@ import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask
 from sqlalchemy import MetaData
@@ -142,16 +143,20 @@ def worker_main(
     *,
     topics_produced: Sequence[str],
     subscriptions: Sequence[str] = (),
-    handlers: Mapping[str, Handler] | None = None,
+    handlers: Mapping[str, Handler] | Callable[[Any], Mapping[str, Handler]] | None = None,
 ) -> None:
-    """Entry point body of every service's `worker.py`."""
+    """Entry point body of every service's `worker.py`.
+
+    `handlers` is the event type -> handler table, or a function building it from the
+    process's settings (for handlers that need configuration).
+    """
     settings = load_settings(settings_class)
     configure_logging(f"{settings.service_name}.worker", settings.log_level, settings.log_json)
     run_worker(
         ServiceRuntime.build(settings, infra),
         topics_produced=topics_produced,
         subscriptions=subscriptions,
-        handlers=handlers,
+        handlers=handlers(settings) if callable(handlers) else handlers,
     )
 
 

@@ -102,6 +102,13 @@ def test_patient_registered_over_rest_can_be_searched_for_in_matching(
     assert search["patient_id"] == patient_id
     assert search["status"] == "active"
 
+    def patient_status() -> str:
+        response = requests.get(f"{urls['patient']}/api/patients/{patient_id}", headers=headers)
+        return str(response.json()["status"])
+
+    # search.started travels back: patient_service moves the patient to `searching`
+    wait_until(lambda: patient_status() == "searching", timeout=30)
+
 
 def test_sigterm_stops_every_process(platform: dict[str, Any]) -> None:
     process = platform["process"]

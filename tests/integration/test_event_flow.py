@@ -501,3 +501,55 @@ def test_row_that_cannot_be_published_is_parked_and_holds_back_only_its_aggregat
 
     assert retry_stuck(runtime.database, PATIENT_INFRA, max_attempts=2) == 1
     assert relay.publish_pending().failed > 0  # tried again (and still too large)
+
+
+def test_search_started_moves_the_patient_to_searching_once(
+    make_settings: Any,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    admin_headers: dict[str, str],
+    admin_engine: sa.Engine,
+) -> None:
+    from matching_service.schemas import SEARCH_STARTED
+    from patient_service.handlers import SUBSCRIPTIONS as PATIENT_SUBSCRIPTIONS
+    from patient_service.handlers import handlers as patient_handlers
+
+    settings = make_settings(PatientSettings)
+    client = create_patient_app(settings).test_client()
+    patient = client.post("/api/patients", json=patient_body(), headers=admin_headers).json
+    started = SEARCH_STARTED.build(
+        producer="matching_service",
+        aggregate_id=77,
+        payload={
+            "search_id": 77,
+            "patient_id": patient["id"],
+            "status": "active",
+            "waiting_since": "2026-11-23T10:00:00Z",
+            "contact_budget": 25,
+        },
+    )
+    topic = f"{topic_prefix}search-events"
+    _produce(kafka_bootstrap, topic, [started.to_bytes(), started.to_bytes()])
+    consumer = ServiceRuntime.build(settings, PATIENT_INFRA).consumer(
+        PATIENT_SUBSCRIPTIONS, patient_handlers(settings)
+    )
+
+    def current() -> dict[str, Any]:
+        return client.get(f"/api/patients/{patient['id']}", headers=admin_headers).json
+
+    with background(consumer.run):
+        wait_until(lambda: current()["status"] == "searching")
+    assert current()["version"] == 2  # the duplicate delivery changed nothing
+    with admin_engine.connect() as connection:
+        emitted = (
+            connection.execute(
+                sa.text(
+                    "SELECT envelope->'payload'->'changed_fields' FROM patient_service.outbox "
+                    "WHERE aggregate_id = :id AND event_type = 'patient.updated'"
+                ),
+                {"id": str(patient["id"])},
+            )
+            .scalars()
+            .all()
+        )
+    assert emitted == [["status"]]  # matching learns the new status too
