@@ -146,10 +146,14 @@ class ConsumerRunner:
                 raise TransientFailure(str(exc)) from exc
             log.info("batch of %d failed (%s); replaying one by one", len(messages), exc)
             for index, message in enumerate(messages):
-                # the batch run counts as the failing message's first attempt
-                self.handle_message(message, attempts_used=1 if index == failed_at else 0)
+                if index == failed_at:  # the batch run was the failing message's first attempt
+                    self.handle_message(message, attempts_used=1, previous_error=exc)
+                else:
+                    self.handle_message(message)
 
-    def handle_message(self, message: Any, attempts_used: int = 0) -> None:
+    def handle_message(
+        self, message: Any, attempts_used: int = 0, previous_error: Exception | None = None
+    ) -> None:
         """Handle one Kafka message; returns once it is handled, skipped or dead-lettered."""
         try:
             envelope = Envelope.from_bytes(message.value)
@@ -163,15 +167,20 @@ class ConsumerRunner:
         event_token = event_id_var.set(str(envelope.event_id))
         aggregate_token = aggregate_id_var.set(envelope.aggregate_id)
         try:
-            self._handle_with_retries(message, envelope, handler, attempts_used)
+            self._handle_with_retries(message, envelope, handler, attempts_used, previous_error)
         finally:
             event_id_var.reset(event_token)
             aggregate_id_var.reset(aggregate_token)
 
     def _handle_with_retries(
-        self, message: Any, envelope: Envelope, handler: Handler, attempts_used: int
+        self,
+        message: Any,
+        envelope: Envelope,
+        handler: Handler,
+        attempts_used: int,
+        previous_error: Exception | None,
     ) -> None:
-        error: Exception | None = None
+        error = previous_error
         for attempt in range(attempts_used + 1, self._max_attempts + 1):
             try:
                 self._handle_once(envelope, handler)
@@ -187,9 +196,8 @@ class ConsumerRunner:
                     "handling %s failed (attempt %d): %s", envelope.event_type, attempt, exc
                 )
                 time.sleep(self._retry_backoff_s * attempt)
-        self._dead_letter(
-            message, error or RuntimeError("failed in batch"), attempts=self._max_attempts
-        )
+        assert error is not None  # at least one attempt (batch or here) failed
+        self._dead_letter(message, error, attempts=self._max_attempts)
 
     def _handle_once(self, envelope: Envelope, handler: Handler) -> None:
         with self._db.unit_of_work() as uow:

@@ -267,10 +267,11 @@ def test_poison_messages_go_to_dead_letter_topic_and_later_messages_flow(
     assert dead[2]["value"] is None  # a null value (tombstone) does not block the partition
 
 
+@pytest.mark.parametrize("max_attempts", [1, 3])
 def test_handler_that_keeps_failing_is_dead_lettered_after_max_attempts(
-    make_settings: Any, kafka_bootstrap: str, topic_prefix: str
+    make_settings: Any, kafka_bootstrap: str, topic_prefix: str, max_attempts: int
 ) -> None:
-    settings = make_settings(MatchingSettings, consumer_max_attempts=3)
+    settings = make_settings(MatchingSettings, consumer_max_attempts=max_attempts)
     attempts: list[int] = []
 
     def broken(uow: Any, envelope: Envelope) -> None:
@@ -284,8 +285,8 @@ def test_handler_that_keeps_failing_is_dead_lettered_after_max_attempts(
     _produce(kafka_bootstrap, f"{topic_prefix}{PATIENT_TOPIC}", [event.to_bytes()])
     with background(consumer.run):
         dead = envelopes(read_topic(kafka_bootstrap, f"{topic_prefix}matching_service.dlq", 1))
-    assert len(attempts) == 3
-    assert dead[0]["attempts"] == 3
+    assert len(attempts) == max_attempts
+    assert dead[0]["attempts"] == max_attempts
     assert "database said no" in dead[0]["error"]
 
 
