@@ -100,12 +100,10 @@ class RobustProducer:
         """
         if not records:
             return []
-        try:
-            producer = self._ensure_producer()
-        except Exception as exc:  # broker unreachable: every record failed, nothing sent
-            log.warning("kafka producer unavailable: %s", exc)
-            self.close()
-            return [exc] * len(records)
+        unavailable = self._connect()
+        if unavailable is not None:  # broker unreachable: every record failed, nothing sent
+            return [unavailable] * len(records)
+        producer = self._ensure_producer()
         futures: list[Any] = []
         failed_keys: set[str] = set()
         for record in records:
@@ -143,13 +141,17 @@ class RobustProducer:
 
     def ready(self) -> bool:
         """Build the producer (and topics) now, outside any database transaction."""
+        return self._connect() is None
+
+    def _connect(self) -> Exception | None:
+        """Build the producer if needed; the error when the broker cannot be reached."""
         try:
             self._ensure_producer()
         except Exception as exc:
             log.warning("kafka producer unavailable: %s", exc)
             self.close()
-            return False
-        return True
+            return exc
+        return None
 
     def close(self) -> None:
         """Close the current producer; the next send builds a new one."""
