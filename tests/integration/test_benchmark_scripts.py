@@ -1,0 +1,54 @@
+"""The benchmark scripts keep working (tiny sizes; the figures themselves are in docs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.devstack import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def _run(args: list[str], **env: str) -> str:
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_bundle_benchmark_writes_one_record_per_size_and_strategy(tmp_path: Path) -> None:
+    target = tmp_path / "bundles.json"
+    _run(["benchmarks/bench_bundles.py", "--sizes", "small", "--json", str(target)])
+    records = {record["strategy"]: record for record in json.loads(target.read_text())}
+    assert set(records) == {"global", "baseline"}
+    for record in records.values():
+        assert {"searches", "therapists", "seconds", "peak_mb", "covered", "inquiries"} <= set(
+            record
+        )
+    assert records["global"]["covered"] >= records["baseline"]["covered"]
+
+
+def test_events_benchmark_prints_throughput_and_latency(
+    pg_admin_url: str, kafka_bootstrap: str
+) -> None:
+    output = _run(
+        ["benchmarks/events.py", "--events", "300", "--rate", "50", "--seconds", "2"],
+        BENCH_DATABASE_URL=pg_admin_url,
+        BENCH_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        LOG_LEVEL="WARNING",
+    )
+    assert "events/s sustained" in output
+    assert "p95" in output
