@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -28,11 +29,32 @@ from shared.settings import SERVICE_PORTS, SERVICES
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Listening ports for dev and test servers come from below the kernel's ephemeral range
+# (32768+), so outgoing connections of the same machine can never take them first.
+_PORT_RANGE = (20000, 32000)
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` consecutive TCP ports on 127.0.0.1, each free right now."""
+    for _ in range(200):
+        base = random.randrange(_PORT_RANGE[0], _PORT_RANGE[1] - count)
+        if all(_bindable(port) for port in range(base, base + count)):
+            return list(range(base, base + count))
+    raise RuntimeError(f"no {count} free consecutive ports in {_PORT_RANGE}")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    return free_ports(1)[0]
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def port_open(host: str, port: int) -> bool:

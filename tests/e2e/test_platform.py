@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from shared.devstack import ROOT, free_port, port_open
+from shared.devstack import ROOT, free_ports, port_open
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import patient_body, wait_until
 
@@ -27,16 +27,15 @@ def platform(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
     """`python -m shared.devstack` on the test database, its own broker, SMTP sink and ports."""
-    base = free_port()
-    while any(port_open("127.0.0.1", base + i) for i in range(5)):
-        base = free_port()
+    *service_ports, kafka_port, smtp_port = free_ports(7)
+    base = service_ports[0]
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "DEV_DATA_DIR": str(tmp_path_factory.mktemp("devstack")),
         "DEV_PORT_BASE": str(base),
-        "DEV_KAFKA_PORT": str(free_port()),
-        "DEV_SMTP_PORT": str(free_port()),
+        "DEV_KAFKA_PORT": str(kafka_port),
+        "DEV_SMTP_PORT": str(smtp_port),
         "BOOTSTRAP_ADMIN_TOKEN": ADMIN_TOKEN,
         "PYTHONPATH": str(ROOT),
     }
