@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 
@@ -19,12 +18,12 @@ from shared.db import Database, schema_metadata
 from shared.infrastructure import define_infrastructure
 from shared.migrations import upgrade_all
 from shared.outbox import pending_summary, retry_stuck
-from shared.settings import SERVICES
+from shared.settings import SERVICES, own_database_url
 
 
 def service_url(service: str) -> str:
     """`<SERVICE>_DATABASE_URL`, else `DATABASE_URL`; exits clearly when neither is set."""
-    url = os.environ.get(f"{service.upper()}_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    url = own_database_url(service)
     if not url:
         raise SystemExit(f"set {service.upper()}_DATABASE_URL or DATABASE_URL")
     return url

@@ -52,13 +52,17 @@ class ServiceSettings(BaseSettings):
 S = TypeVar("S", bound=BaseSettings)
 
 
+def own_database_url(service: str) -> str | None:
+    """`<SERVICE>_DATABASE_URL` (the service's own role), else `DATABASE_URL`, else None."""
+    return os.environ.get(f"{service.upper()}_DATABASE_URL") or os.environ.get("DATABASE_URL")
+
+
 def load_settings(cls: type[S], **overrides: Any) -> S:
     """Build settings from the environment (plus overrides) or exit naming every bad variable."""
     name = cls.model_fields["service_name"].default if "service_name" in cls.model_fields else ""
-    own_url = os.environ.get(f"{name.upper()}_DATABASE_URL") if name else None
-    if own_url and "database_url" not in overrides:
-        # the service's own role wins over the shared DATABASE_URL
-        overrides = {**overrides, "database_url": own_url}
+    url = own_database_url(name) if name else None
+    if url and "database_url" not in overrides:
+        overrides = {**overrides, "database_url": url}
     try:
         return cls(**overrides)
     except ValidationError as exc:
