@@ -48,6 +48,19 @@ def _projected(engine: sa.Engine, patient_id: int) -> bool:
         )
 
 
+def _projected_version_and_distance(engine: sa.Engine, patient_id: int) -> tuple[int, int]:
+    """(version, max_travel_km) of matching's copy of the patient."""
+    with engine.connect() as connection:
+        version, distance = connection.execute(
+            sa.text(
+                "SELECT version, max_travel_km FROM matching_service.patient_projection "
+                "WHERE patient_id = :id"
+            ),
+            {"id": patient_id},
+        ).one()
+    return int(version), int(distance)
+
+
 def _pending(engine: sa.Engine, schema: str) -> int:
     with engine.connect() as connection:
         return connection.execute(
@@ -204,18 +217,11 @@ def test_same_event_delivered_twice_changes_matching_once(
         wait_until(lambda: len(calls) >= 2)
     assert calls == [str(event.event_id), str(later.event_id)]
     with admin_engine.connect() as connection:
-        row = connection.execute(
-            sa.text(
-                "SELECT version, max_travel_km FROM matching_service.patient_projection "
-                "WHERE patient_id = :id"
-            ),
-            {"id": patient_id},
-        ).one()
         processed = connection.execute(
             sa.text("SELECT count(*) FROM matching_service.processed_events WHERE event_id = :id"),
             {"id": event.event_id},
         ).scalar_one()
-    assert tuple(row) == (2, 30)
+    assert _projected_version_and_distance(admin_engine, patient_id) == (2, 30)
     assert processed == 1
 
 
@@ -229,15 +235,7 @@ def test_older_version_arriving_late_does_not_overwrite_projection(
         with runtime.database.unit_of_work() as uow:
             HANDLERS[event.event_type](uow, event)
             uow.commit()
-    with admin_engine.connect() as connection:
-        row = connection.execute(
-            sa.text(
-                "SELECT version, max_travel_km FROM matching_service.patient_projection "
-                "WHERE patient_id = :id"
-            ),
-            {"id": patient_id},
-        ).one()
-    assert tuple(row) == (2, 40)
+    assert _projected_version_and_distance(admin_engine, patient_id) == (2, 40)
 
 
 def test_poison_messages_go_to_dead_letter_topic_and_later_messages_flow(
