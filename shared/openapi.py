@@ -17,6 +17,7 @@ _REASONS = {
     403: "Role not allowed",
     404: "Not found",
     409: "Conflict with current state",
+    413: "Request body too large (`MAX_CONTENT_LENGTH`)",
     422: "Validation failed (details name each field)",
 }
 
@@ -113,6 +114,8 @@ def _operation(
         codes.add(404)  # an id that cannot exist (IdConverter) or does not
     if op.body is not None or op.query is not None:
         codes.add(422)
+    if op.body is not None:
+        codes.add(413)
     for code in sorted(codes):
         spec["responses"][str(code)] = {
             "description": _REASONS.get(code, "Error"),

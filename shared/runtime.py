@@ -112,6 +112,7 @@ def service_app(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         routes=routes(runtime),
         relay_max_attempts=settings.relay_max_attempts,
+        max_content_length=settings.max_content_length,
     )
 
 

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, get_args
 
 import flask_restful
 import swagger_ui_bundle
@@ -28,8 +28,9 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
 from sqlalchemy import text
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter, Map
 
 from shared.auth import Role, TokenStore
@@ -111,7 +112,11 @@ class ErrorResponse(BaseModel):
 
 @dataclass(frozen=True)
 class Operation:
-    """What one resource method is: who may call it, what it takes, what it returns."""
+    """What one resource method is: who may call it, what it takes, what it returns.
+
+    `max_body_bytes` overrides the app's `MAX_CONTENT_LENGTH` for this method (e.g. an
+    import that takes a large file); larger bodies get a 413 before they are read.
+    """
 
     summary: str
     role: Role = Role.STAFF
@@ -121,6 +126,7 @@ class Operation:
     status: int = 200
     paginated: bool = False
     errors: tuple[int, ...] = field(default=())
+    max_body_bytes: int | None = None
 
 
 def operation(summary: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -145,12 +151,24 @@ def operation(summary: str, **options: Any) -> Callable[[Callable[..., Any]], Ca
 
 def _json_body() -> bytes:
     # read whatever the Content-Type says: curl -d sends form encoding unless told otherwise
-    raw = request.get_data(cache=True).removeprefix(codecs.BOM_UTF8)
+    raw = request.get_data(cache=True)
+    if _cut_at_limit(raw):
+        raise _too_large()
+    raw = raw.removeprefix(codecs.BOM_UTF8)
     if not raw:
         raise ValidationFailed(
             "request body required", [{"field": "body", "message": "a JSON object is required"}]
         )
     return raw
+
+
+def _cut_at_limit(raw: bytes) -> bool:
+    """Whether a body without Content-Length (chunked) went on past the limit: werkzeug stops
+    reading there without an error, so one more byte from the server's stream tells."""
+    limit = request.max_content_length
+    if request.content_length is not None or limit is None or len(raw) < limit:
+        return False
+    return bool(request.environ["wsgi.input"].read(1))
 
 
 def _query_args(model: type[BaseModel]) -> dict[str, Any]:
@@ -169,7 +187,7 @@ def parse_model(model: type[BaseModel], data: Any, location: str) -> BaseModel:
         parsed = model.model_validate(data)
     except ValidationError as exc:
         raise _validation_failed(exc, location) from None
-    _reject_nul(parsed, location)
+    _reject_control_characters(parsed, location)
     return parsed
 
 
@@ -187,7 +205,7 @@ def parse_json(model: type[BaseModel], raw: bytes) -> BaseModel:
                 "request body is not valid JSON", [{"field": "body", "message": invalid[0]}]
             ) from None
         raise _validation_failed(exc, "body") from None
-    _reject_nul(parsed, "body")
+    _reject_control_characters(parsed, "body")
     return parsed
 
 
@@ -200,25 +218,76 @@ def _validation_failed(exc: ValidationError, location: str) -> ValidationFailed:
     return ValidationFailed(f"invalid {location}: {fields}", details)
 
 
-def _reject_nul(parsed: BaseModel, location: str) -> None:
-    """PostgreSQL text and jsonb cannot hold NUL characters: a 422, not a database error."""
-    fields = sorted(_paths_with_nul(parsed.model_dump(), ""))
-    if fields:
+class _Multiline:
+    """Marker of `MultilineText`."""
+
+    def __repr__(self) -> str:
+        return "MULTILINE"
+
+
+MULTILINE = _Multiline()
+# Free text that may span lines (notes, descriptions): line feeds and tabs are allowed in it.
+# Every other text (names, emails, addresses, codes) holds no control character at all.
+MultilineText = Annotated[str, MULTILINE]
+
+# C0 controls, DEL and C1 controls. CR/LF in a name ends up in mail headers, CSV exports and
+# log lines; PostgreSQL text and jsonb cannot hold NUL at all.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LF_TAB = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _reject_control_characters(parsed: BaseModel, location: str) -> None:
+    """A 422 naming every text field (string values and keys, nested too) that holds a
+    control character; `MultilineText` fields may hold line feeds and tabs."""
+    found: dict[str, str] = {}
+    for path, char in _control_characters(parsed, "", multiline=False):
+        found.setdefault(path or location, char)
+    if found:
         raise ValidationFailed(
-            f"invalid {location}: {', '.join(fields)}",
-            [{"field": field, "message": "must not contain NUL (U+0000)"} for field in fields],
+            f"invalid {location}: {', '.join(sorted(found))}",
+            [
+                {
+                    "field": path,
+                    "message": f"must not contain control characters (found U+{ord(char):04X})",
+                }
+                for path, char in sorted(found.items())
+            ],
         )
 
 
-def _paths_with_nul(value: Any, path: str) -> Iterator[str]:
-    if isinstance(value, str) and "\x00" in value:
-        yield path
+def _control_characters(value: Any, path: str, *, multiline: bool) -> Iterator[tuple[str, str]]:
+    if isinstance(value, BaseModel):
+        for name, info in type(value).model_fields.items():
+            yield from _control_characters(
+                getattr(value, name), _join(path, name), multiline=_is_multiline(info)
+            )
+        for name, item in (value.model_extra or {}).items():
+            yield from _control_characters(item, _join(path, name), multiline=False)
+    elif isinstance(value, str):
+        match = (_CONTROL_BUT_LF_TAB if multiline else _CONTROL).search(value)
+        if match:
+            yield path, match.group()
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from _paths_with_nul(item, f"{path}.{key}" if path else str(key))
-    elif isinstance(value, list | tuple):
+            yield from _control_characters(key, _join(path, str(key)), multiline=False)
+            yield from _control_characters(item, _join(path, str(key)), multiline=multiline)
+    elif isinstance(value, list | tuple | set | frozenset):
         for index, item in enumerate(value):
-            yield from _paths_with_nul(item, f"{path}.{index}" if path else str(index))
+            yield from _control_characters(item, _join(path, str(index)), multiline=multiline)
+
+
+def _join(path: str, part: str) -> str:
+    return f"{path}.{part}" if path else part
+
+
+def _is_multiline(info: FieldInfo) -> bool:
+    # `MultilineText` as the field's type lands in `metadata`; nested (`MultilineText | None`,
+    # `list[MultilineText]`) it stays in the annotation
+    return any(item is MULTILINE for item in info.metadata) or _mentions_multiline(info.annotation)
+
+
+def _mentions_multiline(annotation: Any) -> bool:
+    return any(arg is MULTILINE or _mentions_multiline(arg) for arg in get_args(annotation))
 
 
 def render(op: Operation, result: Any) -> tuple[Any, int]:
@@ -335,9 +404,11 @@ def create_service_app(
     routes: Sequence[ResourceRoute],
     version: str = "1.0.0",
     relay_max_attempts: int = 10,
+    max_content_length: int = 1_048_576,
 ) -> Flask:
     """A Flask app with the platform's common endpoints and the service's resources."""
     app = Flask(name)
+    app.config["MAX_CONTENT_LENGTH"] = max_content_length
     app.url_map.converters["id"] = IdConverter
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["token_store"] = token_store
@@ -354,6 +425,8 @@ def create_service_app(
         api.add_resource(route.resource, route.url, resource_class_kwargs=route.kwargs)
     app.register_error_handler(Exception, error_response)
     _install_request_ids(app)
+    _install_body_limit(app)
+    _install_security_headers(app)
     _install_metrics(app, name)
     _install_probes(app, database, bootstrap_servers)
     _install_docs(app, api, title, version)
@@ -409,6 +482,60 @@ def _install_request_ids(app: Flask) -> None:
             request_id_var.reset(token)
 
 
+def _install_body_limit(app: Flask) -> None:
+    @app.before_request
+    def refuse_large_body() -> None:
+        """413 on a Content-Length over the limit before a byte of the body is read (and
+        before auth); a body without Content-Length is cut at the limit while it is read."""
+        op = _current_operation()
+        if op is not None and op.max_body_bytes is not None:
+            request.max_content_length = op.max_body_bytes
+        limit = request.max_content_length
+        if limit is not None and (request.content_length or 0) > limit:
+            raise _too_large()
+
+
+def _current_operation() -> Operation | None:
+    """The `@operation` of the resource method this request is routed to, if any."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    handler = getattr(getattr(view, "view_class", None), request.method.lower(), None)
+    return getattr(handler, "operation", None)
+
+
+def _too_large() -> RequestEntityTooLarge:
+    return RequestEntityTooLarge(
+        f"the request body may hold at most {request.max_content_length} bytes"
+    )
+
+
+# Responses are JSON for programs, not pages: no sniffing, framing or referrers; and health
+# data must not stay in browser or proxy caches.
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+_JSON_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+def _install_security_headers(app: Flask) -> None:
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        for name, value in _SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.path.startswith("/api/"):
+            response.headers["Cache-Control"] = "no-store"
+        # the API docs page sets its own policy (it loads scripts and styles)
+        if response.mimetype == "application/json" and not request.path.startswith("/docs"):
+            response.headers.setdefault("Content-Security-Policy", _JSON_CSP)
+        return response
+
+
+# Metric labels come from known values only: a label per method name a client makes up
+# would grow /metrics (and the process) without bound.
+_STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def _install_metrics(app: Flask, name: str) -> None:
     registry = CollectorRegistry()
     requests_total = Counter(
@@ -432,8 +559,9 @@ def _install_metrics(app: Flask, name: str) -> None:
     @app.after_request
     def observe(response: Response) -> Response:
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        requests_total.labels(name, request.method, endpoint, response.status_code).inc()
-        latency.labels(name, request.method, endpoint).observe(
+        method = request.method if request.method in _STANDARD_METHODS else "other"
+        requests_total.labels(name, method, endpoint, response.status_code).inc()
+        latency.labels(name, method, endpoint).observe(
             time.perf_counter() - g.get("started", time.perf_counter())
         )
         return response

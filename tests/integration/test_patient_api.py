@@ -331,8 +331,46 @@ def test_nul_character_is_422_not_500(
     response = client.post("/api/patients", json=patient_body(**override), headers=admin_headers)
     assert response.status_code == 422
     assert response.json["error"]["details"] == [
-        {"field": field, "message": "must not contain NUL (U+0000)"}
+        {"field": field, "message": "must not contain control characters (found U+0000)"}
     ]
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"first_name": "Anna\r\nBcc: x@example.org"}, "first_name"),
+        ({"last_name": "Bei\nspiel"}, "last_name"),
+        ({"street": "Hauptstr.\t1"}, "street"),
+        ({"city": "Ber\x1blin"}, "city"),
+        ({"gp_name": "Dr.\x7f Weiss"}, "gp_name"),
+        ({"health_insurer": "AOK\x85Nordost"}, "health_insurer"),
+        ({"consent_version": "v1\rv2"}, "consent_version"),
+    ],
+)
+def test_control_characters_in_text_are_422_naming_the_field_and_create_nothing(
+    client: Any, admin_headers: dict[str, str], override: dict[str, Any], field: str
+) -> None:
+    before = client.get("/api/patients", headers=admin_headers).json["total"]
+    response = client.post("/api/patients", json=patient_body(**override), headers=admin_headers)
+    assert response.status_code == 422
+    assert [detail["field"] for detail in response.json["error"]["details"]] == [field]
+    assert field in response.json["error"]["message"]
+    assert client.get("/api/patients", headers=admin_headers).json["total"] == before
+
+
+def test_control_characters_are_refused_on_patch_too(
+    client: Any, admin_headers: dict[str, str]
+) -> None:
+    created = client.post("/api/patients", json=patient_body(), headers=admin_headers).json
+    response = client.patch(
+        f"/api/patients/{created['id']}",
+        json={"first_name": "Anna\r\nBcc: x@example.org"},
+        headers=admin_headers,
+    )
+    assert response.status_code == 422
+    assert response.json["error"]["details"][0]["field"] == "first_name"
+    fetched = client.get(f"/api/patients/{created['id']}", headers=admin_headers).json
+    assert fetched["first_name"] == created["first_name"]
 
 
 def test_deeply_nested_json_is_422_not_500(client: Any, admin_headers: dict[str, str]) -> None:
