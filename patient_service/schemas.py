@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -65,6 +65,9 @@ def _past_date(value: date) -> date:
     return value
 
 
+# how far a client's clock may run ahead of ours before its "now" counts as the future
+CLOCK_SKEW = timedelta(minutes=5)
+
 BirthDate = Annotated[date, AfterValidator(_adult_birth_date)]
 PastDate = Annotated[date, AfterValidator(_past_date)]
 
@@ -114,9 +117,12 @@ class _PatientFields(BaseModel):
             raise ValueError("must include a timezone (UTC), e.g. 2026-11-01T10:00:00Z")
         # in UTC: PostgreSQL refuses offsets beyond +-15:59 that Python accepts (up to 23:59)
         try:
-            return value.astimezone(UTC)
+            value = value.astimezone(UTC)
         except OverflowError:
             raise ValueError("is out of range once converted to UTC") from None
+        if value > datetime.now(UTC) + CLOCK_SKEW:
+            raise ValueError("must not be in the future")
+        return value
 
 
 class PatientCreate(_PatientFields):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -371,6 +372,26 @@ def test_control_characters_are_refused_on_patch_too(
     assert response.json["error"]["details"][0]["field"] == "first_name"
     fetched = client.get(f"/api/patients/{created['id']}", headers=admin_headers).json
     assert fetched["first_name"] == created["first_name"]
+
+
+def test_consent_in_the_future_is_422_within_a_few_minutes_of_clock_skew(
+    client: Any, admin_headers: dict[str, str]
+) -> None:
+    now = datetime.now(UTC)
+    tomorrow = patient_body(consent_at=(now + timedelta(days=1)).isoformat())
+    response = client.post("/api/patients", json=tomorrow, headers=admin_headers)
+    assert response.status_code == 422
+    assert [detail["field"] for detail in response.json["error"]["details"]] == ["consent_at"]
+    skewed = patient_body(consent_at=(now + timedelta(minutes=1)).isoformat())
+    created = client.post("/api/patients", json=skewed, headers=admin_headers)
+    assert created.status_code == 201
+    later = client.patch(
+        f"/api/patients/{created.json['id']}",
+        json={"consent_at": (now + timedelta(hours=2)).isoformat()},
+        headers=admin_headers,
+    )
+    assert later.status_code == 422
+    assert later.json["error"]["details"][0]["field"] == "consent_at"
 
 
 def test_deeply_nested_json_is_422_not_500(client: Any, admin_headers: dict[str, str]) -> None:
