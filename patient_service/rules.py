@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from shared.errors import InvalidTransition
+from shared.errors import InvalidTransition, ValidationFailed
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -58,17 +58,54 @@ ALLOWED_TRANSITIONS: Mapping[PatientStatus, frozenset[PatientStatus]] = {
 }
 
 
-def check_transition(current: PatientStatus, target: PatientStatus) -> None:
-    """Raise `InvalidTransition` with the reason unless `current -> target` is allowed."""
+def check_transition(
+    current: PatientStatus,
+    target: PatientStatus,
+    offered: frozenset[PatientStatus] | None = None,
+) -> None:
+    """Raise `InvalidTransition` with the reason unless `current -> target` is allowed; the
+    reason lists `offered` (default: every status the lifecycle allows from `current`)."""
     if target == current:
         return
-    allowed = ALLOWED_TRANSITIONS[current]
-    if target not in allowed:
-        options = ", ".join(sorted(allowed)) or "none (final status)"
+    if target not in ALLOWED_TRANSITIONS[current]:
+        allowed = sorted(ALLOWED_TRANSITIONS[current] if offered is None else offered)
+        final = not ALLOWED_TRANSITIONS[current]
+        options = ", ".join(allowed) or ("none (final status)" if final else "none")
         raise InvalidTransition(
             f"a patient in status '{current}' cannot move to '{target}'; allowed: {options}",
-            {"current": current.value, "requested": target.value},
+            {"current": current.value, "requested": target.value, "allowed": allowed},
         )
+
+
+# Statuses the patient's search sets (matching's events: search.started, and a confirmed
+# placement), never staff by PATCH: a patient is `searching` when matching has a search.
+EVENT_DRIVEN_STATUSES: frozenset[PatientStatus] = frozenset(
+    {PatientStatus.SEARCHING, PatientStatus.IN_THERAPY}
+)
+
+
+def staff_targets(current: PatientStatus) -> frozenset[PatientStatus]:
+    """The statuses staff may move a patient to from `current`."""
+    return ALLOWED_TRANSITIONS[current] - EVENT_DRIVEN_STATUSES
+
+
+def check_staff_transition(current: PatientStatus, target: PatientStatus) -> None:
+    """A status change by staff: `ValidationFailed` on `status` (listing what staff may set)
+    for a status only events set, else `check_transition` offering the staff statuses."""
+    if target != current and target in EVENT_DRIVEN_STATUSES:
+        allowed = sorted(staff_targets(current))
+        raise ValidationFailed(
+            "invalid body: status",
+            [
+                {
+                    "field": "status",
+                    "message": f"'{target}' is set by the patient's search, not by staff; "
+                    f"from '{current}' staff may set: {', '.join(allowed) or 'none'}",
+                    "allowed": allowed,
+                }
+            ],
+        )
+    check_transition(current, target, staff_targets(current))
 
 
 def parse_time_range(text: str) -> tuple[int, int]:

@@ -147,7 +147,12 @@ class PatientUpdate(_PatientFields):
     last_name: Name | None = None
     postal_code: PostalCode | None = None
     birth_date: BirthDate | None = None
-    status: PatientStatus | None = None
+    status: PatientStatus | None = Field(
+        default=None,
+        description="Staff move a patient to search_cancelled, therapy_completed or "
+        "therapy_aborted along the lifecycle (409 otherwise); searching and in_therapy are set "
+        "by the patient's search only (422).",
+    )
 
     @field_validator("gender", "first_name", "last_name", "postal_code", "birth_date", "status")
     @classmethod

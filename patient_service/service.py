@@ -15,7 +15,7 @@ from patient_service.rules import (
     Qualification,
     QualificationInput,
     QualificationPolicy,
-    check_transition,
+    check_staff_transition,
     qualify,
 )
 from patient_service.schemas import (
@@ -146,14 +146,15 @@ def update_patient(
     *,
     correlation_id: str | None = None,
 ) -> Patient:
-    """Apply the given fields (status changes must be allowed) and emit patient.updated."""
+    """Apply the given fields and emit patient.updated; a status only along the transitions
+    staff own (`searching` and `in_therapy` come from the patient's search, via events)."""
     fields = changes.model_dump(exclude_unset=True)
     if fields.get("email"):
         fields["email"] = fields["email"].lower()
     with uow:
         patient = _load(uow, patient_id, for_update=True)
         if "status" in fields:
-            check_transition(PatientStatus(patient.status), PatientStatus(fields["status"]))
+            check_staff_transition(PatientStatus(patient.status), PatientStatus(fields["status"]))
         changed = sorted(name for name, value in fields.items() if getattr(patient, name) != value)
         if not changed:
             return patient

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from patient_service import service
 from patient_service.app import create_app
+from patient_service.models import INFRA
 from patient_service.settings import PatientSettings
 from shared.auth import Role, issue_token
 from shared.runtime import ServiceRuntime
@@ -30,6 +33,21 @@ def staff_headers(make_settings: Any) -> dict[str, str]:
     issued = issue_token("staff-test", Role.STAFF)
     runtime.tokens.store(issued)
     return {"Authorization": f"Bearer {issued.token}"}
+
+
+@pytest.fixture
+def search_started(make_settings: Any) -> Iterator[Callable[[int], None]]:
+    """What patient_service does on matching's search.started: the patient is `searching`."""
+    settings = make_settings(PatientSettings)
+    database = ServiceRuntime.build(settings, INFRA).database
+
+    def start(patient_id: int) -> None:
+        with database.unit_of_work() as uow:
+            assert service.mark_searching(uow, patient_id, settings.qualification_policy())
+            uow.commit()
+
+    yield start
+    database.dispose()
 
 
 def test_request_without_token_is_401_with_error_shape(client: Any) -> None:
@@ -155,14 +173,52 @@ def test_wrong_status_transition_is_409_with_reason(
 ) -> None:
     created = client.post("/api/patients", json=patient_body(), headers=admin_headers).json
     response = client.patch(
-        f"/api/patients/{created['id']}", json={"status": "in_therapy"}, headers=admin_headers
+        f"/api/patients/{created['id']}",
+        json={"status": "therapy_completed"},
+        headers=admin_headers,
     )
     assert response.status_code == 409
-    assert "cannot move to 'in_therapy'" in response.json["error"]["message"]
+    assert "cannot move to 'therapy_completed'" in response.json["error"]["message"]
+    assert response.json["error"]["details"]["allowed"] == ["search_cancelled"]
     ok = client.patch(
-        f"/api/patients/{created['id']}", json={"status": "searching"}, headers=admin_headers
+        f"/api/patients/{created['id']}", json={"status": "search_cancelled"}, headers=admin_headers
     )
-    assert ok.json["status"] == "searching"
+    assert ok.json["status"] == "search_cancelled"
+
+
+@pytest.mark.parametrize("target", ["searching", "in_therapy"])
+def test_staff_cannot_patch_a_status_the_search_sets(
+    client: Any, admin_headers: dict[str, str], target: str
+) -> None:
+    created = client.post("/api/patients", json=patient_body(), headers=admin_headers).json
+    response = client.patch(
+        f"/api/patients/{created['id']}", json={"status": target}, headers=admin_headers
+    )
+    assert response.status_code == 422
+    [detail] = response.json["error"]["details"]
+    assert detail["field"] == "status"
+    assert detail["allowed"] == ["search_cancelled"]
+    assert "staff may set: search_cancelled" in detail["message"]
+    unchanged = client.get(f"/api/patients/{created['id']}", headers=admin_headers).json
+    assert (unchanged["status"], unchanged["version"]) == ("registered", 1)
+
+
+def test_status_set_by_the_search_lists_what_staff_may_set_from_there(
+    client: Any, admin_headers: dict[str, str], search_started: Callable[[int], None]
+) -> None:
+    created = client.post("/api/patients", json=patient_body(), headers=admin_headers).json
+    url = f"/api/patients/{created['id']}"
+    search_started(created["id"])
+    into_therapy = client.patch(url, json={"status": "in_therapy"}, headers=admin_headers)
+    assert into_therapy.status_code == 422
+    assert into_therapy.json["error"]["details"][0]["allowed"] == ["search_cancelled"]
+    same = client.patch(url, json={"status": "searching", "city": "Berlin"}, headers=admin_headers)
+    assert same.status_code == 200  # sending the current status back changes nothing
+    cancelled = client.patch(url, json={"status": "search_cancelled"}, headers=admin_headers)
+    assert cancelled.json["status"] == "search_cancelled"
+    again = client.patch(url, json={"status": "searching"}, headers=admin_headers)
+    assert again.status_code == 422  # a new search starts it again, in matching
+    assert again.json["error"]["details"][0]["allowed"] == []
 
 
 @pytest.mark.parametrize("field", ["last_name", "max_travel_km", "availability", "status"])
@@ -196,7 +252,7 @@ def test_unknown_or_impossible_patient_id_is_404(
 
 
 def test_list_is_paginated_and_filtered_by_status_and_postal_prefix(
-    client: Any, admin_headers: dict[str, str]
+    client: Any, admin_headers: dict[str, str], search_started: Callable[[int], None]
 ) -> None:
     prefix = "987"
     ids = [
@@ -207,7 +263,7 @@ def test_list_is_paginated_and_filtered_by_status_and_postal_prefix(
         ).json["id"]
         for n in range(5)
     ]
-    client.patch(f"/api/patients/{ids[0]}", json={"status": "searching"}, headers=admin_headers)
+    search_started(ids[0])
     page1 = client.get(
         f"/api/patients?postal_code_prefix={prefix}&per_page=2&page=1", headers=admin_headers
     ).json
