@@ -15,10 +15,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, get_args
 
 import flask_restful
-import swagger_ui_bundle
+import flask_swagger_ui
 from flask import Flask, Response, current_app, g, jsonify, request, send_from_directory
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -608,6 +609,7 @@ def _install_docs(app: Flask, api: ServiceApi, title: str, version: str) -> None
     from shared.openapi import build_openapi
 
     spec: dict[str, Any] = {}
+    assets = Path(flask_swagger_ui.__file__).parent / "dist"  # Swagger UI 5 (reads 3.1)
 
     @app.get("/openapi.json")
     def openapi() -> Response:
@@ -617,18 +619,42 @@ def _install_docs(app: Flask, api: ServiceApi, title: str, version: str) -> None
 
     @app.get("/docs")
     def docs() -> Response:
-        return Response(_SWAGGER_PAGE.format(title=title), mimetype="text/html")
+        page = Response(_SWAGGER_PAGE.format(title=title), mimetype="text/html")
+        page.headers["Content-Security-Policy"] = _DOCS_CSP
+        return page
+
+    @app.get("/docs/init.js")
+    def docs_init() -> Response:
+        return Response(_SWAGGER_INIT, mimetype="text/javascript")
 
     @app.get("/docs/static/<path:filename>")
     def docs_static(filename: str) -> Response:
-        return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename)
+        return send_from_directory(assets, filename)
 
+
+# Only the service's own files run; Swagger UI sets inline styles and data: images.
+_DOCS_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
+)
 
 _SWAGGER_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title} - API</title>
+<link rel="icon" href="/docs/static/favicon-32x32.png">
 <link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
 <script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({{url: "/openapi.json", dom_id: "#swagger-ui"}});</script>
+<script src="/docs/init.js"></script>
 </body></html>
+"""
+
+# A file of its own, not an inline <script>, so the CSP needs no 'unsafe-inline' for scripts.
+# The token stays in the page's memory: persisting it would leave it in localStorage.
+_SWAGGER_INIT = """window.ui = SwaggerUIBundle({
+  url: "/openapi.json",
+  dom_id: "#swagger-ui",
+  deepLinking: true,
+  persistAuthorization: false,
+  validatorUrl: null,
+});
 """
