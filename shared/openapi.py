@@ -40,9 +40,8 @@ def build_openapi(api: ServiceApi, *, title: str, version: str) -> dict[str, Any
         "info": {"title": title, "version": version},
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
-        "security": [{"bearer": []}],
         "paths": paths,
     }
 
@@ -71,6 +70,7 @@ def _operation(
     spec: dict[str, Any] = {
         "summary": op.summary,
         "description": f"Requires role `{op.role.value}`.",
+        "security": [{"bearerAuth": []}],  # every operation authorises (`@operation`)
         "parameters": list(path_params),
         "responses": {},
     }

@@ -44,7 +44,7 @@ FUZZ_CONFIG: dict[str, Any] = {
         "deterministic": True,
         "database": "none",
     },
-    "auth": {"openapi": {"bearer": {"bearer": ADMIN_TOKEN}}},
+    "auth": {"openapi": {"bearerAuth": {"bearer": ADMIN_TOKEN}}},
     # every built-in check runs (not_a_server_error, status_code_conformance,
     # response_schema_conformance, negative_data_rejection, ignored_auth, ...) but one:
     "checks": {
