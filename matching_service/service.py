@@ -16,6 +16,7 @@ from matching_service.placement.status import (
 from matching_service.schemas import SEARCH_STARTED, PatientSnapshot, SearchStartedPayload
 from shared.db import UnitOfWork, utcnow
 from shared.errors import Conflict, NotFound, RuleViolation
+from shared.events import MAX_VERSION_JUMP, InvalidEvent, implausible_version
 from shared.outbox import PendingEvent
 
 PRODUCER = "matching_service"
@@ -36,7 +37,23 @@ def _upsert_projection() -> Any:
 
 
 def apply_patient_snapshot(uow: UnitOfWork, snapshot: PatientSnapshot) -> bool:
-    """Upsert the patient projection unless it already holds this or a newer version."""
+    """Upsert the patient projection unless it already holds this or a newer version.
+
+    A version implausibly far ahead of the one held (a forged or corrupt event) is refused
+    with `InvalidEvent` (dead-lettered): applied, it would freeze the record against every
+    later real event. Checked only for high versions, so the common case costs no query.
+    """
+    if snapshot.version > MAX_VERSION_JUMP:
+        held = uow.session.execute(
+            select(PatientProjection.version).where(
+                PatientProjection.patient_id == snapshot.patient_id
+            )
+        ).scalar_one_or_none()
+        if implausible_version(held, snapshot.version):
+            raise InvalidEvent(
+                f"patient {snapshot.patient_id}: version {snapshot.version} is implausibly far "
+                f"ahead of the version held ({held or 'none'})"
+            )
     values = {**snapshot.model_dump(), "updated_at": utcnow()}
     return uow.session.execute(_upsert_projection(), values).first() is not None
 

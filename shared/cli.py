@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -62,7 +63,12 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
     outbox.add_argument(
         "--retry-stuck", action="store_true", help="give stuck rows new attempts (cause fixed)"
     )
-    outbox.add_argument("--max-attempts", type=int, default=10, help="RELAY_MAX_ATTEMPTS")
+    outbox.add_argument(
+        "--max-attempts",
+        type=int,
+        default=int(os.environ.get("RELAY_MAX_ATTEMPTS") or 10),
+        help="attempts after which a row counts as stuck (default: RELAY_MAX_ATTEMPTS, 10)",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "migrate":

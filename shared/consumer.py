@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from kafka import KafkaConsumer
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
 from sqlalchemy import bindparam
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from shared.db import Database, UnitOfWork, utcnow
-from shared.events import Envelope, InvalidEvent
+from shared.errors import DomainError
+from shared.events import EVENT_MAX_BYTES, Envelope, InvalidEvent
 from shared.infrastructure import Infrastructure
 from shared.kafka import OutgoingRecord, RobustProducer
 from shared.logs import aggregate_id_var, event_id_var
@@ -22,6 +25,10 @@ from shared.logs import aggregate_id_var, event_id_var
 log = logging.getLogger(__name__)
 
 Handler = Callable[[UnitOfWork, Envelope], None]
+
+# SQLSTATEs that say "the database cannot take this now", not "this message is wrong":
+# read-only after a failover, shutdowns, too many connections, serialisation and deadlock.
+TRANSIENT_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03", "53300", "40001", "40P01"})
 
 
 class DeadLetterUnavailable(RuntimeError):
@@ -33,10 +40,36 @@ class TransientFailure(RuntimeError):
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Connection losses, restarts, deadlocks, serialisation failures: not the message's fault."""
-    return isinstance(exc, OperationalError | InterfaceError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
+    """Database unavailability of any kind (anywhere in the cause chain): not the message's
+    fault. Connection losses, restarts, read-only failovers, pool timeouts, deadlocks."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OperationalError | InterfaceError | PoolTimeout):
+            return True
+        if isinstance(seen, DBAPIError):
+            if seen.connection_invalidated:
+                return True
+            code = getattr(seen.orig, "pgcode", None) or ""
+            if code in TRANSIENT_SQLSTATES or code.startswith("08"):  # 08: connection
+                return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def safe_reason(exc: BaseException) -> str:
+    """Why a message failed, for logs and dead-letter headers: never a payload value.
+
+    Our own errors are written not to quote values; for anything else only the class (and
+    a database error's SQLSTATE) is kept, since driver messages can quote row values.
+    """
+    if isinstance(exc, InvalidEvent | DeadLetterUnavailable | TransientFailure):
+        return f"{exc.__class__.__name__}: {exc}"[:500]
+    if isinstance(exc, DomainError):
+        return f"{exc.__class__.__name__}: {exc.message}"[:500]
+    if isinstance(exc, DBAPIError):
+        code = getattr(exc.orig, "pgcode", None)
+        return f"{exc.__class__.__name__} ({exc.orig.__class__.__name__}, SQLSTATE {code})"
+    return exc.__class__.__name__
 
 
 class ConsumerRunner:
@@ -44,17 +77,24 @@ class ConsumerRunner:
 
     The handler runs in a unit of work that first inserts the event id into
     `processed_events` (ON CONFLICT DO NOTHING): a redelivered event finds its id there and
-    changes nothing. Offsets are committed only after the database transaction commits. A
-    message that fails `max_attempts` times, or is not a valid event, goes to the dead-letter
-    topic with the error, and consumption moves on. A database that is down is not the
-    message's fault: nothing is dead-lettered or committed, the consumer reconnects after a
-    pause and the uncommitted messages are delivered again (the idempotency guard skips
-    whatever was already handled).
+    changes nothing. Offsets are committed only after the database transaction commits, and
+    only those of messages actually handled (never the consumer's current positions, which
+    may come from another broker generation). A message that fails `max_attempts` times, or
+    is not a valid event (whatever its bytes), goes to the dead-letter topic and consumption
+    moves on. A database that is unavailable is not the message's fault: nothing is
+    dead-lettered, the unhandled messages are rewound and polled again after a pause.
 
     For throughput, the messages of one poll share one transaction. When any of them fails,
     that transaction is rolled back whole and the batch is replayed message by message
     through the careful path (own transaction, retries, then dead letter), so a failure
     costs a replay but never reorders a partition or loses a message. Handlers never commit.
+
+    A broker that comes back without its log (a replaced in-memory broker, a topic deleted
+    and recreated, a cluster restored from a backup) shows as a changed topic id or a
+    missing or smaller committed offset: the affected partitions are re-read from the
+    beginning (idempotency makes that safe) and a warning names them. A position past the
+    end of a partition is refused by the broker itself (OffsetOutOfRange) and reset to the
+    beginning (`auto_offset_reset`). See docs/architecture.md for what cannot be recovered.
     """
 
     def __init__(
@@ -68,9 +108,13 @@ class ConsumerRunner:
         infra: Infrastructure,
         dead_letter_topic: str,
         producer: RobustProducer,
+        topic_owners: Mapping[str, str] | None = None,
         max_attempts: int = 3,
+        max_event_bytes: int = EVENT_MAX_BYTES,
         session_timeout_ms: int = 10000,
         retry_backoff_s: float = 0.2,
+        pause_s: float = 2.0,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._group_id = group_id
         self._bootstrap = bootstrap_servers
@@ -80,9 +124,20 @@ class ConsumerRunner:
         self._processed = infra.processed_events
         self._dlq = dead_letter_topic
         self._producer = producer
+        self._owners = dict(topic_owners or {})
         self._max_attempts = max_attempts
+        self._max_event_bytes = max_event_bytes
         self._session_timeout_ms = session_timeout_ms
         self._retry_backoff_s = retry_backoff_s
+        self._pause_s = pause_s
+        self._client_options = dict(client_options or {})
+        # what this runner knows of the broker's state, across consumer rebuilds
+        self._committed: dict[TopicPartition, int] = {}
+        self._topic_ids: dict[str, Any] = {}
+        self._rewound: set[TopicPartition] = set()
+        self._newly_assigned: set[TopicPartition] = set()
+        self.rewinds = 0  # partitions re-read because the broker lost its log (for tests, ops)
+        self.reconnects = 0  # consumer rebuilt after a broker failure
         # built once: constructing statements per message costs more than running them
         self._record_event = (
             pg_insert(self._processed)
@@ -92,8 +147,7 @@ class ConsumerRunner:
         )
 
     def _consumer(self) -> KafkaConsumer:
-        return KafkaConsumer(
-            *self._topics,
+        consumer = KafkaConsumer(
             bootstrap_servers=self._bootstrap,
             group_id=self._group_id,
             client_id=f"{self._group_id}-consumer",
@@ -103,60 +157,179 @@ class ConsumerRunner:
             heartbeat_interval_ms=max(1000, self._session_timeout_ms // 5),
             max_poll_records=500,
             fetch_max_wait_ms=100,
+            # topics are created by their producers with the configured partition count; a
+            # consumer's metadata request must not create them first with the broker default
+            allow_auto_create_topics=False,
+            **self._client_options,
         )
+        consumer.subscribe(self._topics, listener=_VerifyOnAssignment(self))
+        return consumer
+
+    # ------------------------------------------------------------ the loop
 
     def run(self, stop: threading.Event) -> None:
-        """Poll and handle until `stop` is set; reconnects after failures."""
+        """Poll and handle until `stop` is set; reconnects after broker failures."""
         while not stop.is_set():
             consumer = None
             try:
                 consumer = self._consumer()
                 while not stop.is_set():
-                    batch = consumer.poll(timeout_ms=500)
-                    for messages in batch.values():
-                        self.handle_batch(messages)
-                    if batch:
-                        consumer.commit()
-            except TransientFailure as exc:
-                log.warning("database unavailable (%s); pausing before the next poll", exc)
-                stop.wait(2.0)
+                    self.poll_once(consumer, stop)
             except Exception:
+                self.reconnects += 1
                 log.exception("consumer loop failed; reconnecting")
-                stop.wait(2.0)
+                stop.wait(self._pause_s)
             finally:
                 if consumer is not None:
                     consumer.close(autocommit=False)
 
+    def poll_once(self, consumer: KafkaConsumer, stop: threading.Event) -> None:
+        """One poll: check the broker generation, handle per partition, commit what was handled.
+
+        When the database (or the dead-letter topic) is unavailable, the partitions not yet
+        handled are rewound to their first polled offset and polled again after a pause;
+        the consumer keeps its group membership.
+        """
+        self._rewound.clear()
+        batch = consumer.poll(timeout_ms=500)
+        if self._newly_assigned:
+            assigned, self._newly_assigned = self._newly_assigned, set()
+            self.verify_assignment(consumer, assigned & consumer.assignment())
+        self._check_topic_ids(consumer)
+        if not batch:
+            return
+        assigned = consumer.assignment()
+        handled: dict[TopicPartition, int] = {}
+        try:
+            for partition, messages in batch.items():
+                if partition in self._rewound or partition not in assigned:
+                    continue  # from a broker generation that is gone, or revoked meanwhile
+                self.handle_batch(messages)
+                handled[partition] = messages[-1].offset + 1
+        except (TransientFailure, DeadLetterUnavailable) as exc:
+            for partition, messages in batch.items():
+                if partition not in handled and partition in consumer.assignment():
+                    consumer.seek(partition, messages[0].offset)
+            self._commit(consumer, handled)
+            log.warning("%s; pausing %.0fs before polling again", exc, self._pause_s)
+            stop.wait(self._pause_s)
+            return
+        self._commit(consumer, handled)
+
+    def _commit(self, consumer: KafkaConsumer, handled: Mapping[TopicPartition, int]) -> None:
+        """Commit offset + 1 of the last handled message per partition (a failure only means
+        that those messages may come again, and are then skipped as duplicates)."""
+        if not handled:
+            return
+        try:
+            consumer.commit(
+                {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in handled.items()}
+            )
+        except Exception as exc:
+            log.warning("offset commit failed (%s); handled messages may be redelivered", exc)
+            return
+        self._committed.update(handled)
+
+    # ------------------------------------------------------------ broker generations
+
+    def _check_topic_ids(self, consumer: KafkaConsumer) -> None:
+        """A subscribed topic whose id changed was recreated: its positions mean nothing now."""
+        # kafka-python keeps topic ids (metadata v10+) in its cluster metadata only
+        cluster = consumer._client.cluster
+        for topic in {tp.topic for tp in consumer.assignment()}:
+            current = cluster.topic_id(topic)
+            if current is None:
+                continue
+            known = self._topic_ids.setdefault(topic, current)
+            if known != current:
+                partitions = [tp for tp in consumer.assignment() if tp.topic == topic]
+                self._rewind(consumer, partitions, "the topic was recreated (its id changed)")
+
+    def verify_assignment(
+        self, consumer: KafkaConsumer, partitions: Iterable[TopicPartition]
+    ) -> None:
+        """After a (re)join: a committed offset missing or below the one this runner committed
+        means the broker lost the group's state, and with it most likely the log."""
+        lost = []
+        for partition in partitions:
+            ours = self._committed.get(partition)
+            if ours is None:
+                continue
+            theirs = consumer.committed(partition)
+            if theirs is None or theirs < ours:
+                lost.append(partition)
+        if lost:
+            self._rewind(consumer, lost, "the broker lost the group's committed offsets")
+
+    def _rewind(
+        self, consumer: KafkaConsumer, partitions: Sequence[TopicPartition], why: str
+    ) -> None:
+        """Re-read `partitions` from the beginning; forget what this runner knew of them."""
+        partitions = sorted(partitions)
+        if not partitions:
+            return
+        consumer.seek_to_beginning(*partitions)
+        self._rewound.update(partitions)
+        self.rewinds += 1
+        cluster = consumer._client.cluster
+        for partition in partitions:
+            self._committed.pop(partition, None)
+            current = cluster.topic_id(partition.topic)
+            if current is not None:
+                self._topic_ids[partition.topic] = current
+        log.warning(
+            "broker lost its log for %s (%s): re-reading from the beginning; "
+            "events already handled are skipped as duplicates",
+            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions),
+            why,
+        )
+
+    # ------------------------------------------------------------ handling
+
     def handle_batch(self, messages: Sequence[Any]) -> None:
         """Handle messages of one partition in order: one transaction, or one each on failure."""
-        failed_at = 0
+        failed_at: int | None = 0
         try:
             with self._db.unit_of_work() as uow:
                 for index, message in enumerate(messages):
                     failed_at = index  # where we are, should the next step raise
-                    envelope = Envelope.from_bytes(message.value)
+                    envelope = self.parse(message)
                     handler = self._handlers.get(envelope.event_type)
                     if handler is None:
                         log.info("skipping event type %s: no handler", envelope.event_type)
                         continue
                     self._run_handler(uow, envelope, handler)
+                failed_at = None  # a failing commit blames no single message
                 uow.commit()
         except Exception as exc:
             if is_transient(exc):
-                raise TransientFailure(str(exc)) from exc
-            log.info("batch of %d failed (%s); replaying one by one", len(messages), exc)
+                raise TransientFailure(f"database unavailable: {safe_reason(exc)}") from exc
+            log.info(
+                "batch of %d failed (%s); replaying one by one", len(messages), safe_reason(exc)
+            )
             for index, message in enumerate(messages):
                 if index == failed_at:  # the batch run was the failing message's first attempt
                     self.handle_message(message, attempts_used=1, previous_error=exc)
                 else:
                     self.handle_message(message)
 
+    def parse(self, message: Any) -> Envelope:
+        """The message's envelope, from the service that owns its topic; else `InvalidEvent`."""
+        envelope = Envelope.from_bytes(message.value, self._max_event_bytes)
+        owner = self._owners.get(message.topic)
+        if owner is not None and envelope.producer != owner:
+            raise InvalidEvent(
+                f"producer '{envelope.producer}' may not publish to {message.topic} "
+                f"(owned by {owner})"
+            )
+        return envelope
+
     def handle_message(
         self, message: Any, attempts_used: int = 0, previous_error: Exception | None = None
     ) -> None:
         """Handle one Kafka message; returns once it is handled, skipped or dead-lettered."""
         try:
-            envelope = Envelope.from_bytes(message.value)
+            envelope = self.parse(message)
         except InvalidEvent as exc:
             self._dead_letter(message, exc, attempts=1)
             return
@@ -186,18 +359,22 @@ class ConsumerRunner:
                 self._handle_once(envelope, handler)
                 return
             except InvalidEvent as exc:  # retrying cannot make a bad payload valid
-                self._dead_letter(message, exc, attempts=attempt)
+                self._dead_letter(message, exc, attempts=attempt, envelope=envelope)
                 return
             except Exception as exc:
                 if is_transient(exc):
-                    raise TransientFailure(str(exc)) from exc
+                    raise TransientFailure(f"database unavailable: {safe_reason(exc)}") from exc
                 error = exc
                 log.warning(
-                    "handling %s failed (attempt %d): %s", envelope.event_type, attempt, exc
+                    "handling %s failed (attempt %d): %s",
+                    envelope.event_type,
+                    attempt,
+                    safe_reason(exc),
                 )
                 time.sleep(self._retry_backoff_s * attempt)
-        assert error is not None  # at least one attempt (batch or here) failed
-        self._dead_letter(message, error, attempts=self._max_attempts)
+        if error is None:  # the batch failed at its commit and this message alone did not
+            error = RuntimeError("the batch failed and so did this message's own attempts")
+        self._dead_letter(message, error, attempts=self._max_attempts, envelope=envelope)
 
     def _handle_once(self, envelope: Envelope, handler: Handler) -> None:
         with self._db.unit_of_work() as uow:
@@ -219,26 +396,72 @@ class ConsumerRunner:
         finally:
             event_id_var.reset(token)
 
-    def _dead_letter(self, message: Any, error: Exception, *, attempts: int) -> None:
+    def _dead_letter(
+        self, message: Any, error: BaseException, *, attempts: int, envelope: Envelope | None = None
+    ) -> None:
+        """Publish the original bytes to the dead-letter topic, the context in headers.
+
+        Headers and the log line carry ids, type, position and reason: never payload values.
+        A value larger than the event limit is not copied (it could not be published).
+        """
+        reason = safe_reason(error)
+        event_id = str(envelope.event_id) if envelope else ""
+        event_type = envelope.event_type if envelope else ""
         log.error(
-            "dead-lettering message %s/%s@%s: %s",
+            "dead-lettering %s/%s@%s event_id=%s type=%s after %d attempt(s): %s",
             message.topic,
             message.partition,
             message.offset,
-            error,
+            event_id or "-",
+            event_type or "-",
+            attempts,
+            reason,
         )
-        record = {
-            "original_topic": message.topic,
-            "partition": message.partition,
-            "offset": message.offset,
-            "key": message.key.decode(errors="replace") if message.key else None,
-            "value": message.value.decode(errors="replace") if message.value else None,
-            "error": f"{error.__class__.__name__}: {error}",
-            "attempts": attempts,
-            "consumer_group": self._group_id,
-            "failed_at": utcnow().isoformat(),
+        value: bytes = message.value or b""
+        size = len(value)
+        if size > self._max_event_bytes:
+            value = b""
+        headers = {
+            "dlq.original.topic": message.topic,
+            "dlq.original.partition": str(message.partition),
+            "dlq.original.offset": str(message.offset),
+            "dlq.event.id": event_id,
+            "dlq.event.type": event_type,
+            "dlq.reason": reason,
+            "dlq.attempts": str(attempts),
+            "dlq.consumer.group": self._group_id,
+            "dlq.failed.at": utcnow().isoformat(),
+            "dlq.value.bytes": str(size),
+            "dlq.value.dropped": "true" if size > self._max_event_bytes else "false",
         }
-        key = record["key"] or f"{message.topic}-{message.partition}-{message.offset}"
-        outcome = self._producer.send_all([OutgoingRecord(self._dlq, key, record)])
+        key = (
+            message.key.decode(errors="replace")
+            if message.key
+            else f"{message.topic}-{message.partition}-{message.offset}"
+        )
+        record = OutgoingRecord(
+            self._dlq,
+            key[:200],
+            value,
+            headers=tuple((name, text.encode()) for name, text in headers.items()),
+        )
+        outcome = self._producer.send_all([record])
         if outcome[0] is not None:
             raise DeadLetterUnavailable(f"cannot write to {self._dlq}: {outcome[0]}")
+
+
+class _VerifyOnAssignment(ConsumerRebalanceListener):
+    """Notes partitions assigned by a (re)join; the poll loop verifies them before handling.
+
+    (kafka-python runs this on its network thread, where no blocking call may be made.)
+    """
+
+    def __init__(self, runner: ConsumerRunner) -> None:
+        self._runner = runner
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        """Nothing to do: offsets are committed right after each poll is handled."""
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        """Queue the assigned partitions for `verify_assignment`."""
+        self._runner._newly_assigned.update(assigned)

@@ -159,6 +159,13 @@ class TansuBroker:
         wait_for_port("127.0.0.1", self.port)
         return self.bootstrap
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: an in-memory broker loses its log and group offsets."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
     def stop(self) -> None:
         """Terminate the broker."""
         if self._process is not None:

@@ -23,6 +23,7 @@ class OutgoingRecord:
     topic: str
     key: str
     value: dict[str, Any] | bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int = 3) -> None:
@@ -114,7 +115,10 @@ class RobustProducer:
             try:
                 futures.append(
                     producer.send(
-                        record.topic, key=record.key.encode(), value=_serialise(record.value)
+                        record.topic,
+                        key=record.key.encode(),
+                        value=_serialise(record.value),
+                        headers=list(record.headers) or None,
                     )
                 )
             except KafkaError as exc:

@@ -7,6 +7,15 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kafka.errors import (
+    CorruptRecordError,
+    InvalidRecordError,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
 from sqlalchemy import ColumnElement, and_, func, insert, select, update
 from sqlalchemy.orm import Session
 
@@ -16,6 +25,25 @@ from shared.infrastructure import RELAY_BUCKETS, Infrastructure
 from shared.kafka import HeldBack, OutgoingRecord, RobustProducer
 
 log = logging.getLogger(__name__)
+
+
+# Refusals that are the record's own fault (or its topic's): retrying cannot help, so they
+# count towards parking. Anything else (broker unreachable, timeouts, leader changes) is the
+# broker's state: the row keeps its attempts and is simply tried again.
+RECORD_FAULTS: tuple[type[Exception], ...] = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidRecordError,
+    CorruptRecordError,
+    InvalidTopicError,
+    UnknownTopicOrPartitionError,
+    TopicAuthorizationFailedError,
+)
+
+
+def is_record_fault(error: Exception) -> bool:
+    """Whether a publish failure is the record's own fault (counts towards parking it)."""
+    return isinstance(error, RECORD_FAULTS)
 
 
 def bucket_of(aggregate_id: str) -> int:
@@ -102,11 +130,13 @@ class OutboxRelay:
     def _publishable(self, session: Session) -> ColumnElement[bool]:
         """Pending, and neither stuck itself nor queued behind a stuck row of its aggregate.
 
-        A row that failed `max_attempts` times (say, larger than the broker accepts) is
-        parked: it stays pending with its error for operators (`/api/admin/outbox`, `python
-        -m shared.cli outbox --retry-stuck`), its aggregate waits behind it (order holds),
-        and the relay stops backing off for everybody else. Stuck rows are rare, so they are
-        read first and excluded by value (a correlated subquery per row costs O(pending^2)).
+        A row refused `max_attempts` times for its own fault (larger than the broker
+        accepts, an unknown topic; see `RECORD_FAULTS`) is parked: it stays pending with its
+        error for operators (`/api/admin/outbox`, `python -m shared.cli outbox
+        --retry-stuck`), its aggregate waits behind it (order holds), and the relay stops
+        backing off for everybody else. An unreachable broker parks nothing. Stuck rows are
+        rare, so they are read first and excluded by value (a correlated subquery per row
+        costs O(pending^2)).
         """
         outbox = self._outbox
         stuck = session.execute(
@@ -172,10 +202,11 @@ class OutboxRelay:
                 if error is not None and not isinstance(error, HeldBack)
             ]
             for row_id, error in failed:
+                counted = outbox.c.attempts + 1 if is_record_fault(error) else outbox.c.attempts
                 session.execute(
                     update(outbox)
                     .where(outbox.c.id == row_id)
-                    .values(attempts=outbox.c.attempts + 1, last_error=str(error)[:2000])
+                    .values(attempts=counted, last_error=str(error)[:2000])
                 )
             return RelayResult(len(published_ids), len(rows) - len(published_ids))
 

@@ -20,6 +20,7 @@ from shared.kafka import RobustProducer
 from shared.logs import configure_logging
 from shared.outbox import OutboxRelay, OutboxWriter
 from shared.settings import ServiceSettings, load_settings
+from shared.topics import owner_of
 from shared.web import ResourceRoute, create_service_app
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,9 @@ class ServiceRuntime:
             infra=self.infra,
             dead_letter_topic=self.settings.topic(dead_letter),
             producer=self.producer([*topics, dead_letter]),
+            topic_owners={self.settings.topic(name): owner_of(name) for name in topics},
             max_attempts=self.settings.consumer_max_attempts,
+            max_event_bytes=self.settings.event_max_bytes,
             session_timeout_ms=self.settings.kafka_session_timeout_ms,
         )
 

@@ -38,6 +38,7 @@ class ServiceSettings(BaseSettings):
     relay_batch_size: int = Field(default=500, ge=1)
     relay_idle_seconds: float = Field(default=0.1, gt=0)
     relay_max_attempts: int = Field(default=10, ge=1)
+    event_max_bytes: int = Field(default=1_048_576, ge=1024)  # consumed values beyond: DLQ
     max_content_length: int = Field(default=1_048_576, ge=1)  # request body bytes (413 beyond)
 
     @field_validator("bootstrap_admin_token", mode="before")

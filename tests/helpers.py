@@ -65,6 +65,14 @@ def envelopes(messages: list[Any]) -> list[dict[str, Any]]:
     return [json.loads(message.value) for message in messages]
 
 
+def dead_letters(messages: list[Any]) -> list[dict[str, Any]]:
+    """Dead-letter records: their `dlq.*` headers decoded, plus the original `value` bytes."""
+    return [
+        {**{name: raw.decode() for name, raw in message.headers}, "value": message.value}
+        for message in messages
+    ]
+
+
 @contextmanager
 def background(target: Callable[[threading.Event], None]) -> Iterator[threading.Event]:
     """Run `target(stop)` in a thread for the duration of the block."""

@@ -27,7 +27,14 @@ from patient_service.settings import PatientSettings
 from shared.devstack import ROOT, TansuBroker
 from shared.events import Envelope
 from shared.runtime import ServiceRuntime, relay_forever
-from tests.helpers import background, envelopes, patient_body, read_topic, wait_until
+from tests.helpers import (
+    background,
+    dead_letters,
+    envelopes,
+    patient_body,
+    read_topic,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_outboxes")]
 
@@ -143,7 +150,7 @@ def _patient_event(patient_id: int, version: int, **changes: Any) -> Envelope:
         **changes,
     }
     event_type = PATIENT_CREATED if version == 1 else PATIENT_UPDATED
-    return event_type.build(producer="test", aggregate_id=patient_id, payload=payload)
+    return event_type.build(producer="patient_service", aggregate_id=patient_id, payload=payload)
 
 
 def _produce(bootstrap: str, topic: str, values: list[bytes], key: str = "k") -> None:
@@ -257,12 +264,14 @@ def test_poison_messages_go_to_dead_letter_topic_and_later_messages_flow(
     _produce(kafka_bootstrap, topic, [good.to_bytes()])
     with background(consumer.run):
         wait_until(lambda: _projected(admin_engine, patient_id))
-    dead = envelopes(read_topic(kafka_bootstrap, f"{topic_prefix}matching_service.dlq", 3))
+    dead = dead_letters(read_topic(kafka_bootstrap, f"{topic_prefix}matching_service.dlq", 3))
     assert len(dead) == 3  # the unknown event type is skipped, not dead-lettered
-    assert all(record["original_topic"] == topic for record in dead)
-    assert "not a valid event envelope" in dead[0]["error"]
-    assert "payload invalid" in dead[1]["error"]
-    assert dead[2]["value"] is None  # a null value (tombstone) does not block the partition
+    assert all(record["dlq.original.topic"] == topic for record in dead)
+    assert "not a valid event envelope" in dead[0]["dlq.reason"]
+    assert dead[0]["value"] == b"\x00not json"  # the original bytes, for a later replay
+    assert "payload invalid" in dead[1]["dlq.reason"]
+    assert dead[1]["dlq.event.id"] == str(bad_payload.event_id)
+    assert "null message" in dead[2]["dlq.reason"]  # a tombstone does not block the partition
 
 
 @pytest.mark.parametrize("max_attempts", [1, 3])
@@ -282,10 +291,11 @@ def test_handler_that_keeps_failing_is_dead_lettered_after_max_attempts(
     event = _patient_event(1, 1)
     _produce(kafka_bootstrap, f"{topic_prefix}{PATIENT_TOPIC}", [event.to_bytes()])
     with background(consumer.run):
-        dead = envelopes(read_topic(kafka_bootstrap, f"{topic_prefix}matching_service.dlq", 1))
+        dead = dead_letters(read_topic(kafka_bootstrap, f"{topic_prefix}matching_service.dlq", 1))
     assert len(attempts) == max_attempts
-    assert dead[0]["attempts"] == max_attempts
-    assert "database said no" in dead[0]["error"]
+    assert dead[0]["dlq.attempts"] == str(max_attempts)
+    assert dead[0]["dlq.reason"] == "RuntimeError"  # a foreign message may quote values
+    assert dead[0]["dlq.event.type"] == "patient.created"
 
 
 def _insert_outbox_rows(make_settings: Any, patients: int, events_each: int) -> list[str]:

@@ -1,0 +1,314 @@
+"""The event pipeline under hostile messages and an unavailable database.
+
+One bad message must never stop a consumer: whatever its bytes, it is dead-lettered (with
+its reason, never its values) and the real events around it are handled.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from kafka import KafkaProducer
+
+from matching_service.handlers import HANDLERS, SUBSCRIPTIONS
+from matching_service.models import INFRA as MATCHING_INFRA
+from matching_service.schemas import SEARCH_STARTED
+from matching_service.settings import MatchingSettings
+from patient_service.app import create_app as create_patient_app
+from patient_service.handlers import SUBSCRIPTIONS as PATIENT_SUBSCRIPTIONS
+from patient_service.handlers import handlers as patient_handlers
+from patient_service.models import INFRA as PATIENT_INFRA
+from patient_service.schemas import PATIENT_TOPIC, SEARCH_TOPIC
+from patient_service.settings import PatientSettings
+from shared.db import UnitOfWork
+from shared.devstack import TansuBroker
+from shared.events import Envelope
+from shared.kafka import RobustProducer
+from shared.outbox import OutboxRelay
+from shared.runtime import ServiceRuntime
+from tests.helpers import background, dead_letters, patient_body, read_topic, wait_until
+from tests.integration.test_event_flow import _patient_event, _projected
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_outboxes")]
+
+MARKER = "SENSITIVE-Mustermann-0815"  # a payload value that must never reach logs or headers
+EVENT_LIMIT = 300_000  # EVENT_MAX_BYTES for these consumers
+
+
+def _produce(bootstrap: str, topic: str, values: list[bytes | None]) -> None:
+    """All on one key, so they share a partition and keep their order."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=2_000_000)
+    for value in values:
+        producer.send(topic, key=b"one-partition", value=value)
+    producer.flush()
+    producer.close()
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def _poison(template: Envelope) -> list[bytes | None]:
+    """One message of each bad kind, built around a real event of the topic."""
+
+    def variant(**changes: Any) -> bytes:
+        return template.model_copy(update={"event_id": uuid.uuid4(), **changes}).to_bytes()
+
+    return [
+        b"[" * 100_000 + b"]" * 100_000,  # 200 KB nested 100,000 deep: RecursionError once
+        b'{"x": "' + b"a" * (EVENT_LIMIT + 10) + b'"}',  # larger than EVENT_MAX_BYTES
+        b"\xff\xfe\xfd not utf-8",
+        b"\x00not json",
+        None,  # a tombstone
+        b"[1, 2, 3]",
+        variant(producer="geocoding_service"),  # not the owner of the topic
+        variant(payload={"deep": _nested(40)}),
+        variant(payload={"patient_id": MARKER, "search_id": MARKER}),  # invalid, quotes a value
+        variant(aggregate_id="recursion"),  # its handler raises RecursionError
+    ]
+
+
+@dataclass
+class Case:
+    """A consumer under test: its settings, subscriptions, real handlers and real events."""
+
+    runtime: ServiceRuntime
+    subscriptions: tuple[str, ...]
+    handlers: dict[str, Callable[[UnitOfWork, Envelope], None]]
+    topic: str
+    real: list[Envelope]
+    extra_poison: list[bytes]
+
+
+def _matching_case(make_settings: Any, **_: Any) -> Case:
+    settings = make_settings(MatchingSettings, consumer_max_attempts=2, event_max_bytes=EVENT_LIMIT)
+    base = 2_000_000 + uuid.uuid4().int % 1_000_000
+    real = [_patient_event(base + n, 1) for n in range(3)]
+    implausible = _patient_event(base + 10, 2_147_483_647)  # would freeze the record forever
+    return Case(
+        ServiceRuntime.build(settings, MATCHING_INFRA),
+        SUBSCRIPTIONS,
+        dict(HANDLERS),
+        PATIENT_TOPIC,
+        real,
+        [implausible.to_bytes()],
+    )
+
+
+def _patient_case(make_settings: Any, admin_headers: dict[str, str]) -> Case:
+    settings = make_settings(PatientSettings, consumer_max_attempts=2, event_max_bytes=EVENT_LIMIT)
+    client = create_patient_app(settings).test_client()
+    real = []
+    for n in range(3):
+        patient = client.post("/api/patients", json=patient_body(), headers=admin_headers).json
+        payload = {
+            "search_id": 900 + n,
+            "patient_id": patient["id"],
+            "status": "active",
+            "waiting_since": "2026-11-23T10:00:00Z",
+            "contact_budget": 25,
+        }
+        real.append(
+            SEARCH_STARTED.build(producer="matching_service", aggregate_id=900 + n, payload=payload)
+        )
+    return Case(
+        ServiceRuntime.build(settings, PATIENT_INFRA),
+        PATIENT_SUBSCRIPTIONS,
+        dict(patient_handlers(settings)),
+        SEARCH_TOPIC,
+        real,
+        [],
+    )
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.mark.parametrize("build_case", [_matching_case, _patient_case], ids=["matching", "patient"])
+def test_poison_messages_of_every_kind_are_dead_lettered_and_real_events_around_them_flow(
+    build_case: Callable[..., Case],
+    make_settings: Any,
+    admin_headers: dict[str, str],
+    kafka_bootstrap: str,
+    topic_prefix: str,
+) -> None:
+    case = build_case(make_settings, admin_headers=admin_headers)
+    handled: list[str] = []
+
+    def wrap(real_handler: Callable[[UnitOfWork, Envelope], None]) -> Any:
+        def handler(uow: UnitOfWork, envelope: Envelope) -> None:
+            if envelope.aggregate_id == "recursion":
+                raise RecursionError("maximum recursion depth exceeded")
+            real_handler(uow, envelope)
+            handled.append(str(envelope.event_id))
+
+        return handler
+
+    consumer = case.runtime.consumer(
+        case.subscriptions, {name: wrap(h) for name, h in case.handlers.items()}
+    )
+    poison = _poison(case.real[0]) + case.extra_poison
+    values: list[bytes | None] = [case.real[0].to_bytes(), *poison[:5], case.real[1].to_bytes()]
+    values += [*poison[5:], case.real[2].to_bytes()]
+    _produce(kafka_bootstrap, f"{topic_prefix}{case.topic}", values)
+    logs = _Collect()
+    logging.getLogger("shared.consumer").addHandler(logs)
+    try:
+        with background(consumer.run):
+            wait_until(lambda: len(handled) >= len(case.real), timeout=60)
+            dead = dead_letters(read_topic(kafka_bootstrap, consumer._dlq, len(poison), timeout=60))
+    finally:
+        logging.getLogger("shared.consumer").removeHandler(logs)
+    # a handler may run twice for one event (a batch rolled back, then replayed): count ids
+    assert set(handled) == {str(event.event_id) for event in case.real}
+    assert len(dead) == len(poison)  # each bad one, once
+    assert consumer.reconnects == 0  # the loop never crashed
+    reasons = [record["dlq.reason"] for record in dead]
+    assert "nested" in reasons[0] or "recursion limit" in reasons[0]
+    assert "exceeds the limit" in reasons[1] and dead[1]["dlq.value.dropped"] == "true"
+    assert "null message" in reasons[4]
+    assert "may not publish" in reasons[6]
+    assert "nested 17 deep" in reasons[7]
+    assert reasons[9] == "RecursionError" and dead[9]["dlq.attempts"] == "2"
+    if case.extra_poison:
+        assert "implausibly far ahead" in reasons[10]
+    for record in dead:  # ids, position and reason: never a payload value
+        assert record["dlq.original.topic"] == f"{topic_prefix}{case.topic}"
+        assert not any(MARKER in value for name, value in record.items() if name != "value")
+    assert logs.lines and not any(MARKER in line for line in logs.lines)
+
+
+def test_database_read_only_for_a_while_is_retried_not_dead_lettered(
+    make_settings: Any, kafka_bootstrap: str, topic_prefix: str, admin_engine: sa.Engine
+) -> None:
+    """A failover leaves the database read-only: events wait, none is dead-lettered."""
+    consumer = ServiceRuntime.build(make_settings(MatchingSettings), MATCHING_INFRA).consumer(
+        SUBSCRIPTIONS, HANDLERS
+    )
+    patient_id = 3_000_000 + uuid.uuid4().int % 1_000_000
+
+    def read_only(on: bool) -> None:
+        with admin_engine.begin() as connection:
+            database = connection.execute(sa.text("SELECT current_database()")).scalar_one()
+            setting = "SET default_transaction_read_only = on" if on else "RESET ALL"
+            connection.execute(
+                sa.text(f'ALTER ROLE matching_service IN DATABASE "{database}" {setting}')
+            )
+            connection.execute(  # live sessions keep their settings: end them
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE usename = 'matching_service' AND datname = current_database()"
+                )
+            )
+
+    read_only(True)
+    try:
+        _produce(
+            kafka_bootstrap,
+            f"{topic_prefix}{PATIENT_TOPIC}",
+            [_patient_event(patient_id, 1).to_bytes()],
+        )
+        with background(consumer.run):
+            time.sleep(6.0)  # several attempts against the read-only database
+            assert not _projected(admin_engine, patient_id)
+            read_only(False)
+            wait_until(lambda: _projected(admin_engine, patient_id), timeout=60)
+    finally:
+        read_only(False)
+    assert read_topic(kafka_bootstrap, consumer._dlq, 0, timeout=3) == []
+    assert consumer.reconnects == 0  # paused and rewound, never rebuilt
+
+
+def test_batch_that_fails_at_commit_blames_no_single_message(
+    make_settings: Any, admin_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one attempt per message, a batch whose commit fails must still handle them all."""
+    settings = make_settings(MatchingSettings, consumer_max_attempts=1)
+    consumer = ServiceRuntime.build(settings, MATCHING_INFRA).consumer(SUBSCRIPTIONS, HANDLERS)
+    base = 4_000_000 + uuid.uuid4().int % 1_000_000
+    events = [_patient_event(base + n, 1) for n in range(3)]
+    subscribed = consumer._topics[0]
+
+    @dataclass
+    class Message:
+        offset: int
+        value: bytes
+        topic: str = subscribed
+        partition: int = 0
+        key: bytes = b"k"
+        headers: tuple[()] = ()
+
+    commit = UnitOfWork.commit
+    failures = {"left": 1}
+
+    def failing_once(self: UnitOfWork) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("commit refused (a deferred check, say)")
+        commit(self)
+
+    monkeypatch.setattr(UnitOfWork, "commit", failing_once)
+    consumer.handle_batch([Message(n, event.to_bytes()) for n, event in enumerate(events)])
+    assert failures["left"] == 0
+    assert all(_projected(admin_engine, base + n) for n in range(3))  # none dead-lettered
+
+
+def test_relay_parks_nothing_while_the_broker_does_not_answer(
+    make_settings: Any, admin_headers: dict[str, str], admin_engine: sa.Engine
+) -> None:
+    """Timeouts are the broker's state, not the record's fault: attempts are not counted."""
+    broker = TansuBroker()
+    bootstrap = broker.start()
+    settings = make_settings(PatientSettings, kafka_bootstrap_servers=bootstrap)
+    client = create_patient_app(settings).test_client()
+    runtime = ServiceRuntime.build(settings, PATIENT_INFRA)
+    producer = RobustProducer(
+        bootstrap, topics=[settings.topic(PATIENT_TOPIC)], timeout_s=1.0, client_id="relay"
+    )
+    relay = OutboxRelay(
+        runtime.database,
+        PATIENT_INFRA,
+        producer,
+        topic_prefix=settings.kafka_topic_prefix,
+        max_attempts=1,  # one counted failure would park the row
+    )
+    try:
+        assert producer.ready()
+        created = client.post("/api/patients", json=patient_body(), headers=admin_headers)
+        assert broker._process is not None
+        broker._process.send_signal(signal.SIGSTOP)  # alive but silent, mid-publish
+        try:
+            result = relay.publish_pending()
+        finally:
+            broker._process.send_signal(signal.SIGCONT)
+        assert result.failed == 1
+        with admin_engine.connect() as connection:
+            attempts, error = connection.execute(
+                sa.text(
+                    "SELECT attempts, last_error FROM patient_service.outbox "
+                    "WHERE aggregate_id = :id"
+                ),
+                {"id": str(created.json["id"])},
+            ).one()
+        assert attempts == 0 and error  # the error is kept for operators, nothing parked
+        wait_until(lambda: relay.publish_pending().published == 1, timeout=60)
+    finally:
+        producer.close()
+        broker.stop()
