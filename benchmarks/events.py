@@ -64,7 +64,9 @@ def event(patient_id: int) -> PendingEvent:
         "unmet_criteria": [],
         "two_year_rule_flag": False,
     }
-    envelope = PATIENT_CREATED.build(producer="bench", aggregate_id=patient_id, payload=payload)
+    envelope = PATIENT_CREATED.build(
+        producer="patient_service", aggregate_id=patient_id, payload=payload
+    )
     return PendingEvent(PATIENT_CREATED.topic, envelope)
 
 
