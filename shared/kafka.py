@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +13,30 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from shared.settings import ServiceSettings
+
 log = logging.getLogger(__name__)
+
+
+class _Secret(str):
+    """A password kafka-python can use, shown masked: its admin client logs its config."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'**********'"
+
+
+def kafka_client_options(settings: ServiceSettings) -> dict[str, Any]:
+    """kafka-python options for security protocol, SASL and CA file: the same for every client."""
+    options: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_sasl_mechanism and settings.kafka_sasl_password is not None:
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = _Secret(settings.kafka_sasl_password.get_secret_value())
+    if settings.kafka_ssl_cafile:
+        options["ssl_cafile"] = settings.kafka_ssl_cafile
+    return options
 
 
 @dataclass(frozen=True)
@@ -26,9 +49,16 @@ class OutgoingRecord:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int = 3) -> None:
+def ensure_topics(
+    bootstrap_servers: str,
+    topics: Iterable[str],
+    partitions: int = 3,
+    client_options: Mapping[str, Any] | None = None,
+) -> None:
     """Create the topics that do not exist yet (idempotent)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="topic-setup")
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id="topic-setup", **(client_options or {})
+    )
     try:
         existing = set(admin.list_topics())
         missing = [
@@ -64,8 +94,10 @@ class RobustProducer:
         topics: Sequence[str] = (),
         partitions: int = 3,
         timeout_s: float = 10.0,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._bootstrap = bootstrap_servers
+        self._client_options = dict(client_options or {})
         self._client_id = client_id
         self._topics = tuple(topics)
         self._partitions = partitions
@@ -76,7 +108,7 @@ class RobustProducer:
     def _ensure_producer(self) -> KafkaProducer:
         if self._producer is None:
             if self._topics:
-                ensure_topics(self._bootstrap, self._topics, self._partitions)
+                ensure_topics(self._bootstrap, self._topics, self._partitions, self._client_options)
             self._producer = KafkaProducer(
                 bootstrap_servers=self._bootstrap,
                 client_id=self._client_id,
@@ -88,6 +120,7 @@ class RobustProducer:
                 linger_ms=5,
                 max_block_ms=int(self._timeout_s * 1000),
                 request_timeout_ms=int(self._timeout_s * 1000),
+                **self._client_options,
             )
             self.rebuilds += 1
         return self._producer

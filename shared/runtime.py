@@ -16,7 +16,7 @@ from shared.auth import TokenStore
 from shared.consumer import ConsumerRunner, Handler
 from shared.db import Database
 from shared.infrastructure import Infrastructure, define_infrastructure
-from shared.kafka import RobustProducer
+from shared.kafka import RobustProducer, kafka_client_options
 from shared.logs import configure_logging
 from shared.outbox import OutboxRelay, OutboxWriter
 from shared.settings import ServiceSettings, load_settings
@@ -64,6 +64,7 @@ class ServiceRuntime:
             client_id=self.settings.service_name,
             topics=[self.settings.topic(name) for name in topics],
             partitions=self.settings.kafka_partitions,
+            client_options=kafka_client_options(self.settings),
         )
 
     def relay(self, topics: Sequence[str]) -> OutboxRelay:
@@ -93,6 +94,7 @@ class ServiceRuntime:
             max_attempts=self.settings.consumer_max_attempts,
             max_event_bytes=self.settings.event_max_bytes,
             session_timeout_ms=self.settings.kafka_session_timeout_ms,
+            client_options=kafka_client_options(self.settings),
         )
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Literal, Self, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = (
@@ -41,14 +43,69 @@ class ServiceSettings(BaseSettings):
     event_max_bytes: int = Field(default=1_048_576, ge=1024)  # consumed values beyond: DLQ
     max_content_length: int = Field(default=1_048_576, ge=1)  # request body bytes (413 beyond)
 
-    @field_validator("bootstrap_admin_token", mode="before")
+    # Broker access (docs/security.md); shared.kafka.kafka_client_options maps these to
+    # kafka-python options for every client.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "PLAIN"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator(
+        "bootstrap_admin_token",
+        "kafka_sasl_mechanism",
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_cafile",
+        mode="before",
+    )
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("kafka_ssl_cafile")
+    @classmethod
+    def _cafile_exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> Self:
+        protocol = self.kafka_security_protocol
+        credentials = {
+            "KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
+            "KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+            "KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
+        }
+        if protocol == "SASL_SSL":
+            missing = [name for name, value in credentials.items() if not value]
+            if missing:
+                raise _kafka_error(f"KAFKA_SECURITY_PROTOCOL={protocol} needs {', '.join(missing)}")
+        elif stray := [name for name, value in credentials.items() if value]:
+            # a credential without SASL is never sent: refuse rather than run without auth
+            raise _kafka_error(
+                f"{', '.join(stray)} set, but KAFKA_SECURITY_PROTOCOL={protocol} sends no "
+                "credentials (use SASL_SSL)"
+            )
+        if protocol == "PLAINTEXT" and self.kafka_ssl_cafile:
+            raise _kafka_error(
+                "KAFKA_SSL_CAFILE set, but KAFKA_SECURITY_PROTOCOL=PLAINTEXT uses no TLS"
+            )
+        return self
+
     def topic(self, name: str) -> str:
         """The full Kafka topic name, with the optional deployment prefix."""
         return f"{self.kafka_topic_prefix}{name}"
+
+
+def _kafka_error(message: str) -> PydanticCustomError:
+    return PydanticCustomError("kafka_security", message)
 
 
 S = TypeVar("S", bound=BaseSettings)
@@ -70,8 +127,9 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]) or "?"
-            lines.append(f"  {field.upper()}: {error['msg']}")
+            field = ".".join(str(part) for part in error["loc"])
+            # errors of several variables together (loc empty) name them in their message
+            lines.append(f"  {field.upper()}: {error['msg']}" if field else f"  {error['msg']}")
         message = f"{cls.__name__}: invalid or missing configuration:\n" + "\n".join(lines)
         print(message, file=sys.stderr)
         raise SystemExit(2) from None
