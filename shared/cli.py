@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from sqlalchemy.exc import OperationalError
 
 from shared.auth import Role, TokenStore, issue_token
-from shared.db import Database, schema_metadata
+from shared.db import Database, InvalidDatabaseURL, schema_metadata
 from shared.infrastructure import define_infrastructure
 from shared.migrations import upgrade_all
 from shared.outbox import pending_summary, retry_stuck
@@ -43,7 +43,11 @@ def main(argv: Sequence[str] | None = None, services: Sequence[str] = SERVICES) 
     """Entry point; returns the exit code."""
     try:
         return _run(argv, services)
+    except InvalidDatabaseURL as exc:
+        print(f"invalid database URL: {exc}", file=sys.stderr)
+        return 2
     except OperationalError as exc:
+        # the driver's message names host, port, user and database, never the password
         print(f"cannot reach the database: {exc.orig}", file=sys.stderr)
         return 1
 

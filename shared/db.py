@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, MetaData, create_engine
 from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -55,9 +56,38 @@ def schema_metadata(schema: str) -> MetaData:
 TYPE_ANNOTATION_MAP: dict[Any, Any] = {datetime: UTCDateTime}
 
 
+class InvalidDatabaseURL(ValueError):
+    """A database URL that cannot be used; the message never quotes it (it may hold a password)."""
+
+
+def parse_database_url(url: str) -> URL:
+    """`url` parsed, or InvalidDatabaseURL saying what is wrong without repeating it."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InvalidDatabaseURL(
+            "not a database URL (expected postgresql://user:password@host:port/database)"
+        ) from None
+    if parsed.host and "@" in parsed.host:
+        # an unescaped '@' in the password: the driver would quote the rest as the host name
+        raise InvalidDatabaseURL(
+            "its host contains '@': URL-encode special characters of the password "
+            "(@ as %40, : as %3A, / as %2F, % as %25, # as %23)"
+        )
+    return parsed
+
+
+def masked_url(url: str) -> str:
+    """`url` with the password replaced by `***`, for logs and banners."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparsable database URL)"
+
+
 def driver_url(url: str) -> str:
     """`url` with the psycopg2 driver (SQLAlchemy 2.1 picks psycopg 3 for plain `postgresql://`)."""
-    parsed = make_url(url)
+    parsed = parse_database_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg2")
     return parsed.render_as_string(hide_password=False)
@@ -80,8 +110,8 @@ def make_engine(url: str, *, pool_size: int = 5, application_name: str = "") -> 
 
 
 def role_url(url: str, role: str, password: str | None = None) -> str:
-    """The same server and database as `url`, logged in as `role`."""
-    parsed: URL = make_url(url).set(username=role, password=password)
+    """The same server and database as `url`, logged in as `role` (password URL-encoded)."""
+    parsed: URL = parse_database_url(url).set(username=role, password=password)
     return parsed.render_as_string(hide_password=False)
 
 

@@ -11,6 +11,7 @@ import contextlib
 import os
 import random
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from shared.db import driver_url, role_url
+from shared.db import driver_url, masked_url, role_url
 from shared.settings import SERVICE_PORTS, SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -270,7 +271,7 @@ def main() -> int:
         upgrade_all(database_url)
         token = _admin_token(var)
         # for `make token` and other CLI commands run beside the stack
-        _write_private(var / "dev.env", f"DATABASE_URL='{database_url}'\n")
+        _write_private(var / "dev.env", f"DATABASE_URL={shlex.quote(database_url)}\n")
         manager = Manager(Printer(sys.stdout))
         for name, command in extra:
             manager.add_process(name, " ".join(_quote(part) for part in command))
@@ -313,7 +314,7 @@ def _banner(database_url: str, bootstrap: str, var: Path, ports: dict[str, int])
         )
     lines += [
         "",
-        f"  database   {database_url}",
+        f"  database   {masked_url(database_url)}",
         f"  broker     {bootstrap}",
         f"  data       {var} (PostgreSQL data in pgdata/, mails in mail/)",
         "",

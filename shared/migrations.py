@@ -9,6 +9,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command, context
 from alembic.config import Config
+from psycopg2 import sql
+from psycopg2.extensions import encrypt_password
 from sqlalchemy import MetaData, pool, text
 from sqlalchemy.engine import Connection
 
@@ -58,6 +60,7 @@ def run_env(schema: str, metadata: MetaData) -> None:
     engine = sa.create_engine(driver_url(url), poolclass=pool.NullPool)
     with engine.connect() as connection:
         connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {_quote(schema)}"))
+        ensure_service_role(connection, schema)
         connection.commit()
         context.configure(
             connection=connection,
@@ -72,8 +75,8 @@ def run_env(schema: str, metadata: MetaData) -> None:
             grant_service_role(connection, schema)
 
 
-def grant_service_role(connection: Connection, schema: str) -> None:
-    """Create the service's login role (if missing) and limit it to DML on its own schema."""
+def ensure_service_role(connection: Connection, schema: str) -> None:
+    """Create the service's login role (if missing); set `<SCHEMA>_DB_PASSWORD` when given."""
     role = _quote(schema)  # also validates `schema` before it is inlined below
     connection.execute(
         text(
@@ -83,7 +86,31 @@ def grant_service_role(connection: Connection, schema: str) -> None:
     )
     password = os.environ.get(f"{schema.upper()}_DB_PASSWORD")
     if password:
-        connection.execute(text(f"ALTER ROLE {role} PASSWORD " + _literal(password)))
+        set_role_password(connection, schema, password)
+
+
+def set_role_password(connection: Connection, role: str, password: str) -> None:
+    """`ALTER ROLE ... PASSWORD`, sending only the hash (as psql's \\password does).
+
+    ALTER ROLE takes no bind parameters; the hash is quoted by psycopg2, and the statement
+    goes straight to the driver, so neither SQLAlchemy's `:name` parsing nor its logging
+    nor the server's statement log ever sees the password.
+    """
+    dbapi = connection.connection.dbapi_connection
+    verifier = encrypt_password(password, role, scope=dbapi)
+    statement = sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+        sql.Identifier(role), sql.Literal(verifier)
+    )
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(statement)
+    finally:
+        cursor.close()
+
+
+def grant_service_role(connection: Connection, schema: str) -> None:
+    """Limit the service's login role to DML on its own schema (after every upgrade)."""
+    role = _quote(schema)
     for statement in (
         f"REVOKE ALL ON SCHEMA {role} FROM PUBLIC",
         f"GRANT USAGE ON SCHEMA {role} TO {role}",
@@ -92,11 +119,6 @@ def grant_service_role(connection: Connection, schema: str) -> None:
         f"REVOKE ALL ON {role}.alembic_version FROM {role}",
     ):
         connection.execute(text(statement))
-
-
-def _literal(value: str) -> str:
-    """A SQL string literal (ALTER ROLE takes no bind parameters)."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def create_infrastructure_tables(schema: str) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -11,6 +14,8 @@ from matching_service.settings import MatchingSettings
 from patient_service.app import create_app as create_patient_app
 from patient_service.settings import PatientSettings
 from shared.cli import main
+from shared.db import role_url
+from shared.devstack import ROOT, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -54,3 +59,40 @@ def test_outbox_command_reports_every_service(
         "communication_service",
         "geocoding_service",
     }
+
+
+@pytest.mark.parametrize(
+    ("password", "url", "secrets"),
+    [
+        # built by the project: URL-encoded
+        ("p:a@s/s%w#rd x'y", None, ["s%w#rd", "p%3Aa%40s", "rd x"]),
+        # typed by hand with a bare '@': the driver would take the rest for the host
+        (
+            "S3cret@Pw0rd",
+            "postgresql://patient_service:S3cret@Pw0rd@127.0.0.1:{port}/placement",
+            ["S3cret", "Pw0rd"],
+        ),
+    ],
+)
+def test_database_errors_never_show_the_password(
+    password: str, url: str | None, secrets: list[str]
+) -> None:
+    port = free_port()  # nothing listens there
+    if url is None:
+        url = role_url(f"postgresql://127.0.0.1:{port}/placement", "patient_service", password)
+    env = {**os.environ, "DATABASE_URL": url.format(port=port), "PYTHONPATH": str(ROOT)}
+    env.pop("PATIENT_SERVICE_DATABASE_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "outbox"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "cannot reach the database" in output or "invalid database URL" in output
+    for secret in secrets:
+        assert secret not in output

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import importlib
 import uuid
 from collections.abc import Iterator
@@ -13,7 +16,7 @@ from alembic.migration import MigrationContext
 
 from shared.db import driver_url, role_url
 from shared.devstack import drop_database, ensure_database
-from shared.migrations import upgrade_all
+from shared.migrations import ensure_service_role, upgrade_all
 from shared.settings import SERVICES
 
 pytestmark = pytest.mark.integration
@@ -77,3 +80,48 @@ def test_service_role_cannot_touch_another_schema_or_change_its_own(fresh_databa
             connection.execute(sa.text("DROP TABLE matching_service.patient_searches"))
         connection.rollback()
     engine.dispose()
+
+
+def test_role_password_with_url_special_characters_is_set_and_usable(
+    fresh_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    role = f"pwtest_{uuid.uuid4().hex[:8]}"
+    password = "p:a@s/s%w#rd x'y"
+    monkeypatch.setenv(f"{role.upper()}_DB_PASSWORD", password)
+    admin = sa.create_engine(driver_url(fresh_database))
+    try:
+        with admin.begin() as connection:
+            ensure_service_role(connection, role)  # what every migration run does first
+        url = role_url(fresh_database, role, password)
+        assert sa.engine.make_url(url).password == password
+        engine = sa.create_engine(driver_url(url))
+        with engine.connect() as connection:
+            assert connection.execute(sa.text("SELECT current_user")).scalar_one() == role
+        engine.dispose()
+        with admin.connect() as connection:
+            verifier = connection.execute(
+                sa.text("SELECT rolpassword FROM pg_authid WHERE rolname = :role"), {"role": role}
+            ).scalar_one()
+        # the test server trusts local logins, so check the stored SCRAM secret itself
+        assert _scram_secret_matches(verifier, password)
+        assert not _scram_secret_matches(verifier, "p:a@s/s%w#rd x''y")
+    finally:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP ROLE IF EXISTS "{role}"'))
+        admin.dispose()
+
+
+def _scram_secret_matches(secret: str, password: str) -> bool:
+    """Whether a PostgreSQL SCRAM secret (`SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`)
+    was made from `password`."""
+    method, parameters, keys = secret.split("$")
+    iterations, salt = parameters.split(":")
+    stored_key = keys.split(":")[0]
+    salted = hashlib.pbkdf2_hmac(
+        "sha256", password.encode(), base64.b64decode(salt), int(iterations)
+    )
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    expected = base64.b64decode(stored_key)
+    return method == "SCRAM-SHA-256" and hmac.compare_digest(
+        hashlib.sha256(client_key).digest(), expected
+    )
