@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from shared.db import Database, utcnow
 from shared.infrastructure import Infrastructure
@@ -39,22 +39,22 @@ class IssuedToken:
     token: str
 
 
-class TokenStore:
-    """The `api_tokens` table of one service."""
+BOOTSTRAP_ADMIN_NAME = "bootstrap-admin"
 
-    def __init__(
-        self, database: Database, infra: Infrastructure, bootstrap_admin: str | None
-    ) -> None:
+
+class TokenStore:
+    """The `api_tokens` table of one service.
+
+    A service's own database role may only read it; `store`, `ensure` and `revoke` need
+    the admin connection (`python -m shared.cli tokens ...`).
+    """
+
+    def __init__(self, database: Database, infra: Infrastructure) -> None:
         self._db = database
         self._table = infra.api_tokens
-        self._bootstrap_admin = bootstrap_admin
 
     def role_for(self, token: str) -> Role | None:
         """The role of a valid, unrevoked token, else None."""
-        if self._bootstrap_admin and hmac.compare_digest(
-            token.encode(), self._bootstrap_admin.encode()
-        ):
-            return Role.ADMIN
         with self._db.session() as session:
             role = session.execute(
                 select(self._table.c.role).where(
@@ -76,19 +76,57 @@ class TokenStore:
                 )
             )
 
-    def revoke(self, name_or_prefix: str) -> int:
-        """Revoke the tokens with this name or prefix; returns how many."""
+    def ensure(self, issued: IssuedToken) -> bool:
+        """Store `issued` unless its hash is known (revoked stays revoked); True if stored.
+
+        A newly stored token replaces (revokes) the earlier tokens of its name: changing
+        `BOOTSTRAP_ADMIN_TOKEN` retires the previous value.
+        """
         table = self._table
         with self._db.session() as session, session.begin():
-            result = session.execute(
+            stored = session.execute(
+                pg_insert(table)
+                .values(
+                    name=issued.name,
+                    role=issued.role.value,
+                    token_hash=hash_token(issued.token),
+                    prefix=issued.token[:8],
+                )
+                .on_conflict_do_nothing(index_elements=[table.c.token_hash])
+                .returning(table.c.id)
+            ).scalar_one_or_none()
+            if stored is not None:
+                session.execute(
+                    update(table)
+                    .where(
+                        table.c.name == issued.name,
+                        table.c.id != stored,
+                        table.c.revoked_at.is_(None),
+                    )
+                    .values(revoked_at=utcnow())
+                )
+        return stored is not None
+
+    def revoke(self, name_or_prefix: str) -> list[str]:
+        """Revoke the tokens with this name or prefix; returns the names of those revoked."""
+        table = self._table
+        with self._db.session() as session, session.begin():
+            names = session.execute(
                 update(table)
                 .where(
                     (table.c.name == name_or_prefix) | (table.c.prefix == name_or_prefix),
                     table.c.revoked_at.is_(None),
                 )
                 .values(revoked_at=utcnow())
-            )
-        return int(result.rowcount)  # type: ignore[attr-defined]  # a CursorResult for UPDATE
+                .returning(table.c.name)
+            ).scalars()
+            revoked = sorted(names)
+        return revoked
+
+
+def bootstrap_admin_token(token: str) -> IssuedToken:
+    """The configured `BOOTSTRAP_ADMIN_TOKEN` as a named, revocable admin token."""
+    return IssuedToken(name=BOOTSTRAP_ADMIN_NAME, role=Role.ADMIN, token=token)
 
 
 def issue_token(name: str, role: Role) -> IssuedToken:

@@ -1,7 +1,9 @@
 """Platform admin commands: `python -m shared.cli {migrate,tokens,outbox} ...`.
 
 Each service keeps its own copy of the tokens (its schema is its own), so `tokens create`
-stores the hash of one new token in every service's `api_tokens` table.
+stores the hash of one new token in every service's `api_tokens` table. Token commands use
+the admin connection (`MIGRATIONS_DATABASE_URL`, else `DATABASE_URL`): a service's own role
+may only read its tokens.
 """
 
 from __future__ import annotations
@@ -10,16 +12,17 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from sqlalchemy.exc import OperationalError
 
-from shared.auth import Role, TokenStore, issue_token
+from shared.auth import BOOTSTRAP_ADMIN_NAME, Role, TokenStore, bootstrap_admin_token, issue_token
 from shared.db import Database, InvalidDatabaseURL, schema_metadata
 from shared.infrastructure import define_infrastructure
-from shared.migrations import upgrade_all
+from shared.migrations import migration_url, upgrade_all
 from shared.outbox import pending_summary, retry_stuck
-from shared.settings import SERVICES, own_database_url
+from shared.settings import SERVICES, AdminSettings, load_settings, own_database_url
 
 
 def service_url(service: str) -> str:
@@ -30,13 +33,39 @@ def service_url(service: str) -> str:
     return url
 
 
-def _stores(services: Sequence[str]) -> list[tuple[str, Database, TokenStore]]:
-    result = []
-    for service in services:
-        database = Database(service_url(service), pool_size=1, name=f"{service}-cli")
-        infra = define_infrastructure(schema_metadata(service))
-        result.append((service, database, TokenStore(database, infra, None)))
-    return result
+@contextmanager
+def token_stores(url: str, services: Sequence[str]) -> Iterator[list[tuple[str, TokenStore]]]:
+    """The token table of every service, on the admin connection `url`."""
+    databases = [Database(url, pool_size=1, name=f"{service}-cli") for service in services]
+    try:
+        yield [
+            (service, TokenStore(database, define_infrastructure(schema_metadata(service))))
+            for service, database in zip(services, databases, strict=True)
+        ]
+    finally:
+        for database in databases:
+            database.dispose()
+
+
+def ensure_bootstrap_admin(url: str, token: str, services: Sequence[str] = SERVICES) -> list[str]:
+    """Store `token` hashed as the `bootstrap-admin` admin token where it is not yet known.
+
+    Returns the schemas it was added to; a revoked bootstrap token stays revoked.
+    """
+    with token_stores(url, services) as stores:
+        return [service for service, store in stores if store.ensure(bootstrap_admin_token(token))]
+
+
+def revoke_tokens(url: str, name_or_prefix: str, services: Sequence[str] = SERVICES) -> int:
+    """Revoke the tokens with this name or prefix in every schema; one audit line per name."""
+    schemas_of: dict[str, list[str]] = {}
+    with token_stores(url, services) as stores:
+        for service, store in stores:
+            for name in store.revoke(name_or_prefix):
+                schemas_of.setdefault(name, []).append(service)
+    for name, schemas in sorted(schemas_of.items()):
+        print(f"token revoked: name={name} schemas={','.join(schemas)}", file=sys.stderr)
+    return sum(len(schemas) for schemas in schemas_of.values())
 
 
 def main(argv: Sequence[str] | None = None, services: Sequence[str] = SERVICES) -> int:
@@ -55,7 +84,10 @@ def main(argv: Sequence[str] | None = None, services: Sequence[str] = SERVICES) 
 def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("migrate", help="alembic upgrade head for the service schemas")
+    commands.add_parser(
+        "migrate",
+        help="alembic upgrade head for the service schemas (and store BOOTSTRAP_ADMIN_TOKEN)",
+    )
     tokens = commands.add_parser("tokens", help="create or revoke API tokens")
     token_commands = tokens.add_subparsers(dest="action", required=True)
     create = token_commands.add_parser("create", help="create a token (printed once)")
@@ -63,6 +95,10 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
     create.add_argument("--role", choices=[role.value for role in Role], default=Role.STAFF.value)
     revoke = token_commands.add_parser("revoke", help="revoke tokens by name or prefix")
     revoke.add_argument("name_or_prefix")
+    token_commands.add_parser(
+        "ensure-bootstrap",
+        help=f"store BOOTSTRAP_ADMIN_TOKEN hashed as the '{BOOTSTRAP_ADMIN_NAME}' admin token",
+    )
     outbox = commands.add_parser("outbox", help="unpublished and stuck outbox rows per service")
     outbox.add_argument(
         "--retry-stuck", action="store_true", help="give stuck rows new attempts (cause fixed)"
@@ -76,8 +112,12 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "migrate":
-        upgrade_all(services=services)
+        bootstrap = load_settings(AdminSettings).bootstrap_admin_token  # refused before migrating
+        url = migration_url()
+        upgrade_all(url, services=services)
         print(f"migrations: {', '.join(services)} at head")
+        if bootstrap is not None:
+            _report_bootstrap(ensure_bootstrap_admin(url, bootstrap.get_secret_value(), services))
         return 0
     if args.command == "outbox":
         report = {}
@@ -90,23 +130,33 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
             database.dispose()
         print(json.dumps(report, indent=2, default=str))
         return 0
+    if args.action == "ensure-bootstrap":
+        bootstrap = load_settings(AdminSettings).bootstrap_admin_token
+        if bootstrap is None:
+            print("set BOOTSTRAP_ADMIN_TOKEN (at least 32 characters)", file=sys.stderr)
+            return 2
+        url = migration_url()
+        _report_bootstrap(ensure_bootstrap_admin(url, bootstrap.get_secret_value(), services))
+        return 0
     if args.action == "create":
         issued = issue_token(args.name, Role(args.role))
-        for _, database, store in _stores(services):
-            store.store(issued)
-            database.dispose()
+        with token_stores(migration_url(), services) as stores:
+            for _, store in stores:
+                store.store(issued)
         print(issued.token)
         print(
             f"token '{issued.name}' ({issued.role}) stored hashed in: {', '.join(services)}",
             file=sys.stderr,
         )
         return 0
-    revoked = 0
-    for _, database, store in _stores(services):
-        revoked += store.revoke(args.name_or_prefix)
-        database.dispose()
+    revoked = revoke_tokens(migration_url(), args.name_or_prefix, services)
     print(f"revoked {revoked} token row(s)", file=sys.stderr)
     return 0 if revoked else 1
+
+
+def _report_bootstrap(added: list[str]) -> None:
+    where = ", ".join(added) if added else "none (already known there, or revoked)"
+    print(f"'{BOOTSTRAP_ADMIN_NAME}' token stored hashed in: {where}", file=sys.stderr)
 
 
 if __name__ == "__main__":

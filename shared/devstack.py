@@ -25,7 +25,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from shared.db import driver_url, masked_url, role_url
-from shared.settings import SERVICE_PORTS, SERVICES
+from shared.settings import SERVICE_PORTS, SERVICES, AdminSettings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -182,9 +182,7 @@ class TansuBroker:
 # ---------------------------------------------------------------- the whole platform
 
 
-def service_env(
-    service: str, database_url: str, bootstrap: str, admin_token: str
-) -> dict[str, str]:
+def service_env(service: str, database_url: str, bootstrap: str) -> dict[str, str]:
     """Environment of one service's processes (its own database role)."""
     return {
         "DATABASE_URL": role_url(
@@ -192,15 +190,27 @@ def service_env(
         ),
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "KAFKA_SESSION_TIMEOUT_MS": os.environ.get("KAFKA_SESSION_TIMEOUT_MS", "6000"),
-        "BOOTSTRAP_ADMIN_TOKEN": admin_token,
         "PYTHONPATH": str(ROOT),
     }
 
 
+def _admin_only(name: str) -> bool:
+    """Variables for migrations and token set-up only: never in a service's environment."""
+    return name in ("BOOTSTRAP_ADMIN_TOKEN", "MIGRATIONS_DATABASE_URL") or name.endswith(
+        "_DB_PASSWORD"
+    )
+
+
+def process_env(service: str, database_url: str, bootstrap: str) -> dict[str, str]:
+    """The whole environment of a service's processes: ours minus admin secrets, plus its own."""
+    inherited = {name: value for name, value in os.environ.items() if not _admin_only(name)}
+    return {**inherited, **service_env(service, database_url, bootstrap)}
+
+
 def _admin_token(var: Path) -> str:
-    token = os.environ.get("BOOTSTRAP_ADMIN_TOKEN")
-    if token:
-        return token
+    token = load_settings(AdminSettings).bootstrap_admin_token  # exits if too short
+    if token is not None:
+        return token.get_secret_value()
     path = var / "admin-token"
     if not path.exists():
         _write_private(path, secrets.token_urlsafe(32))
@@ -263,13 +273,16 @@ def main() -> int:
     from honcho.manager import Manager
     from honcho.printer import Printer
 
+    from shared.cli import ensure_bootstrap_admin
     from shared.migrations import upgrade_all
 
     var = Path(os.environ.get("DEV_DATA_DIR", ROOT / "var"))
     var.mkdir(parents=True, exist_ok=True)
+    token = _admin_token(var)
     with infrastructure(var) as (database_url, bootstrap, extra):
         upgrade_all(database_url)
-        token = _admin_token(var)
+        # the services only read tokens: the bootstrap admin token is stored here, hashed
+        ensure_bootstrap_admin(database_url, token)
         # for `make token` and other CLI commands run beside the stack
         _write_private(var / "dev.env", f"DATABASE_URL={shlex.quote(database_url)}\n")
         manager = Manager(Printer(sys.stdout))
@@ -278,7 +291,7 @@ def main() -> int:
         gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
         ports = dev_ports()
         for service in SERVICES:
-            env = {**os.environ, **service_env(service, database_url, bootstrap, token)}
+            env = process_env(service, database_url, bootstrap)
             short = service.removesuffix("_service")
             manager.add_process(
                 short,
@@ -319,6 +332,7 @@ def _banner(database_url: str, bootstrap: str, var: Path, ports: dict[str, int])
         f"  data       {var} (PostgreSQL data in pgdata/, mails in mail/)",
         "",
         "  admin token: BOOTSTRAP_ADMIN_TOKEN, else the content of " + str(var / "admin-token"),
+        "               (stored hashed as the revocable admin token 'bootstrap-admin')",
         "  staff token: make token NAME=you   (prints a new token once)",
         "  Ctrl-C stops everything.",
         "",

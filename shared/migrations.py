@@ -60,7 +60,7 @@ def run_env(schema: str, metadata: MetaData) -> None:
     engine = sa.create_engine(driver_url(url), poolclass=pool.NullPool)
     with engine.connect() as connection:
         connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {_quote(schema)}"))
-        ensure_service_role(connection, schema)
+        ensure_service_role(connection, schema)  # before the revisions: they may grant to it
         connection.commit()
         context.configure(
             connection=connection,
@@ -109,16 +109,54 @@ def set_role_password(connection: Connection, role: str, password: str) -> None:
 
 
 def grant_service_role(connection: Connection, schema: str) -> None:
-    """Limit the service's login role to DML on its own schema (after every upgrade)."""
+    """Limit the service's login role to DML on its own schema (after every upgrade).
+
+    Tables the role holds no privilege on yet (new ones) get SELECT, INSERT, UPDATE and
+    DELETE; a table whose privileges a revision set itself keeps them (`api_tokens`: read
+    only, see `make_tokens_read_only`).
+    """
     role = _quote(schema)
     for statement in (
         f"REVOKE ALL ON SCHEMA {role} FROM PUBLIC",
         f"GRANT USAGE ON SCHEMA {role} TO {role}",
-        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {role} TO {role}",
         f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {role} TO {role}",
         f"REVOKE ALL ON {role}.alembic_version FROM {role}",
     ):
         connection.execute(text(statement))
+    new_tables = connection.execute(
+        text(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = :schema AND c.relkind IN ('r', 'p')"
+            " AND c.relname <> 'alembic_version'"
+            " AND NOT has_table_privilege(:role, c.oid, 'SELECT, INSERT, UPDATE, DELETE')"
+        ),
+        {"schema": schema, "role": schema},
+    ).scalars()
+    for table in list(new_tables):
+        connection.execute(
+            text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {role}.{_quote(table)} TO {role}")
+        )
+
+
+def make_tokens_read_only(schema: str) -> None:
+    """Revision step: the service role may read `api_tokens`, never write it.
+
+    Tokens are created and revoked by the admin CLI on the migrations connection, so a
+    compromised service cannot mint tokens, un-revoke one or change a token's role.
+    """
+    from alembic import op as alembic_op
+
+    role = _quote(schema)
+    alembic_op.execute(f"REVOKE ALL ON {role}.api_tokens FROM {role}")
+    alembic_op.execute(f"GRANT SELECT ON {role}.api_tokens TO {role}")
+
+
+def make_tokens_writable(schema: str) -> None:
+    """Downgrade step of `make_tokens_read_only`: the default DML grant again."""
+    from alembic import op as alembic_op
+
+    role = _quote(schema)
+    alembic_op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {role}.api_tokens TO {role}")
 
 
 def create_infrastructure_tables(schema: str) -> None:

@@ -54,7 +54,7 @@ class ServiceRuntime:
             pool_size=settings.db_pool_size,
             name=settings.service_name,
         )
-        tokens = TokenStore(database, infra, settings.bootstrap_admin_token)
+        tokens = TokenStore(database, infra)
         return cls(settings=settings, infra=infra, database=database, tokens=tokens)
 
     def producer(self, topics: Sequence[str] = ()) -> RobustProducer:

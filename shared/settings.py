@@ -32,7 +32,6 @@ class ServiceSettings(BaseSettings):
     kafka_topic_prefix: str = ""
     kafka_session_timeout_ms: int = Field(default=10000, ge=1000)
     kafka_partitions: int = Field(default=3, ge=1)
-    bootstrap_admin_token: str | None = Field(default=None, min_length=16)
     log_level: str = "INFO"
     log_json: bool = True
     db_pool_size: int = Field(default=5, ge=1)
@@ -57,7 +56,6 @@ class ServiceSettings(BaseSettings):
         return value.upper() if isinstance(value, str) else value
 
     @field_validator(
-        "bootstrap_admin_token",
         "kafka_sasl_mechanism",
         "kafka_sasl_username",
         "kafka_sasl_password",
@@ -106,6 +104,32 @@ class ServiceSettings(BaseSettings):
 
 def _kafka_error(message: str) -> PydanticCustomError:
     return PydanticCustomError("kafka_security", message)
+
+
+BOOTSTRAP_TOKEN_MIN_LENGTH = 32
+
+
+class AdminSettings(BaseSettings):
+    """Settings of the admin commands (`python -m shared.cli`) and of `make run`."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    bootstrap_admin_token: SecretStr | None = None
+
+    @field_validator("bootstrap_admin_token", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("bootstrap_admin_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < BOOTSTRAP_TOKEN_MIN_LENGTH:
+            raise ValueError(
+                f"must be at least {BOOTSTRAP_TOKEN_MIN_LENGTH} characters, e.g. "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -12,12 +12,13 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import settings as hypothesis_settings
 
+from shared.cli import ensure_bootstrap_admin
 from shared.db import driver_url, role_url
 from shared.devstack import EmbeddedPostgres, TansuBroker, drop_database, ensure_database
 from shared.migrations import upgrade_all
 from shared.settings import ServiceSettings
 
-ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN_TOKEN = "test-admin-token-0123456789-abcdefghijklmnop"  # BOOTSTRAP_ADMIN_TOKEN: >= 32
 
 # CI runs each property test on the same examples (a gate must not depend on luck);
 # local runs keep exploring new random examples.
@@ -41,10 +42,11 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def database_url(pg_admin_url: str) -> Iterator[str]:
-    """A fresh database with every service schema migrated to head."""
+    """A fresh database with every service schema migrated to head and the admin token stored."""
     name = f"test_{uuid.uuid4().hex[:10]}"
     url = ensure_database(pg_admin_url, name)
     upgrade_all(url)
+    ensure_bootstrap_admin(url, ADMIN_TOKEN)  # what `make run` / `shared.cli migrate` do
     yield url
     drop_database(pg_admin_url, name)
 
@@ -86,7 +88,6 @@ def make_settings(database_url: str, kafka_bootstrap: str, topic_prefix: str) ->
             "kafka_bootstrap_servers": kafka_bootstrap,
             "kafka_topic_prefix": topic_prefix,
             "kafka_session_timeout_ms": 6000,
-            "bootstrap_admin_token": ADMIN_TOKEN,
             "log_json": False,
             "relay_idle_seconds": 0.05,
         }

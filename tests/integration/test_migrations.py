@@ -82,6 +82,31 @@ def test_service_role_cannot_touch_another_schema_or_change_its_own(fresh_databa
     engine.dispose()
 
 
+def test_service_role_reads_tokens_but_cannot_create_change_or_delete_them(
+    fresh_database: str,
+) -> None:
+    upgrade_all(fresh_database)  # the grant step after every upgrade keeps the table read only
+    denied = [
+        "INSERT INTO {schema}.api_tokens (name, role, token_hash, prefix)"
+        " VALUES ('forged', 'admin', repeat('0', 64), 'forged')",
+        "UPDATE {schema}.api_tokens SET revoked_at = NULL",
+        "UPDATE {schema}.api_tokens SET role = 'admin'",
+        "DELETE FROM {schema}.api_tokens",
+    ]
+    for service in SERVICES:
+        engine = sa.create_engine(driver_url(role_url(fresh_database, service)))
+        with engine.connect() as connection:
+            connection.execute(sa.text(f"SELECT count(*) FROM {service}.api_tokens"))
+            for statement in denied:
+                with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+                    connection.execute(sa.text(statement.format(schema=service)))
+                connection.rollback()
+            # the other tables of its schema stay writable
+            connection.execute(sa.text(f"DELETE FROM {service}.processed_events WHERE false"))
+            connection.rollback()
+        engine.dispose()
+
+
 def test_role_password_with_url_special_characters_is_set_and_usable(
     fresh_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

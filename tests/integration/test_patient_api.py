@@ -13,7 +13,9 @@ from patient_service import service
 from patient_service.app import create_app
 from patient_service.models import INFRA
 from patient_service.settings import PatientSettings
-from shared.auth import Role, issue_token
+from shared.auth import Role, TokenStore, issue_token
+from shared.db import Database, schema_metadata
+from shared.infrastructure import define_infrastructure
 from shared.runtime import ServiceRuntime
 from tests.helpers import patient_body
 
@@ -26,12 +28,12 @@ def client(make_settings: Any) -> Any:
 
 
 @pytest.fixture
-def staff_headers(make_settings: Any) -> dict[str, str]:
-    from patient_service.models import INFRA
-
-    runtime = ServiceRuntime.build(make_settings(PatientSettings), INFRA)
+def staff_headers(database_url: str) -> dict[str, str]:
+    # stored on the admin connection, as `shared.cli tokens create` does (the role only reads)
+    database = Database(database_url, pool_size=1)
     issued = issue_token("staff-test", Role.STAFF)
-    runtime.tokens.store(issued)
+    TokenStore(database, define_infrastructure(schema_metadata("patient_service"))).store(issued)
+    database.dispose()
     return {"Authorization": f"Bearer {issued.token}"}
 
 
