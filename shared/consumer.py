@@ -21,6 +21,7 @@ from shared.events import EVENT_MAX_BYTES, Envelope, InvalidEvent
 from shared.infrastructure import Infrastructure
 from shared.kafka import OutgoingRecord, RobustProducer
 from shared.logs import aggregate_id_var, event_id_var
+from shared.outbox import is_record_fault
 
 log = logging.getLogger(__name__)
 
@@ -439,15 +440,25 @@ class ConsumerRunner:
             if message.key
             else f"{message.topic}-{message.partition}-{message.offset}"
         )
-        record = OutgoingRecord(
-            self._dlq,
-            key[:200],
-            value,
-            headers=tuple((name, text.encode()) for name, text in headers.items()),
-        )
-        outcome = self._producer.send_all([record])
+        outcome = self._producer.send_all([_dead_letter_record(self._dlq, key, value, headers)])
+        if outcome[0] is not None and value and is_record_fault(outcome[0]):
+            # the copy plus its headers is over a size limit the original was just under:
+            # the context alone must get through, or the partition would stop here
+            headers["dlq.value.dropped"] = "true"
+            outcome = self._producer.send_all([_dead_letter_record(self._dlq, key, b"", headers)])
         if outcome[0] is not None:
             raise DeadLetterUnavailable(f"cannot write to {self._dlq}: {outcome[0]}")
+
+
+def _dead_letter_record(
+    topic: str, key: str, value: bytes, headers: Mapping[str, str]
+) -> OutgoingRecord:
+    return OutgoingRecord(
+        topic,
+        key[:200],
+        value,
+        headers=tuple((name, text.encode()) for name, text in headers.items()),
+    )
 
 
 class _VerifyOnAssignment(ConsumerRebalanceListener):

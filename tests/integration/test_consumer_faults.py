@@ -312,3 +312,22 @@ def test_relay_parks_nothing_while_the_broker_does_not_answer(
     finally:
         producer.close()
         broker.stop()
+
+
+def test_value_just_under_the_limit_is_dead_lettered_without_its_copy_when_that_is_too_large(
+    make_settings: Any, kafka_bootstrap: str, topic_prefix: str, admin_engine: sa.Engine
+) -> None:
+    """The dead-letter copy adds headers; when that tips it over a size limit, the context
+    alone is published rather than the partition stopping at this message."""
+    settings = make_settings(MatchingSettings)  # EVENT_MAX_BYTES 1 MB, producer limit 1 MB
+    consumer = ServiceRuntime.build(settings, MATCHING_INFRA).consumer(SUBSCRIPTIONS, HANDLERS)
+    patient_id = 5_000_000 + uuid.uuid4().int % 1_000_000
+    almost = b"\x00" + b"x" * (settings.event_max_bytes - 200)  # not JSON, under the limit
+    topic = f"{topic_prefix}{PATIENT_TOPIC}"
+    _produce(kafka_bootstrap, topic, [almost, _patient_event(patient_id, 1).to_bytes()])
+    with background(consumer.run):
+        wait_until(lambda: _projected(admin_engine, patient_id), timeout=60)
+        [dead] = dead_letters(read_topic(kafka_bootstrap, consumer._dlq, 1, timeout=30))
+    assert dead["dlq.value.dropped"] == "true" and dead["value"] in (b"", None)
+    assert dead["dlq.value.bytes"] == str(len(almost))
+    assert "not a valid event envelope" in dead["dlq.reason"]
