@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from shared.errors import InvalidTransition, ValidationFailed
-
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+from shared.weekly import parse_time_range
 
 SYMPTOMS = (
     "low_mood",
@@ -106,26 +105,6 @@ def check_staff_transition(current: PatientStatus, target: PatientStatus) -> Non
             ],
         )
     check_transition(current, target, staff_targets(current))
-
-
-def parse_time_range(text: str) -> tuple[int, int]:
-    """'09:00-12:30' -> (540, 750) minutes since midnight; raises ValueError when malformed."""
-    try:
-        start_text, end_text = text.split("-")
-        start, end = _minutes(start_text), _minutes(end_text)
-    except ValueError:
-        raise ValueError(f"'{text}' is not a time range like '09:00-12:00'") from None
-    if start >= end:
-        raise ValueError(f"'{text}' ends before it starts")
-    return start, end
-
-
-def _minutes(text: str) -> int:
-    hours, minutes = text.strip().split(":")
-    value = int(hours) * 60 + int(minutes)
-    if not (0 <= int(minutes) < 60 and 0 <= value <= 24 * 60):
-        raise ValueError(text)
-    return value
 
 
 def weekly_hours(availability: Mapping[str, Sequence[str]]) -> float:

@@ -16,9 +16,10 @@ from pydantic import (
     field_validator,
 )
 
-from patient_service.rules import SYMPTOMS, WEEKDAYS, PatientStatus, age_on, parse_time_range
+from patient_service.rules import SYMPTOMS, PatientStatus, age_on
 from shared.events import EventType
 from shared.web import PageQuery
+from shared.weekly import WeeklySchedule
 
 Gender = Literal["male", "female", "diverse", "unspecified"]
 Salutation = Literal["Herr", "Frau"]
@@ -40,14 +41,7 @@ Phone = Annotated[
 ]
 
 
-def _check_ranges(ranges: list[str]) -> list[str]:
-    for item in ranges:
-        parse_time_range(item)
-    return ranges
-
-
-TimeRanges = Annotated[list[str], Field(max_length=12), AfterValidator(_check_ranges)]
-Availability = dict[Literal[WEEKDAYS], TimeRanges]  # type: ignore[valid-type]
+Availability = WeeklySchedule
 
 
 def _adult_birth_date(value: date) -> date:
