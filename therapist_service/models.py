@@ -69,7 +69,9 @@ class Therapist(Base):
     fax: Mapped[str | None] = mapped_column(String(30))
     email: Mapped[str | None] = mapped_column(String(320))
     website: Mapped[str | None] = mapped_column(String(500))
-    practice_key: Mapped[str] = mapped_column(String(20), Computed(PRACTICE_KEY_SQL, persisted=True))
+    practice_key: Mapped[str] = mapped_column(
+        String(20), Computed(PRACTICE_KEY_SQL, persisted=True)
+    )
     statutory_seat: Mapped[bool] = mapped_column(server_default=text("true"))
     phone_hours: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     working_hours: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

@@ -50,7 +50,12 @@ def upgrade() -> None:
         sa.Column("fax", sa.String(30)),
         sa.Column("email", sa.String(320)),
         sa.Column("website", sa.String(500)),
-        sa.Column("practice_key", sa.String(20), sa.Computed(PRACTICE_KEY_SQL, persisted=True), nullable=False),
+        sa.Column(
+            "practice_key",
+            sa.String(20),
+            sa.Computed(PRACTICE_KEY_SQL, persisted=True),
+            nullable=False,
+        ),
         sa.Column("statutory_seat", sa.Boolean, nullable=False, server_default=sa.text("true")),
         sa.Column("phone_hours", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
         sa.Column("working_hours", JSONB),
