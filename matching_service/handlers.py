@@ -9,13 +9,16 @@ from matching_service.schemas import (
     PATIENT_CREATED,
     PATIENT_TOPIC,
     PATIENT_UPDATED,
+    THERAPIST_EVENTS,
+    THERAPIST_TOPIC,
     PatientSnapshot,
+    TherapistSnapshot,
 )
 from shared.consumer import Handler
 from shared.db import UnitOfWork
 from shared.events import Envelope
 
-SUBSCRIPTIONS: tuple[str, ...] = (PATIENT_TOPIC,)
+SUBSCRIPTIONS: tuple[str, ...] = (PATIENT_TOPIC, THERAPIST_TOPIC)
 
 
 def on_patient_changed(uow: UnitOfWork, envelope: Envelope) -> None:
@@ -28,7 +31,18 @@ def on_patient_changed(uow: UnitOfWork, envelope: Envelope) -> None:
 _PATIENT_EVENTS = {event.name: event for event in (PATIENT_CREATED, PATIENT_UPDATED)}
 
 
+def on_therapist_changed(uow: UnitOfWork, envelope: Envelope) -> None:
+    """therapist.created / updated / blocked / unblocked -> therapist projection."""
+    snapshot = _THERAPIST_EVENTS[envelope.event_type].parse_payload(envelope)
+    assert isinstance(snapshot, TherapistSnapshot)
+    service.apply_therapist_snapshot(uow, snapshot)
+
+
+_THERAPIST_EVENTS = {event.name: event for event in THERAPIST_EVENTS}
+
+
 HANDLERS: Mapping[str, Handler] = {
     PATIENT_CREATED.name: on_patient_changed,
     PATIENT_UPDATED.name: on_patient_changed,
+    **{name: on_therapist_changed for name in _THERAPIST_EVENTS},
 }

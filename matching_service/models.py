@@ -53,6 +53,40 @@ class PatientProjection(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
 
 
+class TherapistProjection(Base):
+    """Matching's read model of a therapist, fed by therapist events (no contact data)."""
+
+    __tablename__ = "therapist_projection"
+    __table_args__ = (
+        Index("ix_therapist_projection_practice_key", "practice_key"),
+        Index("ix_therapist_projection_postal_code", "postal_code"),
+    )
+
+    therapist_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    version: Mapped[int]
+    status: Mapped[str] = mapped_column(String(20))
+    gender: Mapped[str] = mapped_column(String(20))
+    postal_code: Mapped[str] = mapped_column(String(5))
+    city: Mapped[str | None] = mapped_column(String(200))
+    street: Mapped[str | None] = mapped_column(String(200))
+    practice_key: Mapped[str] = mapped_column(String(20))
+    has_email: Mapped[bool]
+    statutory_seat: Mapped[bool]
+    therapy_methods: Mapped[list[str]] = mapped_column(JSONB)
+    languages: Mapped[list[str]] = mapped_column(JSONB)
+    phone_hours: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    working_hours: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    potentially_available: Mapped[bool]
+    informed_about_platform: Mapped[bool]
+    preferred_diagnoses: Mapped[list[str]] = mapped_column(JSONB)
+    patient_age_min: Mapped[int | None]
+    patient_age_max: Mapped[int | None]
+    preferred_patient_gender: Mapped[str] = mapped_column(String(10))
+    prefers_group_therapy: Mapped[bool]
+    next_contactable_date: Mapped[date | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
+
+
 class PatientSearch(Base):
     """A search for a therapy place for one patient (SPEC.md §5)."""
 

@@ -67,6 +67,47 @@ PATIENT_TOPIC = "patient-events"
 PATIENT_CREATED = EventType("patient.created", 1, PatientSnapshot, PATIENT_TOPIC)
 PATIENT_UPDATED = EventType("patient.updated", 1, PatientSnapshot, PATIENT_TOPIC)
 
+
+class TherapistSnapshot(BaseModel):
+    """What matching reads from therapist events (tolerant of new fields)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    therapist_id: int
+    version: int = Field(ge=1)
+    status: str
+    gender: str
+    postal_code: str
+    city: str | None = None
+    street: str | None = None
+    practice_key: str
+    has_email: bool
+    statutory_seat: bool = True
+    therapy_methods: list[str]
+    languages: list[str] = Field(default_factory=list)
+    phone_hours: dict[str, list[str]] = Field(default_factory=dict)
+    working_hours: dict[str, list[str]] | None = None
+    potentially_available: bool = False
+    informed_about_platform: bool = False
+    preferred_diagnoses: list[str] = Field(default_factory=list)
+    patient_age_min: int | None = None
+    patient_age_max: int | None = None
+    preferred_patient_gender: str = "any"
+    prefers_group_therapy: bool = False
+    next_contactable_date: date | None = None
+
+
+THERAPIST_TOPIC = "therapist-events"
+THERAPIST_EVENTS = tuple(
+    EventType(name, 1, TherapistSnapshot, THERAPIST_TOPIC)
+    for name in (
+        "therapist.created",
+        "therapist.updated",
+        "therapist.blocked",
+        "therapist.unblocked",
+    )
+)
+
 # ---------------------------------------------------------------- produced events
 
 

@@ -5,15 +5,27 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from matching_service.models import OPEN_SEARCH_STATUSES, PatientProjection, PatientSearch
+from matching_service.models import (
+    OPEN_SEARCH_STATUSES,
+    Base,
+    PatientProjection,
+    PatientSearch,
+    TherapistProjection,
+)
 from matching_service.placement.status import (
     PATIENT_STATUSES_OPEN_TO_SEARCH,
     patient_may_start_search,
 )
-from matching_service.schemas import SEARCH_STARTED, PatientSnapshot, SearchStartedPayload
+from matching_service.schemas import (
+    SEARCH_STARTED,
+    PatientSnapshot,
+    SearchStartedPayload,
+    TherapistSnapshot,
+)
 from shared.db import UnitOfWork, utcnow
 from shared.errors import Conflict, NotFound, RuleViolation
 from shared.events import MAX_VERSION_JUMP, InvalidEvent, implausible_version
@@ -23,39 +35,52 @@ PRODUCER = "matching_service"
 
 
 @functools.cache
-def _upsert_projection() -> Any:
-    """INSERT .. ON CONFLICT DO UPDATE .. WHERE newer, built once (it runs per event)."""
-    table = PatientProjection.__table__
+def _upsert_projection(model: type[Base], snapshot: type[BaseModel], key: str) -> Any:
+    """INSERT .. ON CONFLICT DO UPDATE .. WHERE newer, built once per projection (it runs per
+    event)."""
+    table = model.__table__
     assert isinstance(table, Table)
-    columns = [*PatientSnapshot.model_fields, "updated_at"]
+    columns = [*snapshot.model_fields, "updated_at"]
     statement = pg_insert(table).values({name: bindparam(name) for name in columns})
     return statement.on_conflict_do_update(
-        index_elements=[table.c.patient_id],
-        set_={name: statement.excluded[name] for name in columns if name != "patient_id"},
+        index_elements=[table.c[key]],
+        set_={name: statement.excluded[name] for name in columns if name != key},
         where=table.c.version < statement.excluded.version,
-    ).returning(table.c.patient_id)
+    ).returning(table.c[key])
 
 
-def apply_patient_snapshot(uow: UnitOfWork, snapshot: PatientSnapshot) -> bool:
-    """Upsert the patient projection unless it already holds this or a newer version.
+def _apply_snapshot(
+    uow: UnitOfWork, model: type[Base], key: str, snapshot: BaseModel, version: int
+) -> bool:
+    """Upsert a projection row unless it already holds this or a newer version.
 
     A version implausibly far ahead of the one held (a forged or corrupt event) is refused
     with `InvalidEvent` (dead-lettered): applied, it would freeze the record against every
     later real event. Checked only for high versions, so the common case costs no query.
     """
-    if snapshot.version > MAX_VERSION_JUMP:
+    entity_id = getattr(snapshot, key)
+    if version > MAX_VERSION_JUMP:
         held = uow.session.execute(
-            select(PatientProjection.version).where(
-                PatientProjection.patient_id == snapshot.patient_id
-            )
+            select(model.version).where(getattr(model, key) == entity_id)  # type: ignore[attr-defined]
         ).scalar_one_or_none()
-        if implausible_version(held, snapshot.version):
+        if implausible_version(held, version):
             raise InvalidEvent(
-                f"patient {snapshot.patient_id}: version {snapshot.version} is implausibly far "
+                f"{model.__tablename__} {entity_id}: version {version} is implausibly far "
                 f"ahead of the version held ({held or 'none'})"
             )
     values = {**snapshot.model_dump(), "updated_at": utcnow()}
-    return uow.session.execute(_upsert_projection(), values).first() is not None
+    statement = _upsert_projection(model, type(snapshot), key)
+    return uow.session.execute(statement, values).first() is not None
+
+
+def apply_patient_snapshot(uow: UnitOfWork, snapshot: PatientSnapshot) -> bool:
+    """Upsert the patient projection unless it already holds this or a newer version."""
+    return _apply_snapshot(uow, PatientProjection, "patient_id", snapshot, snapshot.version)
+
+
+def apply_therapist_snapshot(uow: UnitOfWork, snapshot: TherapistSnapshot) -> bool:
+    """Upsert the therapist projection unless it already holds this or a newer version."""
+    return _apply_snapshot(uow, TherapistProjection, "therapist_id", snapshot, snapshot.version)
 
 
 def start_search(

@@ -18,26 +18,18 @@ from pydantic import (
 
 from patient_service.rules import SYMPTOMS, PatientStatus, age_on
 from shared.events import EventType
+from shared.fields import Gender, Name, Phone, PostalCode, Salutation, ShortText, Text
 from shared.web import PageQuery
 from shared.weekly import WeeklySchedule
 
-Gender = Literal["male", "female", "diverse", "unspecified"]
-Salutation = Literal["Herr", "Frau"]
 TravelMode = Literal["car", "transit"]
 TherapistGenderPreference = Literal["male", "female", "any"]
 TherapyMethod = Literal["any", "behavioural", "psychodynamic", "analytic", "systemic"]
 Symptom = Literal[SYMPTOMS]  # type: ignore[valid-type]
-PostalCode = Annotated[str, StringConstraints(pattern=r"^\d{5}$")]
 Diagnosis = Annotated[
     str,
     BeforeValidator(lambda value: value.strip().upper() if isinstance(value, str) else value),
     StringConstraints(pattern=r"^F\d{2}(\.\d{1,2})?$"),
-]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=50)]
-Phone = Annotated[
-    str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 ()/-]{5,24}$")
 ]
 
 

@@ -16,7 +16,7 @@ from shared.cli import ensure_bootstrap_admin
 from shared.db import driver_url, role_url
 from shared.devstack import EmbeddedPostgres, TansuBroker, drop_database, ensure_database
 from shared.migrations import upgrade_all
-from shared.settings import ServiceSettings
+from shared.settings import SERVICES, ServiceSettings
 
 ADMIN_TOKEN = "test-admin-token-0123456789-abcdefghijklmnop"  # BOOTSTRAP_ADMIN_TOKEN: >= 32
 
@@ -106,7 +106,7 @@ def admin_headers() -> dict[str, str]:
 def drain_outboxes(engine: sa.Engine) -> None:
     """Mark every pending outbox row published, so a test's relay sees only its own rows."""
     with engine.begin() as connection:
-        for schema in ("patient_service", "matching_service"):
+        for schema in SERVICES:
             connection.execute(
                 sa.text(
                     f"UPDATE {schema}.outbox SET published_at = now() WHERE published_at IS NULL"

@@ -1,11 +1,122 @@
-"""REST resources of therapist_service: only the common endpoints so far."""
+"""REST resources of therapist_service: parse, call one use case, render."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from flask import g
+from flask_restful import Resource
+
+from shared.db import Database
+from shared.errors import NotFound
 from shared.runtime import ServiceRuntime
-from shared.web import ResourceRoute
+from shared.web import ResourceRoute, operation
+from therapist_service import service
+from therapist_service.rules import PRACTICE_KEY
+from therapist_service.schemas import (
+    BlockRequest,
+    PracticeOut,
+    TherapistCreate,
+    TherapistListQuery,
+    TherapistOut,
+    TherapistUpdate,
+)
+
+
+class _TherapistResource(Resource):
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+
+class TherapistList(_TherapistResource):
+    """`/api/therapists`"""
+
+    @operation(
+        "Add a therapist (outside the directory)",
+        body=TherapistCreate,
+        response=TherapistOut,
+        status=201,
+        errors=(409,),
+    )
+    def post(self, body: TherapistCreate) -> Any:
+        return service.create_therapist(
+            self.database.unit_of_work(), body, correlation_id=g.request_id
+        )
+
+    @operation("List therapists", query=TherapistListQuery, response=TherapistOut, paginated=True)
+    def get(self, query: TherapistListQuery) -> Any:
+        return service.list_therapists(self.database.unit_of_work(), query)
+
+
+class TherapistItem(_TherapistResource):
+    """`/api/therapists/{id}`"""
+
+    @operation("Get a therapist", response=TherapistOut, errors=(404,))
+    def get(self, therapist_id: int) -> Any:
+        return service.get_therapist(self.database.unit_of_work(), therapist_id)
+
+    @operation(
+        "Change a therapist's fields (or retire / reactivate it)",
+        body=TherapistUpdate,
+        response=TherapistOut,
+        errors=(404,),
+    )
+    def patch(self, therapist_id: int, body: TherapistUpdate) -> Any:
+        return service.update_therapist(
+            self.database.unit_of_work(), therapist_id, body, correlation_id=g.request_id
+        )
+
+
+class TherapistBlock(_TherapistResource):
+    """`/api/therapists/{id}/block`"""
+
+    @operation(
+        "Block a therapist: never contacted until unblocked",
+        body=BlockRequest,
+        response=TherapistOut,
+        errors=(404, 409),
+    )
+    def post(self, therapist_id: int, body: BlockRequest) -> Any:
+        return service.block_therapist(
+            self.database.unit_of_work(), therapist_id, body.reason, correlation_id=g.request_id
+        )
+
+
+class TherapistUnblock(_TherapistResource):
+    """`/api/therapists/{id}/unblock`"""
+
+    @operation("Unblock a therapist", response=TherapistOut, errors=(404, 409))
+    def post(self, therapist_id: int) -> Any:
+        return service.unblock_therapist(
+            self.database.unit_of_work(), therapist_id, correlation_id=g.request_id
+        )
+
+
+class Practice(_TherapistResource):
+    """`/api/practices/{key}`"""
+
+    @operation(
+        "The therapists of one practice (one shared email address)",
+        response=PracticeOut,
+        errors=(404,),
+    )
+    def get(self, practice_key: str) -> Any:
+        if not PRACTICE_KEY.fullmatch(practice_key):
+            raise NotFound(f"practice {practice_key[:40]} does not exist")
+        members = service.practice_members(self.database.unit_of_work(), practice_key)
+        return PracticeOut(
+            practice_key=practice_key,
+            members=[TherapistOut.model_validate(member) for member in members],
+        )
 
 
 def routes(runtime: ServiceRuntime) -> list[ResourceRoute]:
-    """The resources of this service with their dependencies (none yet)."""
-    return []
+    """The resources of this service with their dependencies."""
+    deps = {"database": runtime.database}
+    return [
+        ResourceRoute(TherapistList, "/api/therapists", deps),
+        ResourceRoute(TherapistItem, "/api/therapists/<id:therapist_id>", deps),
+        ResourceRoute(TherapistBlock, "/api/therapists/<id:therapist_id>/block", deps),
+        ResourceRoute(TherapistUnblock, "/api/therapists/<id:therapist_id>/unblock", deps),
+        ResourceRoute(Practice, "/api/practices/<practice_key>", deps),
+    ]
