@@ -32,6 +32,8 @@ from shared.migrations import upgrade_all
 from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
 from tests.conftest import ADMIN_TOKEN
+from therapist_service.app import create_app as create_therapist_app
+from therapist_service.settings import TherapistSettings
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +75,7 @@ def _served_schema(
 
 PATIENT_API = _served_schema(create_patient_app, PatientSettings)
 MATCHING_API = _served_schema(create_matching_app, MatchingSettings)
+THERAPIST_API = _served_schema(create_therapist_app, TherapistSettings)
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +99,21 @@ def patient_app(make_settings: Any, fuzz_database: str) -> Flask:
         PatientSettings, database_url=role_url(fuzz_database, "patient_service")
     )
     return _connected(create_patient_app(settings), PATIENT_API)
+
+
+@pytest.fixture
+def therapist_app(make_settings: Any, fuzz_database: str) -> Flask:
+    settings = make_settings(
+        TherapistSettings, database_url=role_url(fuzz_database, "therapist_service")
+    )
+    app = _connected(create_therapist_app(settings), THERAPIST_API)
+    # therapists to read, patch, block and group, so generated ids 1.. reach real rows too
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    for index in range(3):
+        body = {"first_name": f"Fuzz{index}", "last_name": "Test", "postal_code": "04109"}
+        client.post("/api/therapists", json=body, headers=headers)
+    return app
 
 
 def _snapshot(patient_id: int, *, status: str, qualified: bool) -> PatientSnapshot:
@@ -167,4 +185,13 @@ def test_matching_api_never_fails_with_5xx_and_keeps_the_error_shape(
     case: Case, matching_app: Flask
 ) -> None:
     response = case.call_and_validate(app=matching_app, additional_checks=[error_shape])
+    assert response.status_code < 500
+
+
+@THERAPIST_API.parametrize()
+@shared_app
+def test_therapist_api_never_fails_with_5xx_and_keeps_the_error_shape(
+    case: Case, therapist_app: Flask
+) -> None:
+    response = case.call_and_validate(app=therapist_app, additional_checks=[error_shape])
     assert response.status_code < 500
