@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 import requests
+import sqlalchemy as sa
 
+from shared.db import driver_url
 from shared.devstack import ROOT, free_ports, port_open
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import patient_body, wait_until
@@ -107,6 +109,39 @@ def test_patient_registered_over_rest_can_be_searched_for_in_matching(
 
     # search.started travels back: patient_service moves the patient to `searching`
     wait_until(lambda: patient_status() == "searching", timeout=30)
+
+
+def test_therapist_added_and_blocked_over_rest_reaches_matching(
+    platform: dict[str, Any], database_url: str
+) -> None:
+    from tests.integration.test_therapist_api import therapist_body
+
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    therapists = f"{platform['urls']['therapist']}/api/therapists"
+    created = requests.post(therapists, json=therapist_body(), headers=headers)
+    assert created.status_code == 201, created.text
+    therapist_id = created.json()["id"]
+    engine = sa.create_engine(driver_url(database_url))
+
+    def projected_status() -> str | None:
+        with engine.connect() as connection:
+            return connection.execute(
+                sa.text(
+                    "SELECT status FROM matching_service.therapist_projection "
+                    "WHERE therapist_id = :id"
+                ),
+                {"id": therapist_id},
+            ).scalar_one_or_none()
+
+    try:
+        wait_until(lambda: projected_status() == "active", timeout=30)
+        blocked = requests.post(
+            f"{therapists}/{therapist_id}/block", json={"reason": "e2e"}, headers=headers
+        )
+        assert blocked.status_code == 200, blocked.text
+        wait_until(lambda: projected_status() == "blocked", timeout=30)
+    finally:
+        engine.dispose()
 
 
 def test_sigterm_stops_every_process(platform: dict[str, Any]) -> None:
