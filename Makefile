@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy shared */rules.py */service.py matching_service/placement matching_service/bundling \
-		matching_service/simulation benchmarks
+		matching_service/simulation therapist_service/directory benchmarks
 
 ## outbox -> Kafka -> consumer throughput and latency
 bench-events: $(STAMP)
