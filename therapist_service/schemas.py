@@ -258,3 +258,49 @@ THERAPIST_CREATED = EventType("therapist.created", 1, TherapistEventPayload, TOP
 THERAPIST_UPDATED = EventType("therapist.updated", 1, TherapistEventPayload, TOPIC)
 THERAPIST_BLOCKED = EventType("therapist.blocked", 1, TherapistEventPayload, TOPIC)
 THERAPIST_UNBLOCKED = EventType("therapist.unblocked", 1, TherapistEventPayload, TOPIC)
+
+
+# ---------------------------------------------------------------- directory import
+
+# Entries per directory file; the body limit (DIRECTORY_IMPORT_MAX_BYTES) bounds it first
+DIRECTORY_FILE_MAX_ENTRIES = 50_000
+
+
+class DirectoryFile(BaseModel):
+    """Body of `POST /api/therapist-imports`: one file of the 116117 directory (one
+    postal-code area), as scraped. Each entry is checked on its own by the import: a broken
+    one is reported in `errors` and the rest of the file imports."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    metadata: dict[str, Any] = Field(description="What the scrape says about the file.")
+    therapists: list[dict[str, Any]] = Field(
+        max_length=DIRECTORY_FILE_MAX_ENTRIES,
+        description="Entries: `id`, `basic_info{salutation,title,first_name,last_name}`, "
+        "`location{street,house_number,postal_code,city}`, `contact{phone,email,fax}`, "
+        '`languages[]`, `therapy_methods[]`, `telephone_hours{"Mo": ["8:00-9:00"]}`.',
+    )
+
+
+class ImportProblem(BaseModel):
+    """A directory entry that was skipped by a rule or could not be imported."""
+
+    directory_id: str | None
+    reason: str
+    file: str | None = None
+
+
+class DirectoryImportOut(BaseModel):
+    """The stored report of one directory import run."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    source: str
+    created: int
+    updated: int
+    unchanged: int
+    skipped: list[ImportProblem]
+    errors: list[ImportProblem]
+    started_at: datetime
+    finished_at: datetime | None

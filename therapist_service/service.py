@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import func, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from shared.db import UnitOfWork, utcnow
 from shared.errors import Conflict, NotFound, ValidationFailed
-from shared.events import EventType
+from shared.events import EventType, describe
 from shared.outbox import PendingEvent
-from shared.web import Page
-from therapist_service.models import Therapist
+from shared.web import Page, PageQuery
+from therapist_service.directory.matching import (
+    IMPORTED_FIELDS,
+    CandidateIndex,
+    directory_changes,
+)
+from therapist_service.directory.records import (
+    DUPLICATE_DIRECTORY_ID,
+    DirectoryRecord,
+    SourceFile,
+    parse_entries,
+)
+from therapist_service.models import DirectoryImport, Therapist
 from therapist_service.rules import TherapistStatus, gender_from_salutation
 from therapist_service.schemas import (
     THERAPIST_BLOCKED,
@@ -281,3 +298,348 @@ def therapist_event(
         correlation_id=correlation_id,
     )
     return PendingEvent(topic=event_type.topic, envelope=envelope)
+
+
+# ---------------------------------------------------------------- directory import
+
+log = logging.getLogger(__name__)
+
+CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
+# A concurrent import wrote the same therapist first (unique directory id, deadlock): the
+# batch is rolled back and done again on what that import committed.
+_RETRY_PGCODES = frozenset({"23505", "40P01", "40001"})
+_BATCH_ATTEMPTS = 3
+
+
+@dataclass
+class ImportCounts:
+    """What happened to the entries of a run or of one of its files."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    errors: int = 0
+
+
+@dataclass(frozen=True)
+class FileImported:
+    """Progress: every entry of one file is committed (or reported)."""
+
+    name: str | None
+    counts: ImportCounts
+
+
+@dataclass
+class _FileState:
+    name: str | None
+    counts: ImportCounts = field(default_factory=ImportCounts)
+    ids: set[str] = field(default_factory=set)
+    pending: int = 0
+    read: bool = False
+
+
+@dataclass(frozen=True)
+class _Queued:
+    fields: dict[str, Any]
+    file: _FileState
+
+
+def import_directory(
+    uow: UnitOfWork,
+    files: Iterable[SourceFile],
+    *,
+    source: str,
+    batch_size: int,
+    correlation_id: str | None = None,
+    on_file: Callable[[FileImported], None] | None = None,
+) -> DirectoryImport:
+    """Import 116117 directory files (SPEC.md §3) and store the run's report.
+
+    Adults only; an entry is matched to an existing therapist by directory id, else first +
+    last name + postal code, else first name + postal code + street + title; only
+    directory-owned fields change (`directory.matching.directory_changes`). A real change
+    emits therapist.updated with the changed fields, a new therapist therapist.created; the
+    same files again change nothing and emit nothing. Entries are committed `batch_size` at
+    a time (a record and its event in one transaction); a broken entry is reported with its
+    directory id and the rest imports; an id seen earlier in the run is skipped.
+    """
+    run = _DirectoryImportRun(uow, batch_size, correlation_id, on_file)
+    report_id = _start_report(uow, source)
+    try:
+        for file in files:
+            run.add(file)
+        run.flush()
+    except BaseException as exc:  # the report says the run stopped (Ctrl-C too)
+        run.errors.append({"directory_id": None, "reason": f"import stopped: {type(exc).__name__}"})
+        try:
+            _finish_report(uow, report_id, run)
+        except Exception:
+            log.exception("directory import %s: the report could not be finished", report_id)
+        raise
+    report = _finish_report(uow, report_id, run)
+    log.info(
+        "directory import %s: %s created, %s updated, %s unchanged, %s skipped, %s errors",
+        report.id,
+        report.created,
+        report.updated,
+        report.unchanged,
+        len(report.skipped),
+        len(report.errors),
+    )
+    return report
+
+
+class _DirectoryImportRun:
+    """The state of one run: the batch being filled, the files not yet reported, the report."""
+
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        batch_size: int,
+        correlation_id: str | None,
+        on_file: Callable[[FileImported], None] | None,
+    ) -> None:
+        self.uow = uow
+        self.batch_size = batch_size
+        self.correlation_id = correlation_id
+        self.on_file = on_file
+        self.counts = ImportCounts()
+        self.skipped: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.seen: set[str] = set()  # directory ids queued in this run
+        self.batch: list[_Queued] = []
+        self.files: deque[_FileState] = deque()
+
+    def add(self, file: SourceFile) -> None:
+        """Parse, check and queue the entries of one file (committing full batches)."""
+        state = _FileState(file.name)
+        self.files.append(state)
+        if file.unreadable is not None:
+            self._problem(self.errors, state, None, file.unreadable)
+        parsed = parse_entries(file.entries)
+        state.ids = {record.directory_id for record in parsed.records}
+        for problem in parsed.problems:
+            target = self.skipped if problem.skipped else self.errors
+            self._problem(target, state, problem.directory_id, problem.reason)
+        for record in parsed.records:
+            self._queue(record, state)
+        state.read = True
+        self._report_finished_files()
+
+    def _queue(self, record: DirectoryRecord, state: _FileState) -> None:
+        if record.directory_id in self.seen:
+            self._problem(self.skipped, state, record.directory_id, DUPLICATE_DIRECTORY_ID)
+            return
+        try:
+            command = TherapistCreate.model_validate(record.fields)
+        except ValidationError as exc:
+            self._problem(self.errors, state, record.directory_id, describe(exc))
+            return
+        self.seen.add(record.directory_id)
+        state.pending += 1
+        self.batch.append(_Queued(command.model_dump(include=set(IMPORTED_FIELDS)), state))
+        if len(self.batch) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the queued records (one transaction) and report the files now complete."""
+        if self.batch:
+            batch, self.batch = self.batch, []
+            reserved = self.seen.union(*(queued.file.ids for queued in batch))
+            outcomes = _import_batch(
+                self.uow, [q.fields for q in batch], reserved, self.correlation_id
+            )
+            for queued, outcome in zip(batch, outcomes, strict=True):
+                setattr(self.counts, outcome, getattr(self.counts, outcome) + 1)
+                setattr(queued.file.counts, outcome, getattr(queued.file.counts, outcome) + 1)
+                queued.file.pending -= 1
+        self._report_finished_files()
+
+    def _problem(
+        self,
+        target: list[dict[str, Any]],
+        state: _FileState,
+        directory_id: str | None,
+        reason: str,
+    ) -> None:
+        problem: dict[str, Any] = {"directory_id": directory_id, "reason": reason}
+        if state.name is not None:
+            problem["file"] = state.name
+        target.append(problem)
+        if target is self.skipped:
+            state.counts.skipped += 1
+        else:
+            state.counts.errors += 1
+
+    def _report_finished_files(self) -> None:
+        while self.files and self.files[0].read and self.files[0].pending == 0:
+            state = self.files.popleft()
+            if self.on_file is not None:
+                self.on_file(FileImported(state.name, state.counts))
+
+
+def _import_batch(
+    uow: UnitOfWork, batch: list[dict[str, Any]], reserved: set[str], correlation_id: str | None
+) -> list[str]:
+    """One transaction for the batch, done again when a concurrent import got in between."""
+    for attempt in range(1, _BATCH_ATTEMPTS + 1):
+        try:
+            return _write_batch(uow, batch, reserved, correlation_id)
+        except DBAPIError as exc:
+            code = getattr(exc.orig, "pgcode", None)
+            if code not in _RETRY_PGCODES or attempt == _BATCH_ATTEMPTS:
+                raise
+            log.info("directory import batch done again after a concurrent write (%s)", code)
+    raise AssertionError("unreachable")
+
+
+def _write_batch(
+    uow: UnitOfWork, batch: list[dict[str, Any]], reserved: set[str], correlation_id: str | None
+) -> list[str]:
+    with uow:
+        index = CandidateIndex(_lock_candidates(uow, batch), reserved)
+        events: list[PendingEvent] = []
+        outcomes: list[str] = []
+        for fields in batch:
+            found = index.match(fields)
+            outcomes.append(
+                CREATED
+                if found is None
+                else _apply_directory_record(uow, found.therapist, fields, events, correlation_id)
+            )
+        new = [
+            fields for fields, outcome in zip(batch, outcomes, strict=True) if outcome == CREATED
+        ]
+        inserted = _insert_new(uow, new)
+        lost = [fields for fields in new if fields["directory_id"] not in inserted]
+        if lost:  # a concurrent import inserted them after our read: they are updates now
+            current = _lock_by_directory_id(uow, [fields["directory_id"] for fields in lost])
+            for position, fields in enumerate(batch):
+                therapist = current.get(fields["directory_id"])
+                if outcomes[position] == CREATED and therapist is not None:
+                    outcomes[position] = _apply_directory_record(
+                        uow, therapist, fields, events, correlation_id
+                    )
+        for fields in new:
+            if fields["directory_id"] in inserted:
+                created = inserted[fields["directory_id"]]
+                events.append(
+                    therapist_event(THERAPIST_CREATED, created, sorted(fields), correlation_id)
+                )
+        for event in events:
+            uow.emit(event)
+        uow.commit()
+    return outcomes
+
+
+def _lock_candidates(uow: UnitOfWork, batch: list[dict[str, Any]]) -> list[Therapist]:
+    """Every therapist the batch may match (its directory ids, its postal codes), locked in
+    id order: a concurrent import of the same area waits instead of deciding on stale rows."""
+    ids = [fields["directory_id"] for fields in batch]
+    postal_codes = sorted({fields["postal_code"] for fields in batch})
+    return list(
+        uow.session.scalars(
+            select(Therapist)
+            .where(or_(Therapist.directory_id.in_(ids), Therapist.postal_code.in_(postal_codes)))
+            .order_by(Therapist.id)
+            .with_for_update()
+        ).all()
+    )
+
+
+def _lock_by_directory_id(uow: UnitOfWork, directory_ids: list[str]) -> dict[str, Therapist]:
+    rows = uow.session.scalars(
+        select(Therapist)
+        .where(Therapist.directory_id.in_(directory_ids))
+        .order_by(Therapist.id)
+        .with_for_update()
+    ).all()
+    return {row.directory_id: row for row in rows if row.directory_id}
+
+
+def _apply_directory_record(
+    uow: UnitOfWork,
+    therapist: Therapist,
+    fields: dict[str, Any],
+    events: list[PendingEvent],
+    correlation_id: str | None,
+) -> str:
+    changes = directory_changes(therapist, fields)
+    if not changes:
+        return UNCHANGED
+    for name, value in changes.items():
+        setattr(therapist, name, value)
+    _touch(uow, therapist, "email" in changes)
+    events.append(therapist_event(THERAPIST_UPDATED, therapist, sorted(changes), correlation_id))
+    return UPDATED
+
+
+def _insert_new(uow: UnitOfWork, new: list[dict[str, Any]]) -> dict[str, Therapist]:
+    """Insert the new therapists in one statement; a directory id a concurrent import took
+    meanwhile is left out (ON CONFLICT DO NOTHING), never duplicated."""
+    if not new:
+        return {}
+    now = utcnow()
+    rows = [
+        {**fields, "status": TherapistStatus.ACTIVE.value, "version": 1, "created_at": now,
+         "updated_at": now}
+        for fields in sorted(new, key=lambda fields: fields["directory_id"])
+    ]  # fmt: skip
+    # Core executemany (the connection, not the ORM session): one cached statement sent as
+    # multi-row VALUES pages (insertmanyvalues)
+    statement = (
+        pg_insert(Therapist)
+        .on_conflict_do_nothing(index_elements=[Therapist.directory_id])
+        .returning(Therapist.id)
+    )
+    ids = [row.id for row in uow.session.connection().execute(statement, rows)]
+    inserted = uow.session.scalars(select(Therapist).where(Therapist.id.in_(ids))).all()
+    return {therapist.directory_id: therapist for therapist in inserted if therapist.directory_id}
+
+
+def _start_report(uow: UnitOfWork, source: str) -> int:
+    with uow:
+        report = DirectoryImport(source=source[:500], started_at=utcnow())
+        uow.session.add(report)
+        uow.commit()
+        return report.id
+
+
+def _finish_report(uow: UnitOfWork, report_id: int, run: _DirectoryImportRun) -> DirectoryImport:
+    with uow:
+        report = uow.session.get_one(DirectoryImport, report_id)
+        report.created = run.counts.created
+        report.updated = run.counts.updated
+        report.unchanged = run.counts.unchanged
+        report.skipped = run.skipped
+        report.errors = run.errors
+        report.finished_at = utcnow()
+        uow.commit()
+    return report
+
+
+def get_directory_import(uow: UnitOfWork, import_id: int) -> DirectoryImport:
+    """One import report, or NotFound."""
+    with uow:
+        report = uow.session.get(DirectoryImport, import_id)
+    if report is None:
+        raise NotFound(f"directory import {import_id} does not exist")
+    return report
+
+
+def list_directory_imports(uow: UnitOfWork, query: PageQuery) -> Page:
+    """A page of import reports, newest first."""
+    with uow:
+        total = uow.session.execute(select(func.count()).select_from(DirectoryImport)).scalar_one()
+        items = (
+            uow.session.execute(
+                select(DirectoryImport)
+                .order_by(DirectoryImport.id.desc())
+                .offset((query.page - 1) * query.per_page)
+                .limit(query.per_page)
+            )
+            .scalars()
+            .all()
+        )
+    return Page(items=items, total=total, page=query.page, per_page=query.per_page)

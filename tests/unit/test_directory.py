@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -376,6 +377,10 @@ def test_places_come_from_geonames_csv_and_tab_separated_files(
     tab = tmp_path / "DE.txt"
     tab.write_text("DE\t37073\tGöttingen\tNiedersachsen\tNI\t\t\t\t\t51.53\t9.93\t4\n")
     assert [(p.postal_code, p.name) for p in read_places(tab)] == [("37073", "Göttingen")]
+    with zipfile.ZipFile(tmp_path / "DE.zip", "w") as archive:
+        archive.write(tab, "DE.txt")
+        archive.writestr("readme.md", "GeoNames")
+    assert [p.postal_code for p in read_places(tmp_path / "DE.zip")] == ["37073"]
 
 
 @pytest.mark.parametrize(
@@ -391,6 +396,8 @@ def test_large_customer_postal_codes_are_not_places(name: str, is_place: bool) -
 def test_missing_or_empty_postal_code_data_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(NoPlaceData, match="cannot read postal-code data"):
         read_places(tmp_path / "absent.csv")
+    with pytest.raises(NoPlaceData, match="is a URL: download it"):
+        read_places("https://download.geonames.org/export/zip/DE.zip")
     empty = tmp_path / "empty.csv"
     empty.write_text(PLZ_CSV.splitlines()[0] + "\n")
     with pytest.raises(NoPlaceData, match="holds no postal codes"):

@@ -15,6 +15,7 @@ import csv
 import json
 import random
 import re
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -102,26 +103,28 @@ class Place:
     city: bool
 
 
-def read_places(path: Path) -> list[Place]:
+def read_places(source: str | Path) -> list[Place]:
     """Postal codes and place names from a GeoNames-style CSV (`zipcode` and `place`
-    columns) or GeoNames' own tab-separated `DE.txt`; raises NoPlaceData."""
+    columns), GeoNames' own tab-separated `DE.txt`, or the `DE.zip` holding it; raises
+    NoPlaceData."""
+    if re.match(r"^[a-z][a-z0-9+.-]*://", str(source), re.IGNORECASE):
+        raise NoPlaceData(f"{source} is a URL: download it and give the file's path")
+    path = Path(source)
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            first = handle.readline()
-            handle.seek(0)
-            if "zipcode" in first and "," in first:
-                rows = [
-                    (row.get("zipcode") or "", row.get("place") or "")
-                    for row in csv.DictReader(handle)
-                ]
-            else:  # DE.txt: country code, postal code, place name, admin names and codes, ...
-                rows = [
-                    (cols[1], cols[2])
-                    for cols in csv.reader(handle, delimiter="\t")
-                    if len(cols) > 2
-                ]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise NoPlaceData(f"cannot read postal-code data {path}: {exc}") from None
+        if path.suffix.lower() == ".zip":
+            with zipfile.ZipFile(path) as archive:
+                member = next(n for n in archive.namelist() if n.lower().endswith(".txt"))
+                text = archive.read(member).decode("utf-8")
+        else:
+            text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        if lines and "zipcode" in lines[0] and "," in lines[0]:
+            rows = [(r.get("zipcode") or "", r.get("place") or "") for r in csv.DictReader(lines)]
+        else:  # DE.txt: country code, postal code, place name, admin names and codes, ...
+            rows = [(c[1], c[2]) for c in csv.reader(lines, delimiter="\t") if len(c) > 2]
+    except (OSError, UnicodeDecodeError, zipfile.BadZipFile, StopIteration, csv.Error) as exc:
+        reason = str(exc) or "no .txt file inside"
+        raise NoPlaceData(f"cannot read postal-code data {path}: {reason}") from None
     places = places_from_rows(rows)
     if not places:
         raise NoPlaceData(f"{path} holds no postal codes with place names")
