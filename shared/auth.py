@@ -13,6 +13,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from shared.db import Database, utcnow
 from shared.infrastructure import Infrastructure
 
+TOKEN_PREFIX = "pp_"  # generated tokens start with it (and are named by their first 8 chars)
+
 
 class Role(enum.StrEnum):
     """What a token may do; `admin` may do everything `staff` may."""
@@ -67,14 +69,7 @@ class TokenStore:
     def store(self, issued: IssuedToken) -> None:
         """Persist the hash of an issued token."""
         with self._db.session() as session, session.begin():
-            session.execute(
-                insert(self._table).values(
-                    name=issued.name,
-                    role=issued.role.value,
-                    token_hash=hash_token(issued.token),
-                    prefix=issued.token[:8],
-                )
-            )
+            session.execute(insert(self._table).values(_row(issued)))
 
     def ensure(self, issued: IssuedToken) -> bool:
         """Store `issued` unless its hash is known (revoked stays revoked); True if stored.
@@ -86,12 +81,7 @@ class TokenStore:
         with self._db.session() as session, session.begin():
             stored = session.execute(
                 pg_insert(table)
-                .values(
-                    name=issued.name,
-                    role=issued.role.value,
-                    token_hash=hash_token(issued.token),
-                    prefix=issued.token[:8],
-                )
+                .values(_row(issued))
                 .on_conflict_do_nothing(index_elements=[table.c.token_hash])
                 .returning(table.c.id)
             ).scalar_one_or_none()
@@ -109,6 +99,8 @@ class TokenStore:
 
     def revoke(self, name_or_prefix: str) -> list[str]:
         """Revoke the tokens with this name or prefix; returns the names of those revoked."""
+        if not name_or_prefix.strip():
+            return []  # the empty prefix of chosen tokens names nothing
         table = self._table
         with self._db.session() as session, session.begin():
             names = session.execute(
@@ -129,6 +121,18 @@ def bootstrap_admin_token(token: str) -> IssuedToken:
     return IssuedToken(name=BOOTSTRAP_ADMIN_NAME, role=Role.ADMIN, token=token)
 
 
+def _row(issued: IssuedToken) -> dict[str, str]:
+    """The stored form of a token: its hash, and a prefix to name it by only when the token
+    is one we generated (a chosen one, such as the bootstrap token, keeps all its secret)."""
+    generated = issued.token.startswith(TOKEN_PREFIX)
+    return {
+        "name": issued.name,
+        "role": issued.role.value,
+        "token_hash": hash_token(issued.token),
+        "prefix": issued.token[:8] if generated else "",
+    }
+
+
 def issue_token(name: str, role: Role) -> IssuedToken:
     """A new random token (not yet stored)."""
-    return IssuedToken(name=name, role=role, token=f"pp_{secrets.token_urlsafe(32)}")
+    return IssuedToken(name=name, role=role, token=f"{TOKEN_PREFIX}{secrets.token_urlsafe(32)}")

@@ -29,31 +29,60 @@ Handler = Callable[[UnitOfWork, Envelope], None]
 
 # SQLSTATEs that say "the database cannot take this now", not "this message is wrong":
 # read-only after a failover, shutdowns, too many connections, serialisation and deadlock.
-TRANSIENT_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03", "53300", "40001", "40P01"})
+TRANSIENT_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03", "40001", "40P01", "55P03"})
+# how long one commit or committed-offset lookup may block the loop
+BROKER_CALL_TIMEOUT_MS = 5000
+# whole classes: 08 connection exception, 53 insufficient resources (too many connections,
+# out of memory or disk on the server)
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "53"})
 
 
-class DeadLetterUnavailable(RuntimeError):
+class Interruption(RuntimeError):
+    """Handling cannot go on for now (not the message's fault): pause, then poll again.
+
+    `done` counts the messages of the interrupted partition batch that were finished
+    (handled, skipped or dead-lettered) before it: they are committed, not redone.
+    """
+
+    done = 0
+
+
+class DeadLetterUnavailable(Interruption):
     """The dead-letter topic could not be written; the message is not committed."""
 
 
-class TransientFailure(RuntimeError):
+class TransientFailure(Interruption):
     """The database is unreachable or asked for a retry: handle the poll again later."""
+
+    @classmethod
+    def of(cls, exc: BaseException) -> TransientFailure:
+        """The failure for a database error (by class and SQLSTATE only)."""
+        return cls(f"database unavailable: {safe_reason(exc)}")
 
 
 def is_transient(exc: BaseException) -> bool:
     """Database unavailability of any kind (anywhere in the cause chain): not the message's
-    fault. Connection losses, restarts, read-only failovers, pool timeouts, deadlocks."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OperationalError | InterfaceError | PoolTimeout):
+    fault. Connection losses, restarts, read-only failovers, pool timeouts, deadlocks.
+
+    A database error with a SQLSTATE is judged by it (psycopg2 files many deterministic
+    errors under OperationalError too); one without (the connection itself failed) is
+    transient.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, PoolTimeout):
             return True
-        if isinstance(seen, DBAPIError):
-            if seen.connection_invalidated:
+        if isinstance(current, DBAPIError):
+            if current.connection_invalidated:
                 return True
-            code = getattr(seen.orig, "pgcode", None) or ""
-            if code in TRANSIENT_SQLSTATES or code.startswith("08"):  # 08: connection
+            code = getattr(current.orig, "pgcode", None)
+            if code:
+                return code in TRANSIENT_SQLSTATES or code[:2] in TRANSIENT_SQLSTATE_CLASSES
+            if isinstance(current, OperationalError | InterfaceError):
                 return True
-        seen = seen.__cause__ or seen.__context__
+        current = current.__cause__ or current.__context__
     return False
 
 
@@ -63,7 +92,7 @@ def safe_reason(exc: BaseException) -> str:
     Our own errors are written not to quote values; for anything else only the class (and
     a database error's SQLSTATE) is kept, since driver messages can quote row values.
     """
-    if isinstance(exc, InvalidEvent | DeadLetterUnavailable | TransientFailure):
+    if isinstance(exc, InvalidEvent | Interruption):
         return f"{exc.__class__.__name__}: {exc}"[:500]
     if isinstance(exc, DomainError):
         return f"{exc.__class__.__name__}: {exc.message}"[:500]
@@ -201,20 +230,40 @@ class ConsumerRunner:
             return
         assigned = consumer.assignment()
         handled: dict[TopicPartition, int] = {}
+        current: TopicPartition | None = None
         try:
             for partition, messages in batch.items():
                 if partition in self._rewound or partition not in assigned:
                     continue  # from a broker generation that is gone, or revoked meanwhile
+                current = partition
                 self.handle_batch(messages)
                 handled[partition] = messages[-1].offset + 1
-        except (TransientFailure, DeadLetterUnavailable) as exc:
-            for partition, messages in batch.items():
-                if partition not in handled and partition in consumer.assignment():
-                    consumer.seek(partition, messages[0].offset)
-            self._commit(consumer, handled)
+        except Interruption as exc:
+            self._resume_later(consumer, batch, handled, current, exc.done)
             log.warning("%s; pausing %.0fs before polling again", exc, self._pause_s)
             stop.wait(self._pause_s)
             return
+        self._commit(consumer, handled)
+
+    def _resume_later(
+        self,
+        consumer: KafkaConsumer,
+        batch: Mapping[TopicPartition, Sequence[Any]],
+        handled: dict[TopicPartition, int],
+        interrupted: TopicPartition | None,
+        done: int,
+    ) -> None:
+        """Commit what was finished; seek every unfinished partition back to its first
+        unfinished message (a rewound one keeps its reset to the beginning)."""
+        for partition, messages in batch.items():
+            if partition in handled or partition in self._rewound:
+                continue
+            if partition not in consumer.assignment():
+                continue
+            start = done if partition == interrupted else 0
+            if start:
+                handled[partition] = messages[start - 1].offset + 1
+            consumer.seek(partition, messages[start].offset)
         self._commit(consumer, handled)
 
     def _commit(self, consumer: KafkaConsumer, handled: Mapping[TopicPartition, int]) -> None:
@@ -224,7 +273,8 @@ class ConsumerRunner:
             return
         try:
             consumer.commit(
-                {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in handled.items()}
+                {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in handled.items()},
+                timeout_ms=BROKER_CALL_TIMEOUT_MS,
             )
         except Exception as exc:
             log.warning("offset commit failed (%s); handled messages may be redelivered", exc)
@@ -250,13 +300,22 @@ class ConsumerRunner:
         self, consumer: KafkaConsumer, partitions: Iterable[TopicPartition]
     ) -> None:
         """After a (re)join: a committed offset missing or below the one this runner committed
-        means the broker lost the group's state, and with it most likely the log."""
+        means the broker lost the group's state, and with it most likely the log.
+
+        Bounded in time (a stop request is never held up for long); partitions that could not
+        be checked are checked again after the next poll.
+        """
         lost = []
         for partition in partitions:
             ours = self._committed.get(partition)
             if ours is None:
                 continue
-            theirs = consumer.committed(partition)
+            try:
+                theirs = consumer.committed(partition, timeout_ms=BROKER_CALL_TIMEOUT_MS)
+            except Exception as exc:
+                log.warning("cannot read the committed offset of %s yet (%s)", partition, exc)
+                self._newly_assigned.add(partition)
+                continue
             if theirs is None or theirs < ours:
                 lost.append(partition)
         if lost:
@@ -304,15 +363,19 @@ class ConsumerRunner:
                 uow.commit()
         except Exception as exc:
             if is_transient(exc):
-                raise TransientFailure(f"database unavailable: {safe_reason(exc)}") from exc
+                raise TransientFailure.of(exc) from exc
             log.info(
                 "batch of %d failed (%s); replaying one by one", len(messages), safe_reason(exc)
             )
             for index, message in enumerate(messages):
-                if index == failed_at:  # the batch run was the failing message's first attempt
-                    self.handle_message(message, attempts_used=1, previous_error=exc)
-                else:
-                    self.handle_message(message)
+                try:
+                    if index == failed_at:  # the batch was the failing message's first attempt
+                        self.handle_message(message, attempts_used=1, previous_error=exc)
+                    else:
+                        self.handle_message(message)
+                except Interruption as interruption:
+                    interruption.done = index  # the ones before are finished: not redone
+                    raise
 
     def parse(self, message: Any) -> Envelope:
         """The message's envelope, from the service that owns its topic; else `InvalidEvent`."""
@@ -364,7 +427,7 @@ class ConsumerRunner:
                 return
             except Exception as exc:
                 if is_transient(exc):
-                    raise TransientFailure(f"database unavailable: {safe_reason(exc)}") from exc
+                    raise TransientFailure.of(exc) from exc
                 error = exc
                 log.warning(
                     "handling %s failed (attempt %d): %s",

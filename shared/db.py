@@ -64,7 +64,7 @@ def parse_database_url(url: str) -> URL:
     """`url` parsed, or InvalidDatabaseURL saying what is wrong without repeating it."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is no number (it quotes it)
         raise InvalidDatabaseURL(
             "not a database URL (expected postgresql://user:password@host:port/database)"
         ) from None
@@ -81,7 +81,7 @@ def masked_url(url: str) -> str:
     """`url` with the password replaced by `***`, for logs and banners."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "(unparsable database URL)"
 
 

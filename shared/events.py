@@ -6,6 +6,7 @@ consumers validate what they read with their own (tolerant) view of the same pay
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shared.db import utcnow
 
 # A consumed value larger than this is refused before it is parsed (EVENT_MAX_BYTES).
-EVENT_MAX_BYTES = 1_048_576
+EVENT_MAX_BYTES = 1024 * 1024
 # Payloads are flat records with a few lists and maps; anything deeper is not an event.
 MAX_PAYLOAD_DEPTH = 16
 # Versions count an aggregate's changes one by one; a jump this far ahead of what a
@@ -72,11 +73,24 @@ class InvalidEvent(ValueError):
 
 
 def describe(exc: ValidationError) -> str:
-    """Which fields failed and why, without the input values (they may be personal data)."""
+    """Which fields failed and why, without the input values (they may be personal data).
+
+    A location part that does not look like a field name is a key taken from the input
+    (of a dict-valued field) and is shown as `<key>`.
+    """
     return "; ".join(
-        f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
+        f"{'.'.join(_location_part(part) for part in error['loc']) or 'value'}: {error['msg']}"
         for error in exc.errors(include_url=False, include_input=False, include_context=False)
     )
+
+
+def _location_part(part: str | int) -> str:
+    if isinstance(part, int) or _FIELD_NAME.fullmatch(part):
+        return str(part)
+    return "<key>"
+
+
+_FIELD_NAME = re.compile(r"[a-z_][a-z0-9_]{0,63}")
 
 
 def nesting_depth(value: Any) -> int:

@@ -11,6 +11,14 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MEGABYTE = 1_048_576
+
+
+def empty_means_unset(value: object) -> object:
+    """An empty environment variable counts as not set."""
+    return None if value == "" else value
+
+
 SERVICES = (
     "patient_service",
     "therapist_service",
@@ -39,8 +47,8 @@ class ServiceSettings(BaseSettings):
     relay_batch_size: int = Field(default=500, ge=1)
     relay_idle_seconds: float = Field(default=0.1, gt=0)
     relay_max_attempts: int = Field(default=10, ge=1)
-    event_max_bytes: int = Field(default=1_048_576, ge=1024)  # consumed values beyond: DLQ
-    max_content_length: int = Field(default=1_048_576, ge=1)  # request body bytes (413 beyond)
+    event_max_bytes: int = Field(default=MEGABYTE, ge=1024)  # consumed values beyond: DLQ
+    max_content_length: int = Field(default=MEGABYTE, ge=1)  # request body bytes (413 beyond)
 
     # Broker access (docs/security.md); shared.kafka.kafka_client_options maps these to
     # kafka-python options for every client.
@@ -64,7 +72,7 @@ class ServiceSettings(BaseSettings):
     )
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
-        return None if value == "" else value
+        return empty_means_unset(value)
 
     @field_validator("kafka_ssl_cafile")
     @classmethod
@@ -119,7 +127,7 @@ class AdminSettings(BaseSettings):
     @field_validator("bootstrap_admin_token", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
-        return None if value == "" else value
+        return empty_means_unset(value)
 
     @field_validator("bootstrap_admin_token")
     @classmethod

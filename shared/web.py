@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import NotFound as NotFoundHTTP
 from werkzeug.routing import IntegerConverter, Map
 
 from shared.auth import Role, TokenStore
@@ -48,6 +49,7 @@ from shared.errors import (
 from shared.infrastructure import Infrastructure
 from shared.logs import request_id_var
 from shared.outbox import pending_summary
+from shared.settings import MEGABYTE
 
 log = logging.getLogger(__name__)
 
@@ -405,7 +407,7 @@ def create_service_app(
     routes: Sequence[ResourceRoute],
     version: str = "1.0.0",
     relay_max_attempts: int = 10,
-    max_content_length: int = 1_048_576,
+    max_content_length: int = MEGABYTE,
 ) -> Flask:
     """A Flask app with the platform's common endpoints and the service's resources."""
     app = Flask(name)
@@ -526,8 +528,10 @@ def _install_security_headers(app: Flask) -> None:
             response.headers.setdefault(name, value)
         if request.path.startswith("/api/"):
             response.headers["Cache-Control"] = "no-store"
-        # the API docs page sets its own policy (it loads scripts and styles)
-        if response.mimetype == "application/json" and not request.path.startswith("/docs"):
+        # the API docs and their assets have their own policy (they load scripts and styles)
+        if request.path.startswith("/docs"):
+            response.headers["Content-Security-Policy"] = _DOCS_CSP
+        elif response.mimetype == "application/json":
             response.headers.setdefault("Content-Security-Policy", _JSON_CSP)
         return response
 
@@ -619,9 +623,7 @@ def _install_docs(app: Flask, api: ServiceApi, title: str, version: str) -> None
 
     @app.get("/docs")
     def docs() -> Response:
-        page = Response(_SWAGGER_PAGE.format(title=title), mimetype="text/html")
-        page.headers["Content-Security-Policy"] = _DOCS_CSP
-        return page
+        return Response(_SWAGGER_PAGE.format(title=title), mimetype="text/html")
 
     @app.get("/docs/init.js")
     def docs_init() -> Response:
@@ -629,13 +631,20 @@ def _install_docs(app: Flask, api: ServiceApi, title: str, version: str) -> None
 
     @app.get("/docs/static/<path:filename>")
     def docs_static(filename: str) -> Response:
+        if filename not in _DOCS_ASSETS:  # the package ships more (an OAuth page, ...)
+            raise NotFoundHTTP()
         return send_from_directory(assets, filename)
 
 
 # Only the service's own files run; Swagger UI sets inline styles and data: images.
 _DOCS_CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
+    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'; object-src 'none'"
+)
+# the Swagger UI files the page uses; nothing else of the package is served
+_DOCS_ASSETS = frozenset(
+    {"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png", "favicon-16x16.png"}
 )
 
 _SWAGGER_PAGE = """<!doctype html>

@@ -102,7 +102,7 @@ class Practice(_TherapistResource):
     )
     def get(self, practice_key: str) -> Any:
         if not PRACTICE_KEY.fullmatch(practice_key):
-            raise NotFound(f"practice {practice_key[:40]} does not exist")
+            raise NotFound("no practice has this key")
         members = service.practice_members(self.database.unit_of_work(), practice_key)
         return PracticeOut(
             practice_key=practice_key,

@@ -151,6 +151,12 @@ def test_short_bootstrap_admin_token_is_refused_before_anything_runs(
             "postgresql://patient_service:S3cret@Pw0rd@127.0.0.1:{port}/placement",
             ["S3cret", "Pw0rd"],
         ),
+        # a bare '@' and then ':': the rest would be read as a (non-numeric) port
+        (
+            "my@pass:wOrd99",
+            "postgresql://patient_service:my@pass:wOrd99@127.0.0.1:{port}/placement",
+            ["wOrd99", "pass:"],
+        ),
     ],
 )
 def test_database_errors_never_show_the_password(

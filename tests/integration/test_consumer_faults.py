@@ -331,3 +331,87 @@ def test_value_just_under_the_limit_is_dead_lettered_without_its_copy_when_that_
     assert dead["dlq.value.dropped"] == "true" and dead["value"] in (b"", None)
     assert dead["dlq.value.bytes"] == str(len(almost))
     assert "not a valid event envelope" in dead["dlq.reason"]
+
+
+def test_a_database_blip_after_a_dead_letter_does_not_dead_letter_it_again(
+    make_settings: Any, kafka_bootstrap: str, topic_prefix: str, admin_engine: sa.Engine
+) -> None:
+    """Messages finished before the interruption are committed, not redone."""
+    settings = make_settings(MatchingSettings, consumer_max_attempts=1)
+    failures = {"left": 2}
+
+    def flaky(uow: UnitOfWork, envelope: Envelope) -> None:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise sa.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+        HANDLERS[envelope.event_type](uow, envelope)
+
+    consumer = ServiceRuntime.build(settings, MATCHING_INFRA).consumer(
+        SUBSCRIPTIONS, {name: flaky for name in HANDLERS}
+    )
+    patient_id = 6_000_000 + uuid.uuid4().int % 1_000_000
+    _produce(
+        kafka_bootstrap,
+        f"{topic_prefix}{PATIENT_TOPIC}",
+        [b"\x00not json", _patient_event(patient_id, 1).to_bytes()],
+    )
+    with background(consumer.run):
+        wait_until(lambda: _projected(admin_engine, patient_id), timeout=60)
+    dead = read_topic(kafka_bootstrap, consumer._dlq, 1, timeout=5)
+    assert len(dead) == 1  # dead-lettered once, although its partition was interrupted twice
+    assert failures["left"] == 0 and consumer.reconnects == 0
+
+
+def test_an_interruption_keeps_a_rewound_partition_s_reset_to_the_beginning(
+    make_settings: Any, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """A partition re-read from the beginning (its broker lost the log) must not be sought
+    back to its old position when the same poll is interrupted by the database."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from shared.kafka import ensure_topics
+
+    topic = f"{topic_prefix}{PATIENT_TOPIC}"
+    ensure_topics(kafka_bootstrap, [topic], partitions=2)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+
+    def send_three_each() -> None:
+        for partition in (0, 1):
+            for n in range(3):
+                producer.send(topic, value=f"{partition}-{n}".encode(), partition=partition)
+        producer.flush()
+
+    runner = ServiceRuntime.build(make_settings(MatchingSettings), MATCHING_INFRA).consumer(
+        SUBSCRIPTIONS, HANDLERS
+    )
+    first, second = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"{topic_prefix}probe",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    try:
+        consumer.assign([first, second])
+
+        def poll_six() -> dict[Any, list[Any]]:
+            batch: dict[Any, list[Any]] = {}
+            deadline = time.monotonic() + 30
+            while sum(map(len, batch.values())) < 6 and time.monotonic() < deadline:
+                for partition, messages in consumer.poll(timeout_ms=500).items():
+                    batch.setdefault(partition, []).extend(messages)
+            return batch
+
+        send_three_each()
+        poll_six()  # read: the next batch starts at offset 3 of each partition
+        send_three_each()
+        batch = poll_six()
+        assert batch[first][0].offset == 3
+        runner._rewind(consumer, [first], "test: the broker lost its log")
+        runner._resume_later(consumer, batch, {}, second, done=1)
+        assert consumer.position(first) == 0  # still re-read from the beginning
+        assert consumer.position(second) == batch[second][1].offset  # the unfinished one
+        assert consumer.committed(second) == batch[second][0].offset + 1  # the finished one
+    finally:
+        consumer.close(autocommit=False)
+        producer.close()

@@ -18,6 +18,7 @@ from shared.events import (
     MAX_VERSION_JUMP,
     Envelope,
     InvalidEvent,
+    describe,
     implausible_version,
     nesting_depth,
 )
@@ -149,3 +150,25 @@ def test_every_topic_has_one_owner_and_unknown_topics_are_named() -> None:
     }
     with pytest.raises(KeyError, match="made-up-events"):
         owner_of("made-up-events")
+
+
+def test_keys_taken_from_the_input_are_not_quoted_either() -> None:
+    class Model(BaseModel):
+        availability: dict[str, list[str]]
+
+    with pytest.raises(ValidationError) as caught:
+        Model.model_validate({"availability": {"Erika Mustermann 0171-1234567": [1]}})
+    reason = describe(caught.value)
+    assert "Erika" not in reason and reason.startswith("availability.<key>.0:")
+
+
+def test_a_deterministic_database_error_is_not_transient_whatever_its_class() -> None:
+    # psycopg2 files program limits and the like under OperationalError as well
+    assert not is_transient(OperationalError("INSERT", {}, _pg_error("54000")))
+    assert is_transient(OperationalError("INSERT", {}, _pg_error("53300")))  # too many clients
+
+
+def test_a_cause_chain_with_a_cycle_ends() -> None:
+    first, second = RuntimeError("a"), RuntimeError("b")
+    first.__cause__, second.__cause__ = second, first
+    assert not is_transient(first)
