@@ -7,20 +7,25 @@ from typing import Any
 from flask import g
 from flask_restful import Resource
 
+from shared.auth import Role
 from shared.db import Database
 from shared.errors import NotFound
 from shared.runtime import ServiceRuntime
-from shared.web import ResourceRoute, operation
+from shared.web import PageQuery, ResourceRoute, operation
 from therapist_service import service
+from therapist_service.directory.records import SourceFile
 from therapist_service.rules import PRACTICE_KEY
 from therapist_service.schemas import (
     BlockRequest,
+    DirectoryFile,
+    DirectoryImportOut,
     PracticeOut,
     TherapistCreate,
     TherapistListQuery,
     TherapistOut,
     TherapistUpdate,
 )
+from therapist_service.settings import DIRECTORY_IMPORT_BATCH_SIZE, DIRECTORY_IMPORT_MAX_BYTES
 
 
 class _TherapistResource(Resource):
@@ -119,4 +124,71 @@ def routes(runtime: ServiceRuntime) -> list[ResourceRoute]:
         ResourceRoute(TherapistBlock, "/api/therapists/<id:therapist_id>/block", deps),
         ResourceRoute(TherapistUnblock, "/api/therapists/<id:therapist_id>/unblock", deps),
         ResourceRoute(Practice, "/api/practices/<practice_key>", deps),
+        ResourceRoute(
+            therapist_import_list(
+                getattr(runtime.settings, "directory_import_max_bytes", DIRECTORY_IMPORT_MAX_BYTES)
+            ),
+            "/api/therapist-imports",
+            {
+                **deps,
+                "batch_size": getattr(
+                    runtime.settings, "directory_import_batch_size", DIRECTORY_IMPORT_BATCH_SIZE
+                ),
+            },
+        ),
+        ResourceRoute(TherapistImportItem, "/api/therapist-imports/<id:import_id>", deps),
     ]
+
+
+def therapist_import_list(max_body_bytes: int) -> type[Resource]:
+    """`/api/therapist-imports`, taking directory files of up to `max_body_bytes`.
+
+    A class per app because the body limit is a setting (DIRECTORY_IMPORT_MAX_BYTES) and
+    `@operation` is read when the class is made.
+    """
+
+    class TherapistImportList(_TherapistResource):
+        """`/api/therapist-imports`"""
+
+        def __init__(self, database: Database, batch_size: int) -> None:
+            super().__init__(database)
+            self.batch_size = batch_size
+
+        @operation(
+            "Import one 116117 directory file (one postal-code area)",
+            role=Role.ADMIN,
+            body=DirectoryFile,
+            response=DirectoryImportOut,
+            status=201,
+            max_body_bytes=max_body_bytes,
+        )
+        def post(self, body: DirectoryFile) -> Any:
+            return service.import_directory(
+                self.database.unit_of_work(),
+                [SourceFile(None, body.therapists)],
+                source=f"api request {g.request_id}",
+                batch_size=self.batch_size,
+                correlation_id=g.request_id,
+            )
+
+        @operation(
+            "List directory import reports, newest first",
+            role=Role.ADMIN,
+            query=PageQuery,
+            response=DirectoryImportOut,
+            paginated=True,
+        )
+        def get(self, query: PageQuery) -> Any:
+            return service.list_directory_imports(self.database.unit_of_work(), query)
+
+    return TherapistImportList
+
+
+class TherapistImportItem(_TherapistResource):
+    """`/api/therapist-imports/{id}`"""
+
+    @operation(
+        "One directory import report", role=Role.ADMIN, response=DirectoryImportOut, errors=(404,)
+    )
+    def get(self, import_id: int) -> Any:
+        return service.get_directory_import(self.database.unit_of_work(), import_id)

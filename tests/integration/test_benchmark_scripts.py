@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from shared.devstack import ROOT
+from tests.unit.test_directory import PLZ_CSV
 
 pytestmark = pytest.mark.integration
 
@@ -52,3 +53,23 @@ def test_events_benchmark_prints_throughput_and_latency(
     )
     assert "events/s sustained" in output
     assert "p95" in output
+
+
+def test_import_benchmark_imports_then_reimports_without_a_change_or_event(
+    pg_admin_url: str, tmp_path: Path
+) -> None:
+    plz_data = tmp_path / "zipcodes.csv"
+    plz_data.write_text(PLZ_CSV, encoding="utf-8")
+    target = tmp_path / "import.json"
+    output = _run(
+        ["benchmarks/bench_import.py", "--therapists", "150", "--plz-data", str(plz_data),
+         "--batch-size", "40", "--json", str(target)],
+        BENCH_DATABASE_URL=pg_admin_url,
+        LOG_LEVEL="WARNING",
+    )  # fmt: skip
+    assert "first import:" in output and "re-import:" in output
+    record = json.loads(target.read_text())
+    assert record["created"] + record["skipped"] == 150 and record["errors"] == 0
+    assert record["events_first_import"] == record["created"]
+    assert record["reimport_unchanged"] == record["created"]
+    assert record["reimport_changed"] == record["events_reimport"] == 0

@@ -162,6 +162,19 @@ def test_malformed_entries_are_errors_naming_the_field(
     assert raised.value.reason.startswith(reason)
 
 
+@pytest.mark.parametrize("text", ["Bei\tspiel", "Bei\x85spiel", "Bei\u2028spiel\x7f"])
+def test_control_characters_anywhere_make_an_entry_an_error(text: str) -> None:
+    with pytest.raises(EntryProblem, match=r"^languages\.1: must not contain control"):
+        parse_entry(entry(languages=["Deutsch", text]))
+
+
+def test_backslashes_and_other_unusual_text_are_no_control_characters() -> None:
+    fields = parse_entry(
+        entry(basic_info={"first_name": 'A\\B \u2028 "Ä"', "last_name": "X"})
+    ).fields
+    assert fields["first_name"] == 'A\\B \u2028 "Ä"'
+
+
 def test_a_file_with_broken_entries_still_yields_the_good_ones() -> None:
     parsed = parse_entries([entry(id="a"), "not an object", entry(id="b", basic_info=[]), entry()])
     assert [record.directory_id for record in parsed.records] == ["a", "abc123"]

@@ -10,6 +10,7 @@ schema of the therapist record (`TherapistCreate`) then decides whether the valu
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ WEEKDAY_KEYS = {
 SALUTATIONS = ("Herr", "Frau")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_MAYBE_CONTROL = re.compile(r"[\\\x7f-\x9f]")
 _DASHES = str.maketrans({"\u2013": "-", "\u2014": "-", "\u2212": "-"})
 _RANGE_SEPARATOR = re.compile(r"\s*(?:-|\bbis\b)\s*")
 _TIME = re.compile(r"^(\d{1,2})(?:[:.](\d{2}))?$")
@@ -146,6 +148,10 @@ def _directory_id(value: Any) -> str:
 
 def _control_characters(value: Any, path: str) -> Iterator[str]:
     """Paths of the texts (keys too) holding a control character."""
+    # fast path: serialised, a C0 control appears only escaped (after a backslash) and a C1
+    # control as itself; an entry with neither needs no walk
+    if not _MAYBE_CONTROL.search(json.dumps(value, ensure_ascii=False, default=str)):
+        return
     stack: list[tuple[Any, str]] = [(value, path)]
     while stack:
         item, where = stack.pop()
