@@ -25,6 +25,9 @@ from shared.web import ResourceRoute, create_service_app
 
 log = logging.getLogger(__name__)
 
+# A worker's own background job: runs until the event is set (e.g. geocoding's address loop).
+Loop = Callable[[threading.Event], None]
+
 _infrastructure_cache: dict[int, Infrastructure] = {}
 
 
@@ -150,19 +153,23 @@ def worker_main(
     topics_produced: Sequence[str],
     subscriptions: Sequence[str] = (),
     handlers: Mapping[str, Handler] | Callable[[Any], Mapping[str, Handler]] | None = None,
+    loops: Callable[[ServiceRuntime], Mapping[str, Loop]] | None = None,
 ) -> None:
     """Entry point body of every service's `worker.py`.
 
     `handlers` is the event type -> handler table, or a function building it from the
-    process's settings (for handlers that need configuration).
+    process's settings (for handlers that need configuration). `loops` builds the worker's
+    own background jobs (name -> loop) from the runtime.
     """
     settings = load_settings(settings_class)
     configure_logging(f"{settings.service_name}.worker", settings.log_level, settings.log_json)
+    runtime = ServiceRuntime.build(settings, infra)
     run_worker(
-        ServiceRuntime.build(settings, infra),
+        runtime,
         topics_produced=topics_produced,
         subscriptions=subscriptions,
         handlers=handlers(settings) if callable(handlers) else handlers,
+        loops=loops(runtime) if loops else None,
     )
 
 
@@ -172,8 +179,10 @@ def run_worker(
     topics_produced: Sequence[str],
     subscriptions: Sequence[str] = (),
     handlers: Mapping[str, Handler] | None = None,
+    loops: Mapping[str, Loop] | None = None,
 ) -> None:
-    """Run the outbox relay and (when the service consumes) the consumer until SIGTERM/SIGINT."""
+    """Run the outbox relay, (when the service consumes) the consumer and the service's own
+    `loops` until SIGTERM/SIGINT."""
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -193,6 +202,8 @@ def run_worker(
     if subscriptions and handlers:
         consumer = runtime.consumer(subscriptions, handlers)
         threads.append(threading.Thread(target=consumer.run, args=(stop,), name="consumer"))
+    for name, loop in (loops or {}).items():
+        threads.append(threading.Thread(target=loop, args=(stop,), name=name))
     for thread in threads:
         thread.start()
     log.info("worker started: %s", ", ".join(thread.name for thread in threads))
