@@ -1,12 +1,42 @@
-"""Worker process of geocoding_service: outbox relay (and consumer once it subscribes)."""
+"""Worker process of geocoding_service: outbox relay, consumer of patient and therapist
+events, and (with a geocoder configured) the loop that geocodes therapists' addresses."""
 
 from __future__ import annotations
 
-from geocoding_service.handlers import HANDLERS, SUBSCRIPTIONS
+import logging
+import threading
+from collections.abc import Mapping
+
+from geocoding_service import service
+from geocoding_service.handlers import SUBSCRIPTIONS, handlers
 from geocoding_service.models import INFRA
+from geocoding_service.providers import providers_from_settings
 from geocoding_service.schemas import TOPIC
 from geocoding_service.settings import GeocodingSettings
-from shared.runtime import worker_main
+from shared.runtime import Loop, ServiceRuntime, worker_main
+
+log = logging.getLogger(__name__)
+
+
+def loops(runtime: ServiceRuntime, idle_s: float = 1.0) -> Mapping[str, Loop]:
+    """The address loop, when a geocoder is configured: one waiting therapist address after
+    the other, at the pace of the shared rate limit; idle when none waits."""
+    assert isinstance(runtime.settings, GeocodingSettings)
+    providers = providers_from_settings(runtime.settings)
+    if providers.geocoder is None:
+        return {}
+
+    def geocode_addresses(stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                busy = service.geocode_next_address(runtime.database.unit_of_work(), providers)
+            except Exception:
+                log.exception("address geocoding step failed")
+                busy = False
+            if not busy:
+                stop.wait(idle_s)
+
+    return {"addresses": geocode_addresses}
 
 
 def main() -> None:
@@ -16,7 +46,8 @@ def main() -> None:
         INFRA,
         topics_produced=[TOPIC],
         subscriptions=SUBSCRIPTIONS,
-        handlers=HANDLERS,
+        handlers=handlers,
+        loops=loops,
     )
 
 

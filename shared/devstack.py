@@ -1,8 +1,9 @@
 """Embedded infrastructure for development and tests: PostgreSQL, Tansu broker, SMTP sink.
 
 `python -m shared.devstack` (what `make run` calls) starts whatever is not configured by
-environment (`DATABASE_URL`, `KAFKA_BOOTSTRAP_SERVERS`, `SMTP_HOST`), runs the migrations
-and runs the five services and their workers under honcho until Ctrl-C / SIGTERM.
+environment (`DATABASE_URL`, `KAFKA_BOOTSTRAP_SERVERS`, `SMTP_HOST`), runs the migrations,
+loads the PLZ data on first start (`PLZ_DATA`) and runs the five services and their
+workers under honcho until Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations
@@ -268,6 +269,42 @@ def infrastructure(var: Path) -> Iterator[tuple[str, str, list[tuple[str, list[s
             postgres.stop()
 
 
+GEONAMES_DE_URL = "https://download.geonames.org/export/zip/DE.zip"
+
+
+def plz_source() -> str:
+    """`PLZ_DATA` (path or URL), else ../shared/data/zipcodes.de.csv when it exists, else
+    GeoNames' download of the German postal codes."""
+    configured = os.environ.get("PLZ_DATA", "").strip()
+    if configured:
+        return configured
+    local = ROOT.parent / "shared" / "data" / "zipcodes.de.csv"
+    return str(local) if local.is_file() else GEONAMES_DE_URL
+
+
+def load_plz_data(source: str, database_url: str, bootstrap: str) -> bool:
+    """First start: postal codes into geocoding's schema (nothing when loaded already).
+
+    Runs geocoding's own command as the service role. A source that cannot be read is
+    reported plainly and the stack starts anyway (geocoding then knows no postal code)."""
+    command = [sys.executable, "-m", "geocoding_service.cli", "import-plz", "--if-empty", source]
+    env = process_env("geocoding_service", database_url, bootstrap)
+    try:
+        result = subprocess.run(command, env=env, cwd=ROOT, check=False, timeout=600)
+        loaded = result.returncode == 0
+    except subprocess.TimeoutExpired:
+        loaded = False
+    if not loaded:
+        print(
+            f"\nPLZ data NOT loaded from {source} (see above). The other services run; "
+            "geocoding knows no postal code, so patients and therapists stay unresolved and "
+            "no search can start, until it is loaded: set PLZ_DATA to a readable path or URL "
+            "and restart, or run python -m geocoding_service.cli import-plz SOURCE\n",
+            flush=True,
+        )
+    return loaded
+
+
 def main() -> int:
     """Run the whole platform until interrupted."""
     from honcho.manager import Manager
@@ -285,6 +322,8 @@ def main() -> int:
         ensure_bootstrap_admin(database_url, token)
         # for `make token` and other CLI commands run beside the stack
         _write_private(var / "dev.env", f"DATABASE_URL={shlex.quote(database_url)}\n")
+        plz_data = plz_source()
+        load_plz_data(plz_data, database_url, bootstrap)
         manager = Manager(Printer(sys.stdout))
         for name, command in extra:
             manager.add_process(name, " ".join(_quote(part) for part in command))
@@ -292,6 +331,8 @@ def main() -> int:
         ports = dev_ports()
         for service in SERVICES:
             env = process_env(service, database_url, bootstrap)
+            if service == "geocoding_service":
+                env["PLZ_DATA"] = plz_data  # the default source of its admin import
             short = service.removesuffix("_service")
             manager.add_process(
                 short,
