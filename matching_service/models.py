@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Index, String, text
+from sqlalchemy import CheckConstraint, Double, Index, PrimaryKeyConstraint, String, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -108,4 +108,29 @@ class PatientSearch(Base):
     waiting_since: Mapped[datetime]
     contact_budget: Mapped[int] = mapped_column(server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
+
+
+class Location(Base):
+    """Where geocoding placed a patient or therapist (location events), or why it could not.
+
+    Kept apart from the projections so their upserts stay as they are; a patient or
+    therapist without a resolved row here is never matched (fails closed).
+    """
+
+    __tablename__ = "locations"
+    __table_args__ = (
+        PrimaryKeyConstraint("entity_type", "entity_id"),
+        CheckConstraint("entity_type IN ('patient', 'therapist')", name="entity_type_values"),
+    )
+
+    entity_type: Mapped[str] = mapped_column(String(20))
+    entity_id: Mapped[int] = mapped_column(autoincrement=False)
+    version: Mapped[int]
+    resolved: Mapped[bool]
+    lat: Mapped[float | None] = mapped_column(Double)
+    lon: Mapped[float | None] = mapped_column(Double)
+    precision: Mapped[str | None] = mapped_column(String(10))
+    source: Mapped[str | None] = mapped_column(String(30))
+    reason: Mapped[str | None] = mapped_column(String(100))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))

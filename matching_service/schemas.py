@@ -125,3 +125,33 @@ class SearchStartedPayload(BaseModel):
 
 SEARCH_TOPIC = "search-events"
 SEARCH_STARTED = EventType("search.started", 1, SearchStartedPayload, SEARCH_TOPIC)
+
+
+class LocationResolvedView(BaseModel):
+    """What matching reads from location.resolved (tolerant of new fields)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    entity_type: Literal["patient", "therapist"]
+    entity_id: int = Field(ge=1, le=MAX_ID)
+    version: int = Field(ge=1)
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    precision: str = Field(max_length=10)
+    source: str = Field(max_length=30)
+
+
+class LocationUnresolvedView(BaseModel):
+    """What matching reads from location.unresolved (tolerant of new fields)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    entity_type: Literal["patient", "therapist"]
+    entity_id: int = Field(ge=1, le=MAX_ID)
+    version: int = Field(ge=1)
+    reason: str = Field(max_length=100)
+
+
+LOCATION_TOPIC = "location-events"
+LOCATION_RESOLVED = EventType("location.resolved", 1, LocationResolvedView, LOCATION_TOPIC)
+LOCATION_UNRESOLVED = EventType("location.unresolved", 1, LocationUnresolvedView, LOCATION_TOPIC)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Table, and_, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from matching_service.models import (
     OPEN_SEARCH_STATUSES,
     Base,
+    Location,
     PatientProjection,
     PatientSearch,
     TherapistProjection,
@@ -22,6 +24,8 @@ from matching_service.placement.status import (
 )
 from matching_service.schemas import (
     SEARCH_STARTED,
+    LocationResolvedView,
+    LocationUnresolvedView,
     PatientSnapshot,
     SearchStartedPayload,
     TherapistSnapshot,
@@ -106,10 +110,14 @@ def start_search(
                 f"for patients in status {allowed}",
                 {"patient_id": patient_id, "patient_status": patient.status},
             )
-        if not patient.qualified:
+        location = _location_problem(uow, "patient", patient_id)
+        if not patient.qualified or location is not None:
+            unmet = [*patient.unmet_criteria, *(["location_unresolved"] if location else [])]
+            details: dict[str, Any] = {"patient_id": patient_id, "unmet_criteria": unmet}
+            if location is not None:
+                details["location_reason"] = location
             raise RuleViolation(
-                f"patient {patient_id} does not meet the qualification criteria",
-                {"patient_id": patient_id, "unmet_criteria": patient.unmet_criteria},
+                f"patient {patient_id} does not meet the qualification criteria", details
             )
         now = utcnow()
         search_id = uow.session.execute(
@@ -175,3 +183,108 @@ def get_patient_projection(uow: UnitOfWork, patient_id: int) -> PatientProjectio
     """Matching's copy of a patient, if it has one."""
     with uow:
         return uow.session.get(PatientProjection, patient_id)
+
+
+# ---------------------------------------------------------------- locations (fail closed)
+
+NOT_RESOLVED_YET = "not_resolved_yet"  # no location event has arrived for the entity
+
+
+def apply_location(
+    uow: UnitOfWork, location: LocationResolvedView | LocationUnresolvedView
+) -> bool:
+    """Upsert an entity's location (resolved or not) unless a newer version is held."""
+    key = (location.entity_type, location.entity_id)
+    key_columns = ("entity_type", "entity_id")
+    if location.version > MAX_VERSION_JUMP:
+        held = uow.session.execute(
+            select(Location.version).where(
+                Location.entity_type == key[0], Location.entity_id == key[1]
+            )
+        ).scalar_one_or_none()
+        if implausible_version(held, location.version):
+            raise InvalidEvent(
+                f"location of {key[0]} {key[1]}: version {location.version} is implausibly "
+                f"far ahead of the version held ({held or 'none'})"
+            )
+    values: dict[str, Any] = {
+        "entity_type": location.entity_type,
+        "entity_id": location.entity_id,
+        "version": location.version,
+        "updated_at": utcnow(),
+    }
+    if isinstance(location, LocationResolvedView):
+        values.update(
+            resolved=True,
+            lat=location.lat,
+            lon=location.lon,
+            precision=location.precision,
+            source=location.source,
+            reason=None,
+        )
+    else:
+        values.update(
+            resolved=False, lat=None, lon=None, precision=None, source=None, reason=location.reason
+        )
+    insert = pg_insert(Location).values(values)
+    statement = insert.on_conflict_do_update(
+        index_elements=[Location.entity_type, Location.entity_id],
+        set_={name: insert.excluded[name] for name in values if name not in key_columns},
+        where=Location.version < insert.excluded.version,
+    ).returning(Location.entity_id)
+    return uow.session.execute(statement).first() is not None
+
+
+def _location_problem(uow: UnitOfWork, entity_type: str, entity_id: int) -> str | None:
+    """None when the entity has a resolved location, else why not."""
+    held = uow.session.execute(
+        select(Location.resolved, Location.reason).where(
+            Location.entity_type == entity_type, Location.entity_id == entity_id
+        )
+    ).first()
+    if held is None:
+        return NOT_RESOLVED_YET
+    return None if held.resolved else held.reason or NOT_RESOLVED_YET
+
+
+@dataclass(frozen=True)
+class Unlocated:
+    """A patient or therapist a bundle run must leave out: no resolved location, and why."""
+
+    entity_type: str
+    entity_id: int
+    reason: str
+
+
+def unlocated_entities(uow: UnitOfWork) -> list[Unlocated]:
+    """Patients with an active search and active therapists that have no resolved location
+    (never matched: distance checks fail closed), patients first, by id."""
+    with uow:
+        patients = uow.session.execute(
+            select(PatientSearch.patient_id, Location.reason)
+            .outerjoin(
+                Location,
+                and_(
+                    Location.entity_type == "patient",
+                    Location.entity_id == PatientSearch.patient_id,
+                ),
+            )
+            .where(PatientSearch.status == "active", Location.resolved.is_not(True))
+            .order_by(PatientSearch.patient_id)
+        ).all()
+        therapists = uow.session.execute(
+            select(TherapistProjection.therapist_id, Location.reason)
+            .outerjoin(
+                Location,
+                and_(
+                    Location.entity_type == "therapist",
+                    Location.entity_id == TherapistProjection.therapist_id,
+                ),
+            )
+            .where(TherapistProjection.status == "active", Location.resolved.is_not(True))
+            .order_by(TherapistProjection.therapist_id)
+        ).all()
+    return [
+        *(Unlocated("patient", pid, reason or NOT_RESOLVED_YET) for pid, reason in patients),
+        *(Unlocated("therapist", tid, reason or NOT_RESOLVED_YET) for tid, reason in therapists),
+    ]

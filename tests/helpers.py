@@ -96,3 +96,24 @@ def wait_until(condition: Callable[[], Any], timeout: float = 30.0, interval: fl
             return result
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def location_resolved(entity_type: str, entity_id: int, version: int = 1) -> Any:
+    """A `location.resolved` envelope as geocoding publishes it (at Leipzig's centroid):
+    matching starts searches only for patients it has one for."""
+    from geocoding_service.schemas import LOCATION_RESOLVED
+
+    payload = {
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "version": version,
+        "entity_version": version,
+        "postal_code": "04109",
+        "lat": 51.3397,
+        "lon": 12.3731,
+        "precision": "plz",
+        "source": "plz_centroid",
+    }
+    return LOCATION_RESOLVED.build(
+        producer="geocoding_service", aggregate_id=f"{entity_type}-{entity_id}", payload=payload
+    )

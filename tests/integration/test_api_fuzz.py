@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis import Case, CheckContext, Response
 
 from matching_service.app import create_app as create_matching_app
+from matching_service.handlers import HANDLERS
 from matching_service.models import INFRA as MATCHING_INFRA
 from matching_service.schemas import PatientSnapshot
 from matching_service.service import apply_patient_snapshot
@@ -32,6 +33,7 @@ from shared.migrations import upgrade_all
 from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
 from tests.conftest import ADMIN_TOKEN
+from tests.helpers import location_resolved
 from therapist_service.app import create_app as create_therapist_app
 from therapist_service.settings import TherapistSettings
 
@@ -148,6 +150,9 @@ def matching_app(make_settings: Any, fuzz_database: str) -> Flask:
         apply_patient_snapshot(uow, _snapshot(1, status="registered", qualified=True))
         apply_patient_snapshot(uow, _snapshot(2, status="registered", qualified=False))
         apply_patient_snapshot(uow, _snapshot(3, status="in_therapy", qualified=True))
+        for patient_id in (1, 2, 3):
+            location = location_resolved("patient", patient_id)
+            HANDLERS[location.event_type](uow, location)
         uow.commit()
     database.dispose()
     return _connected(create_matching_app(settings), MATCHING_API)

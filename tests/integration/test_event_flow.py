@@ -31,6 +31,7 @@ from tests.helpers import (
     background,
     dead_letters,
     envelopes,
+    location_resolved,
     patient_body,
     read_topic,
     wait_until,
@@ -88,6 +89,11 @@ def test_patient_created_over_rest_reaches_matching_and_a_search_can_start(
     relay = _relay(patient_settings, PATIENT_INFRA, [PATIENT_TOPIC])
     with background(consumer.run), background(lambda stop: relay_forever(relay, stop, idle_s=0.05)):
         patient = patients.post("/api/patients", json=patient_body(), headers=admin_headers).json
+        # geocoding's part (tests/integration/test_geocoding.py): the patient is located
+        with ServiceRuntime.build(matching_settings, MATCHING_INFRA).database.unit_of_work() as uow:
+            location = location_resolved("patient", patient["id"])
+            HANDLERS[location.event_type](uow, location)
+            uow.commit()
         started = wait_until(
             lambda: (
                 response
