@@ -508,6 +508,33 @@ def test_two_imports_of_the_same_file_at_once_create_no_duplicates(
     assert len(created) == 300
 
 
+def test_a_run_that_stops_keeps_what_it_committed_and_says_so_in_its_report(
+    make_settings: Any, client: Any, admin_headers: dict[str, str]
+) -> None:
+    first = entry()
+
+    def files() -> Any:
+        yield SourceFile("a.json", [first])
+        raise OSError("disk gone")
+
+    database = ServiceRuntime.build(make_settings(TherapistSettings), INFRA).database
+    try:
+        with pytest.raises(OSError):
+            service.import_directory(
+                database.unit_of_work(), files(), source="stopping", batch_size=1
+            )
+    finally:
+        database.dispose()
+
+    report = client.get("/api/therapist-imports", headers=admin_headers).json["items"][0]
+    assert (report["source"], report["created"]) == ("stopping", 1)
+    assert report["errors"] == [
+        {"directory_id": None, "reason": "import stopped: OSError", "file": None}
+    ]
+    assert report["finished_at"] is not None
+    assert therapist(client, admin_headers, first)["status"] == "active"
+
+
 # ---------------------------------------------------------------- command line
 
 
