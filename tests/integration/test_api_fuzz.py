@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,8 @@ from flask import Flask
 from hypothesis import HealthCheck, settings
 from schemathesis import Case, CheckContext, Response
 
+from geocoding_service.app import create_app as create_geocoding_app
+from geocoding_service.settings import GeocodingSettings
 from matching_service.app import create_app as create_matching_app
 from matching_service.handlers import HANDLERS
 from matching_service.models import INFRA as MATCHING_INFRA
@@ -27,6 +30,7 @@ from matching_service.service import apply_patient_snapshot
 from matching_service.settings import MatchingSettings
 from patient_service.app import create_app as create_patient_app
 from patient_service.settings import PatientSettings
+from shared.cli import ensure_bootstrap_admin
 from shared.db import role_url
 from shared.devstack import drop_database, ensure_database
 from shared.migrations import upgrade_all
@@ -78,6 +82,7 @@ def _served_schema(
 PATIENT_API = _served_schema(create_patient_app, PatientSettings)
 MATCHING_API = _served_schema(create_matching_app, MatchingSettings)
 THERAPIST_API = _served_schema(create_therapist_app, TherapistSettings)
+GEOCODING_API = _served_schema(create_geocoding_app, GeocodingSettings)
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +91,7 @@ def fuzz_database(pg_admin_url: str) -> Iterator[str]:
     name = f"fuzz_{uuid.uuid4().hex[:10]}"
     url = ensure_database(pg_admin_url, name)
     upgrade_all(url)
+    ensure_bootstrap_admin(url, ADMIN_TOKEN)  # else every fuzzed request stops at 401
     yield url
     drop_database(pg_admin_url, name)
 
@@ -115,6 +121,28 @@ def therapist_app(make_settings: Any, fuzz_database: str) -> Flask:
     for index in range(3):
         body = {"first_name": f"Fuzz{index}", "last_name": "Test", "postal_code": "04109"}
         client.post("/api/therapists", json=body, headers=headers)
+    return app
+
+
+@pytest.fixture
+def geocoding_app(make_settings: Any, fuzz_database: str, tmp_path: Path) -> Flask:
+    settings = make_settings(
+        GeocodingSettings, database_url=role_url(fuzz_database, "geocoding_service")
+    )
+    app = _connected(create_geocoding_app(settings), GEOCODING_API)
+    # postal codes to find, so generated PLZ and pairs reach 200 too, not only 404
+    data = tmp_path / "DE.txt"
+    data.write_text(
+        "".join(
+            f"DE\t{code}\tOrt {code}\tSachsen\t13\t\t\t\t\t{51 + n / 10}\t{12 + n / 10}\t4\n"
+            for n, code in enumerate(("00000", "04109", "01067", "10115"))
+        )
+    )
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    imported = app.test_client().post(
+        "/api/admin/plz-imports", json={"source": str(data)}, headers=headers
+    )
+    assert imported.status_code == 200, imported.json
     return app
 
 
@@ -199,4 +227,13 @@ def test_therapist_api_never_fails_with_5xx_and_keeps_the_error_shape(
     case: Case, therapist_app: Flask
 ) -> None:
     response = case.call_and_validate(app=therapist_app, additional_checks=[error_shape])
+    assert response.status_code < 500
+
+
+@GEOCODING_API.parametrize()
+@shared_app
+def test_geocoding_api_never_fails_with_5xx_and_keeps_the_error_shape(
+    case: Case, geocoding_app: Flask
+) -> None:
+    response = case.call_and_validate(app=geocoding_app, additional_checks=[error_shape])
     assert response.status_code < 500
