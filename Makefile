@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench-events bench-bundles bench-import token migrate clean
+.PHONY: run test lint bench-events bench-bundles bench-import bench-geocoding token migrate clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -39,6 +39,10 @@ bench-bundles: $(STAMP)
 ## directory import: 40,000 therapists generated, imported, imported again (PLZ_DATA or ../shared/data)
 bench-import: $(STAMP)
 	PYTHONPATH=. $(PY) benchmarks/bench_import.py
+
+## PLZ import of the GeoNames CSV and 10,000 distances in one request
+bench-geocoding: $(STAMP)
+	PYTHONPATH=. $(PY) benchmarks/bench_geocoding.py
 
 ## a new API token for the running dev stack: make token NAME=alice [ROLE=staff|admin]
 ROLE ?= staff

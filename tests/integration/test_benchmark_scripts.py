@@ -73,3 +73,14 @@ def test_import_benchmark_imports_then_reimports_without_a_change_or_event(
     assert record["events_first_import"] == record["created"]
     assert record["reimport_unchanged"] == record["created"]
     assert record["reimport_changed"] == record["events_reimport"] == 0
+
+
+def test_geocoding_benchmark_prints_import_and_distances_figures(pg_admin_url: str) -> None:
+    output = _run(
+        ["benchmarks/bench_geocoding.py", "--synthetic", "200", "--pairs", "50", "--runs", "2"],
+        BENCH_DATABASE_URL=pg_admin_url,
+        LOG_LEVEL="WARNING",
+    )
+    assert "import: " in output and "100 created" in output
+    assert "import again: " in output and "100 unchanged" in output
+    assert "distances: 50 pairs in " in output
