@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -408,6 +408,7 @@ class _DirectoryImportRun:
         self.skipped: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
         self.seen: set[str] = set()  # directory ids queued in this run
+        self.seen_by_area: dict[str, set[str]] = {}  # the same by postal code
         self.batch: list[_Queued] = []
         self.files: deque[_FileState] = deque()
 
@@ -436,9 +437,11 @@ class _DirectoryImportRun:
         except ValidationError as exc:
             self._problem(self.errors, state, record.directory_id, describe(exc))
             return
+        fields = command.model_dump(include=set(IMPORTED_FIELDS))
         self.seen.add(record.directory_id)
+        self.seen_by_area.setdefault(fields["postal_code"], set()).add(record.directory_id)
         state.pending += 1
-        self.batch.append(_Queued(command.model_dump(include=set(IMPORTED_FIELDS)), state))
+        self.batch.append(_Queued(fields, state))
         if len(self.batch) >= self.batch_size:
             self.flush()
 
@@ -446,9 +449,17 @@ class _DirectoryImportRun:
         """Commit the queued records (one transaction) and report the files now complete."""
         if self.batch:
             batch, self.batch = self.batch, []
-            reserved = self.seen.union(*(queued.file.ids for queued in batch))
+            files = {id(queued.file): queued.file for queued in batch}.values()
+            reserved = self.seen.union(*(file.ids for file in files))
+            # earlier batches of this run wrote these, in the batch's postal codes: reserved,
+            # so no key but their own directory id finds them and they need not be read
+            areas = {queued.fields["postal_code"] for queued in batch}
+            written = set().union(*(self.seen_by_area[area] for area in areas))
             outcomes = _import_batch(
-                self.uow, [q.fields for q in batch], reserved, self.correlation_id
+                self.uow,
+                [q.fields for q in batch],
+                _Reservations(reserved, written),
+                self.correlation_id,
             )
             for queued, outcome in zip(batch, outcomes, strict=True):
                 setattr(self.counts, outcome, getattr(self.counts, outcome) + 1)
@@ -479,13 +490,25 @@ class _DirectoryImportRun:
                 self.on_file(FileImported(state.name, state.counts))
 
 
+@dataclass(frozen=True)
+class _Reservations:
+    """Directory ids of the run that only their own entry may match (`reserved`), and those
+    of them already written in the batch's postal codes (`written`: not read again)."""
+
+    reserved: set[str]
+    written: set[str]
+
+
 def _import_batch(
-    uow: UnitOfWork, batch: list[dict[str, Any]], reserved: set[str], correlation_id: str | None
+    uow: UnitOfWork,
+    batch: list[dict[str, Any]],
+    reservations: _Reservations,
+    correlation_id: str | None,
 ) -> list[str]:
     """One transaction for the batch, done again when a concurrent import got in between."""
     for attempt in range(1, _BATCH_ATTEMPTS + 1):
         try:
-            return _write_batch(uow, batch, reserved, correlation_id)
+            return _write_batch(uow, batch, reservations, correlation_id)
         except DBAPIError as exc:
             code = getattr(exc.orig, "pgcode", None)
             if code not in _RETRY_PGCODES or attempt == _BATCH_ATTEMPTS:
@@ -495,10 +518,14 @@ def _import_batch(
 
 
 def _write_batch(
-    uow: UnitOfWork, batch: list[dict[str, Any]], reserved: set[str], correlation_id: str | None
+    uow: UnitOfWork,
+    batch: list[dict[str, Any]],
+    reservations: _Reservations,
+    correlation_id: str | None,
 ) -> list[str]:
     with uow:
-        index = CandidateIndex(_lock_candidates(uow, batch), reserved)
+        candidates = _lock_candidates(uow, batch, reservations.written)
+        index = CandidateIndex(candidates, reservations.reserved)
         events: list[PendingEvent] = []
         outcomes: list[str] = []
         for fields in batch:
@@ -533,15 +560,24 @@ def _write_batch(
     return outcomes
 
 
-def _lock_candidates(uow: UnitOfWork, batch: list[dict[str, Any]]) -> list[Therapist]:
-    """Every therapist the batch may match (its directory ids, its postal codes), locked in
-    id order: a concurrent import of the same area waits instead of deciding on stale rows."""
+def _lock_candidates(
+    uow: UnitOfWork, batch: list[dict[str, Any]], written: set[str]
+) -> list[Therapist]:
+    """Every therapist the batch may match (its directory ids; in its postal codes, all but
+    those this run wrote already), locked in id order: a concurrent import of the same area
+    waits instead of deciding on stale rows."""
     ids = [fields["directory_id"] for fields in batch]
     postal_codes = sorted({fields["postal_code"] for fields in batch})
+    in_area: ColumnElement[bool] = Therapist.postal_code.in_(postal_codes)
+    if written:
+        not_written = or_(
+            Therapist.directory_id.is_(None), Therapist.directory_id.not_in(sorted(written))
+        )
+        in_area = and_(in_area, not_written)
     return list(
         uow.session.scalars(
             select(Therapist)
-            .where(or_(Therapist.directory_id.in_(ids), Therapist.postal_code.in_(postal_codes)))
+            .where(or_(Therapist.directory_id.in_(ids), in_area))
             .order_by(Therapist.id)
             .with_for_update()
         ).all()
