@@ -1,7 +1,8 @@
-"""Admin and cron commands of geocoding_service: PLZ import, tokens, outbox status.
+"""Admin and cron commands of geocoding_service: PLZ import, address queue, tokens, outbox.
 
 `python -m geocoding_service.cli import-plz [SOURCE] [--if-empty]` loads GeoNames postal
-code data (path or URL; default `PLZ_DATA`) with the service's own database login; every
+code data (path or URL; default `PLZ_DATA`) with the service's own database login;
+`queue-addresses` hands therapists located by PLZ only to the worker's address loop. Every
 other command is the platform's (`tokens`, `outbox`, `migrate`), limited to this schema.
 """
 
@@ -60,11 +61,40 @@ def import_plz(argv: Sequence[str]) -> int:
     return 0
 
 
+def queue_addresses(argv: Sequence[str]) -> int:
+    """`queue-addresses`: therapists located by PLZ only go to the worker's address loop."""
+    argparse.ArgumentParser(
+        prog="python -m geocoding_service.cli queue-addresses",
+        description="Queue every therapist address not yet geocoded for the worker's address "
+        "loop (after NOMINATIM_URL was configured); the worker must have NOMINATIM_URL set.",
+    ).parse_args(argv)
+    settings = load_settings(GeocodingSettings)
+    if not settings.nominatim_url:
+        print(
+            "queue-addresses: NOMINATIM_URL is not set: no address would be geocoded",
+            file=sys.stderr,
+        )
+        return 2
+    database = ServiceRuntime.build(settings, INFRA).database
+    try:
+        queued = service.queue_therapist_addresses(database.unit_of_work())
+    except OperationalError as exc:
+        print(f"queue-addresses: cannot reach the database: {exc.orig}", file=sys.stderr)
+        return 1
+    finally:
+        database.dispose()
+    print(f"queue-addresses: {queued} therapist addresses queued for the geocoder")
+    return 0
+
+
+COMMANDS = {"import-plz": import_plz, "queue-addresses": queue_addresses}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments[:1] == ["import-plz"]:
-        return import_plz(arguments[1:])
+    if arguments[:1] and arguments[0] in COMMANDS:
+        return COMMANDS[arguments[0]](arguments[1:])
     return platform_main(arguments, services=(SERVICE,))
 
 

@@ -593,6 +593,27 @@ def _locate_unresolved(uow: UnitOfWork) -> int:
     return len(rows)
 
 
+def queue_therapist_addresses(uow: UnitOfWork) -> int:
+    """Mark every therapist with a street but no address-precise location for the address
+    loop (e.g. after a geocoder was configured); returns how many were queued."""
+    with uow:
+        queued = len(
+            uow.session.execute(
+                update(EntityLocation)
+                .where(
+                    EntityLocation.entity_type == "therapist",
+                    func.btrim(func.coalesce(EntityLocation.street, "")) != "",
+                    EntityLocation.precision.is_distinct_from("address"),
+                    EntityLocation.address_pending.is_(False),
+                )
+                .values(address_pending=True, address_attempts=0, address_retry_at=None)
+                .returning(EntityLocation.entity_id)
+            ).all()
+        )
+        uow.commit()
+    return queued
+
+
 def geocode_next_address(uow: UnitOfWork, providers: Providers) -> bool:
     """One step of the worker's address loop: claim a therapist address waiting for the
     geocoder, ask it (cache, shared rate limit), store the answer and announce a better
