@@ -30,6 +30,8 @@ from .errors import (
 from .replacement import replacement_offer
 from .status import (
     ALLOWED_TRANSITIONS,
+    FINAL_STATUSES,
+    STAFF_TRANSITIONS,
     cancel,
     change_status,
     check_transition,
@@ -40,6 +42,7 @@ from .status import (
     record_trial_failure,
     record_trial_success,
     resume,
+    staff_sources,
     use_contact,
 )
 from .values import (
@@ -57,6 +60,8 @@ from .values import (
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
+    "FINAL_STATUSES",
+    "STAFF_TRANSITIONS",
     "AnswerMismatch",
     "AnswerRecord",
     "Contactability",
@@ -97,6 +102,7 @@ __all__ = [
     "replacement_offer",
     "response_type",
     "resume",
+    "staff_sources",
     "use_contact",
     "withdraw",
     "withdrawals",

@@ -19,6 +19,17 @@ ALLOWED_TRANSITIONS: dict[SearchStatus, frozenset[SearchStatus]] = {
 }
 TRIAL_FAILED = "trial_failed"
 
+# What staff may set by PATCH: pause, resume, cancel. `in_trial` and `successful` come from
+# answers and trial outcomes, and a trial's way back to `active` excludes its therapist.
+STAFF_TRANSITIONS: dict[SearchStatus, frozenset[SearchStatus]] = {
+    SearchStatus.ACTIVE: frozenset({SearchStatus.PAUSED, SearchStatus.CANCELLED}),
+    SearchStatus.PAUSED: frozenset({SearchStatus.ACTIVE, SearchStatus.CANCELLED}),
+    SearchStatus.IN_TRIAL: frozenset(),
+    SearchStatus.SUCCESSFUL: frozenset(),
+    SearchStatus.CANCELLED: frozenset(),
+}
+FINAL_STATUSES = frozenset(status for status, to in ALLOWED_TRANSITIONS.items() if not to)
+
 # patient statuses (patient_service) from which a new search may start
 PATIENT_STATUSES_OPEN_TO_SEARCH = frozenset(
     {"registered", "searching", "search_cancelled", "therapy_aborted"}
@@ -28,6 +39,11 @@ PATIENT_STATUSES_OPEN_TO_SEARCH = frozenset(
 def patient_may_start_search(patient_status: str) -> bool:
     """A patient in therapy or done with it gets no new search."""
     return patient_status in PATIENT_STATUSES_OPEN_TO_SEARCH
+
+
+def staff_sources(target: SearchStatus) -> frozenset[SearchStatus]:
+    """The statuses from which staff may move a search to `target`."""
+    return frozenset(status for status, to in STAFF_TRANSITIONS.items() if target in to)
 
 
 def check_transition(current: SearchStatus, target: SearchStatus) -> None:

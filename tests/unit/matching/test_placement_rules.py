@@ -8,6 +8,9 @@ import pytest
 
 from matching_service.bundling import BundleConfig, Search, Therapist
 from matching_service.placement import (
+    ALLOWED_TRANSITIONS,
+    FINAL_STATUSES,
+    STAFF_TRANSITIONS,
     AnswerMismatch,
     InquiryAlreadyAnswered,
     InquiryState,
@@ -33,6 +36,7 @@ from matching_service.placement import (
     replacement_offer,
     response_type,
     resume,
+    staff_sources,
     use_contact,
     withdraw,
     withdrawals,
@@ -199,6 +203,28 @@ def test_wrong_status_change_raises_with_reason(start: SearchStatus, target: Sea
     with pytest.raises(InvalidTransition) as err:
         change_status(search, target, DAY)
     assert err.value.reason
+
+
+def test_staff_pause_resume_and_cancel_open_searches_only() -> None:
+    assert {
+        SearchStatus.ACTIVE: {SearchStatus.PAUSED, SearchStatus.CANCELLED},
+        SearchStatus.PAUSED: {SearchStatus.ACTIVE, SearchStatus.CANCELLED},
+        SearchStatus.IN_TRIAL: set(),
+        SearchStatus.SUCCESSFUL: set(),
+        SearchStatus.CANCELLED: set(),
+    } == STAFF_TRANSITIONS
+    assert staff_sources(SearchStatus.CANCELLED) == {SearchStatus.ACTIVE, SearchStatus.PAUSED}
+    assert staff_sources(SearchStatus.ACTIVE) == {SearchStatus.PAUSED}  # not a failed trial
+    assert staff_sources(SearchStatus.IN_TRIAL) == set()
+
+
+def test_every_staff_transition_is_one_the_spec_allows() -> None:
+    for current, targets in STAFF_TRANSITIONS.items():
+        assert targets <= ALLOWED_TRANSITIONS[current]
+
+
+def test_successful_and_cancelled_are_final() -> None:
+    assert {SearchStatus.SUCCESSFUL, SearchStatus.CANCELLED} == FINAL_STATUSES
 
 
 def test_contact_budget_grants_add_up_and_run_out() -> None:
