@@ -29,7 +29,7 @@ Symptom = Literal[SYMPTOMS]  # type: ignore[valid-type]
 Diagnosis = Annotated[
     str,
     BeforeValidator(lambda value: value.strip().upper() if isinstance(value, str) else value),
-    StringConstraints(pattern=r"^F\d{2}(\.\d{1,2})?$"),
+    StringConstraints(pattern=r"^F[0-9]{2}(\.[0-9]{1,2})?$"),
 ]
 
 
@@ -160,7 +160,7 @@ class PatientListQuery(PageQuery):
     """Filters of `GET /api/patients`."""
 
     status: PatientStatus | None = None
-    postal_code_prefix: Annotated[str, StringConstraints(pattern=r"^\d{1,5}$")] | None = None
+    postal_code_prefix: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,5}$")] | None = None
 
 
 class PatientOut(BaseModel):

@@ -9,7 +9,7 @@ from pydantic import StringConstraints
 
 Gender = Literal["male", "female", "diverse", "unspecified"]
 Salutation = Literal["Herr", "Frau"]
-PostalCode = Annotated[str, StringConstraints(pattern=r"^\d{5}$")]
+PostalCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{5}$")]  # ASCII: \d is any script
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=50)]

@@ -9,7 +9,7 @@ from datetime import date
 THERAPY_METHODS = ("behavioural", "psychodynamic", "analytic", "systemic")
 
 # ICD-10 chapter F prefixes a therapist may prefer: "F3", "F40", "F43.1"
-DIAGNOSIS_PREFIX = re.compile(r"^F\d{1,2}(\.\d{1,2})?$")
+DIAGNOSIS_PREFIX = re.compile(r"^F[0-9]{1,2}(\.[0-9]{1,2})?$")
 
 # A practice: 'p' + 16 hex digits of md5(lower(email)), or 't' + the id of a therapist
 # without email (computed by PostgreSQL: models.PRACTICE_KEY_SQL)

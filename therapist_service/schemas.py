@@ -155,7 +155,7 @@ class TherapistListQuery(PageQuery):
     """Filters of `GET /api/therapists`."""
 
     status: TherapistStatus | None = None
-    postal_code_prefix: Annotated[str, StringConstraints(pattern=r"^\d{1,5}$")] | None = None
+    postal_code_prefix: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,5}$")] | None = None
     therapy_method: TherapyMethod | None = None
     potentially_available: bool | None = None
     informed_about_platform: bool | None = None

@@ -117,6 +117,8 @@ def test_create_patient_returns_201_and_hides_nothing_staff_needs(
     ("override", "field"),
     [
         ({"postal_code": "1011"}, "postal_code"),
+        ({"postal_code": "\u0661\u0660\u0661\u0661\u0665"}, "postal_code"),  # Arabic-Indic
+        ({"diagnosis": "F\uff13\uff12"}, "diagnosis"),  # full-width digits
         ({"birth_date": "2015-01-01"}, "birth_date"),
         ({"diagnosis": "G40"}, "diagnosis"),
         ({"email": "not-an-email"}, "email"),

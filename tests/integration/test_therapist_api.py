@@ -93,6 +93,7 @@ def test_created_therapist_has_defaults_a_practice_and_one_created_event(
     ("field", "value"),
     [
         ("postal_code", "0410"),
+        ("postal_code", "\uff11\uff12\uff13\uff14\uff15"),  # full-width digits are not a PLZ
         ("phone_hours", {"mon": ["9-10"]}),
         ("phone_hours", {"monday": ["08:00-09:00"]}),
         ("working_hours", {"tue": ["18:00-08:00"]}),
