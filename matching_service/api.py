@@ -8,7 +8,16 @@ from flask import g
 from flask_restful import Resource
 
 from matching_service import service
-from matching_service.schemas import SearchCreate, SearchOut
+from matching_service.schemas import (
+    ContactRequest,
+    ExclusionCreate,
+    ExclusionOut,
+    SearchCreate,
+    SearchDetailOut,
+    SearchListQuery,
+    SearchOut,
+    SearchStatusChange,
+)
 from shared.db import Database
 from shared.web import ResourceRoute, operation
 
@@ -37,13 +46,60 @@ class SearchList(_SearchResource):
             correlation_id=g.request_id,
         )
 
+    @operation(
+        "List patient searches, longest waiting first",
+        query=SearchListQuery,
+        response=SearchOut,
+        paginated=True,
+    )
+    def get(self, query: SearchListQuery) -> Any:
+        return service.list_searches(self.database.unit_of_work(), query)
+
 
 class SearchItem(_SearchResource):
     """`/api/patient-searches/{id}`"""
 
-    @operation("Get a patient search", response=SearchOut, errors=(404,))
+    @operation("Get a patient search", response=SearchDetailOut, errors=(404,))
     def get(self, search_id: int) -> Any:
-        return service.get_search(self.database.unit_of_work(), search_id)
+        return service.search_detail(self.database.unit_of_work(), search_id)
+
+    @operation(
+        "Pause, resume or cancel a search (409 lists the allowed statuses)",
+        body=SearchStatusChange,
+        response=SearchDetailOut,
+        errors=(404, 409),
+    )
+    def patch(self, search_id: int, body: SearchStatusChange) -> Any:
+        return service.change_search_status(
+            self.database.unit_of_work(), search_id, body, correlation_id=g.request_id
+        )
+
+
+class SearchContactRequests(_SearchResource):
+    """`/api/patient-searches/{id}/contact-requests`"""
+
+    @operation(
+        "Grant a search more contacts (they add up)",
+        body=ContactRequest,
+        response=SearchDetailOut,
+        errors=(404, 409),
+    )
+    def post(self, search_id: int, body: ContactRequest) -> Any:
+        return service.grant_contacts(self.database.unit_of_work(), search_id, body.count)
+
+
+class SearchExclusions(_SearchResource):
+    """`/api/patient-searches/{id}/exclusions`"""
+
+    @operation(
+        "Exclude a therapist from a search (409 if already excluded)",
+        body=ExclusionCreate,
+        response=ExclusionOut,
+        status=201,
+        errors=(404, 409),
+    )
+    def post(self, search_id: int, body: ExclusionCreate) -> Any:
+        return service.exclude_therapist(self.database.unit_of_work(), search_id, body)
 
 
 def routes(database: Database, default_budget: int) -> list[ResourceRoute]:
@@ -52,4 +108,8 @@ def routes(database: Database, default_budget: int) -> list[ResourceRoute]:
     return [
         ResourceRoute(SearchList, "/api/patient-searches", deps),
         ResourceRoute(SearchItem, "/api/patient-searches/<id:search_id>", deps),
+        ResourceRoute(
+            SearchContactRequests, "/api/patient-searches/<id:search_id>/contact-requests", deps
+        ),
+        ResourceRoute(SearchExclusions, "/api/patient-searches/<id:search_id>/exclusions", deps),
     ]

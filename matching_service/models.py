@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Double, Index, PrimaryKeyConstraint, String, text
+from sqlalchemy import (
+    CheckConstraint,
+    Double,
+    ForeignKey,
+    Index,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -107,8 +117,25 @@ class PatientSearch(Base):
     status: Mapped[str] = mapped_column(String(20), server_default=text("'active'"))
     waiting_since: Mapped[datetime]
     contact_budget: Mapped[int] = mapped_column(server_default=text("0"))
+    # inclusions in inquiries; the budget left is contact_budget - contacts_used
+    contacts_used: Mapped[int] = mapped_column(server_default=text("0"))
+    # staff's reason for the last status change (kept here, never put in events)
+    status_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
+
+
+class SearchExclusion(Base):
+    """A therapist never offered to this search's patient (SPEC §5); once per therapist."""
+
+    __tablename__ = "search_exclusions"
+    __table_args__ = (UniqueConstraint("search_id", "therapist_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey(PatientSearch.id))
+    therapist_id: Mapped[int]
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
 
 
 class Location(Base):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.events import EventType
-from shared.web import MAX_ID
+from shared.web import MAX_ID, MultilineText, PageQuery
 
 SearchStatus = Literal["active", "paused", "in_trial", "successful", "cancelled"]
 
@@ -33,6 +33,64 @@ class SearchOut(BaseModel):
     contact_budget: int
     created_at: datetime
     updated_at: datetime
+
+
+class SearchListQuery(PageQuery):
+    """Filters of `GET /api/patient-searches`."""
+
+    status: SearchStatus | None = None
+    postal_code_prefix: Annotated[str, StringConstraints(pattern=r"^\d{1,5}$")] | None = None
+    waiting_longer_than_days: int | None = Field(default=None, ge=0, le=36_500)
+
+
+StaffText = Annotated[MultilineText, StringConstraints(min_length=1, max_length=2000)]
+
+
+class SearchStatusChange(BaseModel):
+    """Body of `PATCH /api/patient-searches/{id}`: pause, resume or cancel, with a reason."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["active", "paused", "cancelled"]
+    reason: StaffText | None = None
+
+
+class ContactRequest(BaseModel):
+    """Body of `POST /api/patient-searches/{id}/contact-requests`: contacts to add."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(ge=1, le=100)
+
+
+class ExclusionCreate(BaseModel):
+    """Body of `POST /api/patient-searches/{id}/exclusions`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    therapist_id: int = Field(ge=1, le=MAX_ID)
+    reason: StaffText
+
+
+class ExclusionOut(BaseModel):
+    """A therapist excluded from a search."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    therapist_id: int
+    reason: str
+    created_at: datetime
+
+
+class SearchDetailOut(SearchOut):
+    """A patient search with its budget, exclusions and inquiries."""
+
+    status_reason: str | None
+    contacts_used: int
+    contact_budget_left: int
+    placed_therapist_id: int | None
+    exclusions: list[ExclusionOut]
+    inquiries: list[dict[str, Any]] = Field(description="the search's inquiries (none yet)")
 
 
 # ---------------------------------------------------------------- consumed events
@@ -123,8 +181,17 @@ class SearchStartedPayload(BaseModel):
     contact_budget: int
 
 
+class SearchStatusChangedPayload(SearchStartedPayload):
+    """Payload of search.paused, search.resumed and search.cancelled (no staff reason)."""
+
+    previous_status: SearchStatus
+
+
 SEARCH_TOPIC = "search-events"
 SEARCH_STARTED = EventType("search.started", 1, SearchStartedPayload, SEARCH_TOPIC)
+SEARCH_PAUSED = EventType("search.paused", 1, SearchStatusChangedPayload, SEARCH_TOPIC)
+SEARCH_RESUMED = EventType("search.resumed", 1, SearchStatusChangedPayload, SEARCH_TOPIC)
+SEARCH_CANCELLED = EventType("search.cancelled", 1, SearchStatusChangedPayload, SEARCH_TOPIC)
 
 
 class LocationResolvedView(BaseModel):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Table, and_, bindparam, select
+from sqlalchemy import Table, and_, bindparam, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from matching_service.models import (
@@ -16,24 +17,37 @@ from matching_service.models import (
     Location,
     PatientProjection,
     PatientSearch,
+    SearchExclusion,
     TherapistProjection,
 )
 from matching_service.placement.status import (
+    FINAL_STATUSES,
     PATIENT_STATUSES_OPEN_TO_SEARCH,
+    STAFF_TRANSITIONS,
     patient_may_start_search,
+    staff_sources,
 )
+from matching_service.placement.values import SearchStatus
 from matching_service.schemas import (
+    SEARCH_CANCELLED,
+    SEARCH_PAUSED,
+    SEARCH_RESUMED,
     SEARCH_STARTED,
+    ExclusionCreate,
     LocationResolvedView,
     LocationUnresolvedView,
     PatientSnapshot,
+    SearchListQuery,
     SearchStartedPayload,
+    SearchStatusChange,
+    SearchStatusChangedPayload,
     TherapistSnapshot,
 )
 from shared.db import UnitOfWork, utcnow
-from shared.errors import Conflict, NotFound, RuleViolation
-from shared.events import MAX_VERSION_JUMP, InvalidEvent, implausible_version
+from shared.errors import Conflict, InvalidTransition, NotFound, RuleViolation
+from shared.events import MAX_VERSION_JUMP, EventType, InvalidEvent, implausible_version
 from shared.outbox import PendingEvent
+from shared.web import Page
 
 PRODUCER = "matching_service"
 
@@ -170,13 +184,224 @@ def start_search(
     return search
 
 
-def get_search(uow: UnitOfWork, search_id: int) -> PatientSearch:
-    """One search, or NotFound."""
+@dataclass(frozen=True)
+class SearchDetail:
+    """A search with what the detail view shows beside its row."""
+
+    search: PatientSearch
+    exclusions: list[SearchExclusion]
+    inquiries: list[dict[str, Any]] = field(default_factory=list)  # none until bundling
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.search, name)
+
+    @property
+    def contact_budget_left(self) -> int:
+        """Contacts granted and not yet used by an inquiry."""
+        return max(self.search.contact_budget - self.search.contacts_used, 0)
+
+    @property
+    def placed_therapist_id(self) -> int | None:
+        """The therapist holding the trial (none until answers are recorded)."""
+        return None
+
+
+def list_searches(uow: UnitOfWork, query: SearchListQuery) -> Page:
+    """A page of searches, longest waiting first, filtered by status, the patient's
+    postal-code prefix and waiting time."""
+    conditions = []
+    if query.status is not None:
+        conditions.append(PatientSearch.status == query.status)
+    if query.postal_code_prefix:
+        conditions.append(
+            PatientSearch.patient_id.in_(
+                select(PatientProjection.patient_id).where(
+                    PatientProjection.postal_code.startswith(
+                        query.postal_code_prefix, autoescape=True
+                    )
+                )
+            )
+        )
+    if query.waiting_longer_than_days is not None:
+        since = utcnow() - timedelta(days=query.waiting_longer_than_days)
+        conditions.append(PatientSearch.waiting_since < since)
     with uow:
-        search = uow.session.get(PatientSearch, search_id)
-        if search is None:
-            raise NotFound(f"patient search {search_id} does not exist")
-        return search
+        total = uow.session.execute(
+            select(func.count()).select_from(PatientSearch).where(*conditions)
+        ).scalar_one()
+        items = (
+            uow.session.execute(
+                select(PatientSearch)
+                .where(*conditions)
+                .order_by(PatientSearch.waiting_since, PatientSearch.id)
+                .offset((query.page - 1) * query.per_page)
+                .limit(query.per_page)
+            )
+            .scalars()
+            .all()
+        )
+    return Page(items=items, total=total, page=query.page, per_page=query.per_page)
+
+
+def search_detail(uow: UnitOfWork, search_id: int) -> SearchDetail:
+    """One search with its budget left and exclusions, or NotFound."""
+    with uow:
+        return _detail(uow, _load_search(uow, search_id))
+
+
+def _load_search(uow: UnitOfWork, search_id: int) -> PatientSearch:
+    search = uow.session.get(PatientSearch, search_id, populate_existing=True)
+    if search is None:
+        raise NotFound(f"patient search {search_id} does not exist")
+    return search
+
+
+def _detail(uow: UnitOfWork, search: PatientSearch) -> SearchDetail:
+    exclusions = (
+        uow.session.execute(
+            select(SearchExclusion)
+            .where(SearchExclusion.search_id == search.id)
+            .order_by(SearchExclusion.created_at, SearchExclusion.id)
+        )
+        .scalars()
+        .all()
+    )
+    return SearchDetail(search, list(exclusions))
+
+
+_STATUS_EVENTS: dict[SearchStatus, EventType] = {
+    SearchStatus.PAUSED: SEARCH_PAUSED,
+    SearchStatus.ACTIVE: SEARCH_RESUMED,
+    SearchStatus.CANCELLED: SEARCH_CANCELLED,
+}
+
+
+def change_search_status(
+    uow: UnitOfWork,
+    search_id: int,
+    change: SearchStatusChange,
+    *,
+    correlation_id: str | None = None,
+) -> SearchDetail:
+    """Staff pause, resume or cancel a search (SPEC §5); one conditional UPDATE, so of two
+    concurrent changes from the same status only one succeeds."""
+    target = SearchStatus(change.status)
+    sources = staff_sources(target)
+    with uow:
+        # the locked row as it is now (not as the statement's snapshot saw it): its status
+        # decides, and is the event's previous status
+        held = (
+            select(PatientSearch.id, PatientSearch.status)
+            .where(PatientSearch.id == search_id)
+            .with_for_update()
+            .subquery("held")
+        )
+        changed = uow.session.execute(
+            update(PatientSearch)
+            .where(PatientSearch.id == held.c.id, held.c.status.in_(sources))
+            .values(status=target.value, status_reason=change.reason, updated_at=utcnow())
+            .returning(held.c.status)
+        ).first()
+        if changed is None:
+            current = SearchStatus(_load_search(uow, search_id).status)
+            allowed = sorted(STAFF_TRANSITIONS[current])
+            options = ", ".join(allowed) or "none"
+            raise InvalidTransition(
+                f"a search in status '{current}' cannot be set to '{target}' by staff; "
+                f"allowed: {options}",
+                {"current": current.value, "requested": target.value, "allowed": allowed},
+            )
+        search = _load_search(uow, search_id)
+        event = _STATUS_EVENTS[target]
+        payload = SearchStatusChangedPayload(
+            search_id=search.id,
+            patient_id=search.patient_id,
+            status=target.value,
+            previous_status=changed.status,
+            waiting_since=search.waiting_since,
+            contact_budget=search.contact_budget,
+        )
+        uow.emit(
+            PendingEvent(
+                event.topic,
+                event.build(
+                    producer=PRODUCER,
+                    aggregate_id=search.id,
+                    payload=payload,
+                    correlation_id=correlation_id,
+                ),
+            )
+        )
+        detail = _detail(uow, search)
+        uow.commit()
+        return detail
+
+
+def grant_contacts(uow: UnitOfWork, search_id: int, count: int) -> SearchDetail:
+    """Staff grant more contacts; grants add up (one atomic UPDATE); 409 on a final search."""
+    with uow:
+        granted = uow.session.execute(
+            update(PatientSearch)
+            .where(
+                PatientSearch.id == search_id,
+                PatientSearch.status.not_in([status.value for status in FINAL_STATUSES]),
+            )
+            .values(contact_budget=PatientSearch.contact_budget + count, updated_at=utcnow())
+            .returning(PatientSearch.id)
+        ).first()
+        search = _load_search(uow, search_id)
+        if granted is None:
+            raise Conflict(
+                f"patient search {search_id} is {search.status}: a final search gets no contacts",
+                {"current": search.status},
+            )
+        detail = _detail(uow, search)
+        uow.commit()
+        return detail
+
+
+def exclude_therapist(
+    uow: UnitOfWork, search_id: int, exclusion: ExclusionCreate
+) -> SearchExclusion:
+    """Exclude a therapist known to matching from a search, once (409 on a second time)."""
+    with uow:
+        _load_search(uow, search_id)
+        # one statement: the therapist must be in the projection, the pair must be new
+        inserted = uow.session.execute(
+            pg_insert(SearchExclusion)
+            .from_select(
+                ["search_id", "therapist_id", "reason", "created_at"],
+                select(
+                    literal(search_id),
+                    TherapistProjection.therapist_id,
+                    literal(exclusion.reason),
+                    literal(utcnow()),
+                ).where(TherapistProjection.therapist_id == exclusion.therapist_id),
+            )
+            .on_conflict_do_nothing(
+                index_elements=[SearchExclusion.search_id, SearchExclusion.therapist_id]
+            )
+            .returning(SearchExclusion.id)
+        ).scalar_one_or_none()
+        if inserted is None:
+            existing = uow.session.execute(
+                select(SearchExclusion).where(
+                    SearchExclusion.search_id == search_id,
+                    SearchExclusion.therapist_id == exclusion.therapist_id,
+                )
+            ).scalar_one_or_none()
+            if existing is None:
+                raise RuleViolation(
+                    f"therapist {exclusion.therapist_id} is not known to matching",
+                    [{"field": "therapist_id", "message": "no such therapist"}],
+                )
+            raise Conflict(
+                f"therapist {exclusion.therapist_id} is already excluded from search {search_id}",
+                {"therapist_id": exclusion.therapist_id, "since": existing.created_at.isoformat()},
+            )
+        created = uow.session.get_one(SearchExclusion, inserted)
+        uow.commit()
+        return created
 
 
 def get_patient_projection(uow: UnitOfWork, patient_id: int) -> PatientProjection | None:
