@@ -39,7 +39,7 @@ class SearchListQuery(PageQuery):
     """Filters of `GET /api/patient-searches`."""
 
     status: SearchStatus | None = None
-    postal_code_prefix: Annotated[str, StringConstraints(pattern=r"^\d{1,5}$")] | None = None
+    postal_code_prefix: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,5}$")] | None = None
     waiting_longer_than_days: int | None = Field(default=None, ge=0, le=36_500)
 
 

@@ -167,7 +167,12 @@ def test_list_filters_by_plz_prefix_status_and_waiting_time_longest_waiting_firs
 
 
 def test_list_rejects_a_bad_filter_with_422(matching: Any, admin_headers: dict[str, str]) -> None:
-    for query in ("status=waiting", "postal_code_prefix=1a", "waiting_longer_than_days=-1"):
+    for query in (
+        "status=waiting",
+        "postal_code_prefix=1a",
+        "postal_code_prefix=\u0661\u0660",  # Arabic-Indic digits are not a PLZ
+        "waiting_longer_than_days=-1",
+    ):
         response = matching.get(f"/api/patient-searches?{query}", headers=admin_headers)
         assert response.status_code == 422, query
 
