@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from patient_service import service
-from patient_service.schemas import SEARCH_STARTED, SEARCH_TOPIC, SearchStartedView
+from patient_service.schemas import (
+    SEARCH_CANCELLED,
+    SEARCH_STARTED,
+    SEARCH_TOPIC,
+    SearchCancelledView,
+    SearchStartedView,
+)
 from patient_service.settings import PatientSettings
 from shared.consumer import Handler
 from shared.db import UnitOfWork
@@ -26,4 +32,12 @@ def handlers(settings: PatientSettings) -> Mapping[str, Handler]:
             uow, started.patient_id, policy, correlation_id=envelope.correlation_id
         )
 
-    return {SEARCH_STARTED.name: on_search_started}
+    def on_search_cancelled(uow: UnitOfWork, envelope: Envelope) -> None:
+        """search.cancelled -> a searching patient is `search_cancelled`."""
+        cancelled = SEARCH_CANCELLED.parse_payload(envelope)
+        assert isinstance(cancelled, SearchCancelledView)
+        service.mark_search_cancelled(
+            uow, cancelled.patient_id, policy, correlation_id=envelope.correlation_id
+        )
+
+    return {SEARCH_STARTED.name: on_search_started, SEARCH_CANCELLED.name: on_search_cancelled}

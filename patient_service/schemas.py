@@ -259,5 +259,15 @@ class SearchStartedView(BaseModel):
     patient_id: int
 
 
+class SearchCancelledView(BaseModel):
+    """What patient_service reads from matching's search.cancelled (tolerant of new fields)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    search_id: int
+    patient_id: int
+
+
 SEARCH_TOPIC = "search-events"
 SEARCH_STARTED = EventType("search.started", 1, SearchStartedView, SEARCH_TOPIC)
+SEARCH_CANCELLED = EventType("search.cancelled", 1, SearchCancelledView, SEARCH_TOPIC)

@@ -200,6 +200,39 @@ def mark_searching(
     return True
 
 
+def mark_search_cancelled(
+    uow: UnitOfWork,
+    patient_id: int,
+    policy: QualificationPolicy,
+    *,
+    correlation_id: str | None = None,
+) -> bool:
+    """Matching cancelled the patient's search: a `searching` patient moves to
+    `search_cancelled`.
+
+    Runs inside the consumer's unit of work (the consumer commits). A patient unknown here or
+    no longer searching (already moved, or placed meanwhile) is left as it is; returns whether
+    the status changed.
+    """
+    patient = uow.session.execute(
+        select(Patient).where(Patient.id == patient_id).with_for_update()
+    ).scalar_one_or_none()
+    if patient is None:
+        log.warning("search cancelled for unknown patient %s: ignored", patient_id)
+        return False
+    if patient.status != PatientStatus.SEARCHING:
+        log.info(
+            "search cancelled for patient %s in status %s: ignored", patient_id, patient.status
+        )
+        return False
+    patient.status = PatientStatus.SEARCH_CANCELLED.value
+    patient.version += 1
+    patient.updated_at = utcnow()
+    uow.session.flush()
+    uow.emit(_event(PATIENT_UPDATED, patient, policy, ["status"], correlation_id))
+    return True
+
+
 def patient_qualification(
     uow: UnitOfWork, patient_id: int, policy: QualificationPolicy
 ) -> Qualification:

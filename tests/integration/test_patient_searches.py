@@ -1,5 +1,6 @@
 """matching_service's search API: list, detail, staff status changes, contact budget and
-exclusions, against a real PostgreSQL."""
+exclusions, against a real PostgreSQL (and a real broker for the patient following a
+cancelled search)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ import sqlalchemy as sa
 from matching_service.app import create_app as create_matching_app
 from matching_service.handlers import HANDLERS
 from matching_service.models import INFRA as MATCHING_INFRA
-from matching_service.schemas import THERAPIST_EVENTS
+from matching_service.schemas import SEARCH_TOPIC, THERAPIST_EVENTS
 from matching_service.settings import MatchingSettings
 from shared.events import Envelope
-from shared.runtime import ServiceRuntime
-from tests.helpers import location_resolved
+from shared.runtime import ServiceRuntime, relay_forever
+from tests.helpers import background, location_resolved, patient_body, wait_until
 from tests.integration.test_event_flow import _patient_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_outboxes")]
@@ -463,3 +464,95 @@ def test_exclusion_needs_a_reason(
         headers=admin_headers,
     )
     assert response.status_code == 422
+
+
+# ---------------------------------------------------------------- the patient follows
+
+
+def test_patient_follows_a_cancelled_search_through_the_broker(
+    make_settings: Any,
+    settings: MatchingSettings,
+    database: Any,
+    matching: Any,
+    admin_headers: dict[str, str],
+    admin_engine: sa.Engine,
+) -> None:
+    from patient_service.app import create_app as create_patient_app
+    from patient_service.handlers import SUBSCRIPTIONS as PATIENT_SUBSCRIPTIONS
+    from patient_service.handlers import handlers as patient_handlers
+    from patient_service.models import INFRA as PATIENT_INFRA
+    from patient_service.settings import PatientSettings
+
+    patient_settings = make_settings(PatientSettings)
+    patients = create_patient_app(patient_settings).test_client()
+    patient = patients.post("/api/patients", json=patient_body(), headers=admin_headers).json
+    _handle(database, _patient_event(patient["id"], 1))
+    _handle(database, location_resolved("patient", patient["id"]))
+    search = matching.post(
+        "/api/patient-searches", json={"patient_id": patient["id"]}, headers=admin_headers
+    ).json
+
+    def current() -> dict[str, Any]:
+        return patients.get(f"/api/patients/{patient['id']}", headers=admin_headers).json
+
+    relay = ServiceRuntime.build(settings, MATCHING_INFRA).relay([SEARCH_TOPIC])
+    consumer = ServiceRuntime.build(patient_settings, PATIENT_INFRA).consumer(
+        PATIENT_SUBSCRIPTIONS, patient_handlers(patient_settings)
+    )
+    with (
+        background(lambda stop: relay_forever(relay, stop, idle_s=0.05)),
+        background(consumer.run),
+    ):
+        wait_until(lambda: current()["status"] == "searching", timeout=60)
+        cancelled = _patch(matching, admin_headers, search["id"], status="cancelled", reason="x")
+        assert cancelled.status_code == 200
+        wait_until(lambda: current()["status"] == "search_cancelled", timeout=60)
+    assert current()["version"] == 3  # searching, then search_cancelled; nothing else
+    with admin_engine.connect() as connection:
+        emitted = (
+            connection.execute(
+                sa.text(
+                    "SELECT envelope->'payload'->>'status' FROM patient_service.outbox "
+                    "WHERE aggregate_id = :id AND event_type = 'patient.updated' ORDER BY id"
+                ),
+                {"id": str(patient["id"])},
+            )
+            .scalars()
+            .all()
+        )
+    assert emitted == ["searching", "search_cancelled"]  # matching learns the new status too
+
+
+def test_search_cancelled_leaves_unknown_and_not_searching_patients_alone(
+    make_settings: Any, admin_headers: dict[str, str]
+) -> None:
+    from matching_service.schemas import SEARCH_CANCELLED
+    from patient_service.app import create_app as create_patient_app
+    from patient_service.handlers import handlers as patient_handlers
+    from patient_service.models import INFRA as PATIENT_INFRA
+    from patient_service.settings import PatientSettings
+
+    patient_settings = make_settings(PatientSettings)
+    patients = create_patient_app(patient_settings).test_client()
+    registered = patients.post("/api/patients", json=patient_body(), headers=admin_headers).json
+    handle = patient_handlers(patient_settings)[SEARCH_CANCELLED.name]
+    database = ServiceRuntime.build(patient_settings, PATIENT_INFRA).database
+    for patient_id in (registered["id"], 2**31 - 1):
+        cancelled = SEARCH_CANCELLED.build(
+            producer="matching_service",
+            aggregate_id=88,
+            payload={
+                "search_id": 88,
+                "patient_id": patient_id,
+                "status": "cancelled",
+                "previous_status": "active",
+                "waiting_since": "2026-11-23T10:00:00Z",
+                "contact_budget": 25,
+            },
+        )
+        with database.unit_of_work() as uow:
+            handle(uow, cancelled)
+            uow.commit()
+    database.dispose()
+    after = patients.get(f"/api/patients/{registered['id']}", headers=admin_headers).json
+    assert (after["status"], after["version"]) == ("registered", 1)
