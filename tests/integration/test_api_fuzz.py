@@ -22,10 +22,11 @@ from schemathesis import Case, CheckContext, Response
 
 from geocoding_service.app import create_app as create_geocoding_app
 from geocoding_service.settings import GeocodingSettings
+from matching_service import service as matching_service
 from matching_service.app import create_app as create_matching_app
 from matching_service.handlers import HANDLERS
 from matching_service.models import INFRA as MATCHING_INFRA
-from matching_service.schemas import PatientSnapshot
+from matching_service.schemas import PatientSnapshot, SearchStatusChange, TherapistSnapshot
 from matching_service.service import apply_patient_snapshot
 from matching_service.settings import MatchingSettings
 from patient_service.app import create_app as create_patient_app
@@ -33,6 +34,7 @@ from patient_service.settings import PatientSettings
 from shared.cli import ensure_bootstrap_admin
 from shared.db import role_url
 from shared.devstack import drop_database, ensure_database
+from shared.errors import Conflict
 from shared.migrations import upgrade_all
 from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
@@ -178,12 +180,41 @@ def matching_app(make_settings: Any, fuzz_database: str) -> Flask:
         apply_patient_snapshot(uow, _snapshot(1, status="registered", qualified=True))
         apply_patient_snapshot(uow, _snapshot(2, status="registered", qualified=False))
         apply_patient_snapshot(uow, _snapshot(3, status="in_therapy", qualified=True))
-        for patient_id in (1, 2, 3):
+        for patient_id in (4, 5):
+            apply_patient_snapshot(uow, _snapshot(patient_id, status="registered", qualified=True))
+        for patient_id in (1, 2, 3, 4, 5):
             location = location_resolved("patient", patient_id)
             HANDLERS[location.event_type](uow, location)
+        # a therapist to exclude
+        matching_service.apply_therapist_snapshot(uow, _therapist_snapshot(1))
         uow.commit()
+    # an active and a paused search (ids 1 and 2), so the search routes reach past their 404
+    for patient_id, paused in ((4, False), (5, True)):
+        try:
+            search = matching_service.start_search(
+                database.unit_of_work(), patient_id, default_budget=5
+            )
+        except Conflict:
+            continue  # started for an earlier operation of this module
+        if paused:
+            matching_service.change_search_status(
+                database.unit_of_work(), search.id, SearchStatusChange(status="paused")
+            )
     database.dispose()
     return _connected(create_matching_app(settings), MATCHING_API)
+
+
+def _therapist_snapshot(therapist_id: int) -> TherapistSnapshot:
+    return TherapistSnapshot(
+        therapist_id=therapist_id,
+        version=1,
+        status="active",
+        gender="female",
+        postal_code="04109",
+        practice_key=f"p{therapist_id}",
+        has_email=True,
+        therapy_methods=["behavioural"],
+    )
 
 
 def error_shape(ctx: CheckContext, response: Response, case: Case) -> bool | None:
