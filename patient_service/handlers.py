@@ -29,7 +29,11 @@ def handlers(settings: PatientSettings) -> Mapping[str, Handler]:
         started = SEARCH_STARTED.parse_payload(envelope)
         assert isinstance(started, SearchStartedView)
         service.mark_searching(
-            uow, started.patient_id, policy, correlation_id=envelope.correlation_id
+            uow,
+            started.patient_id,
+            started.search_id,
+            policy,
+            correlation_id=envelope.correlation_id,
         )
 
     def on_search_cancelled(uow: UnitOfWork, envelope: Envelope) -> None:
@@ -37,7 +41,11 @@ def handlers(settings: PatientSettings) -> Mapping[str, Handler]:
         cancelled = SEARCH_CANCELLED.parse_payload(envelope)
         assert isinstance(cancelled, SearchCancelledView)
         service.mark_search_cancelled(
-            uow, cancelled.patient_id, policy, correlation_id=envelope.correlation_id
+            uow,
+            cancelled.patient_id,
+            cancelled.search_id,
+            policy,
+            correlation_id=envelope.correlation_id,
         )
 
     return {SEARCH_STARTED.name: on_search_started, SEARCH_CANCELLED.name: on_search_cancelled}

@@ -72,5 +72,8 @@ class Patient(Base):
     payment_received: Mapped[bool] = mapped_column(server_default=text("false"))
     consent_at: Mapped[datetime | None]
     consent_version: Mapped[str | None] = mapped_column(String(50))
+    # the newest of the patient's searches matching has reported (search events): events of
+    # different searches travel on different partitions, so an older search's may come late
+    search_id: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))

@@ -83,6 +83,12 @@ EVENT_DRIVEN_STATUSES: frozenset[PatientStatus] = frozenset(
 )
 
 
+def from_older_search(followed_search_id: int | None, search_id: int) -> bool:
+    """Whether a search event is about a search older than the one the patient follows (one
+    open search per patient, and search ids grow: a newer search has replaced it)."""
+    return followed_search_id is not None and search_id < followed_search_id
+
+
 def staff_targets(current: PatientStatus) -> frozenset[PatientStatus]:
     """The statuses staff may move a patient to from `current`."""
     return ALLOWED_TRANSITIONS[current] - EVENT_DRIVEN_STATUSES

@@ -16,6 +16,7 @@ from patient_service.rules import (
     QualificationInput,
     QualificationPolicy,
     check_staff_transition,
+    from_older_search,
     qualify,
 )
 from patient_service.schemas import (
@@ -171,6 +172,7 @@ def update_patient(
 def mark_searching(
     uow: UnitOfWork,
     patient_id: int,
+    search_id: int,
     policy: QualificationPolicy,
     *,
     correlation_id: str | None = None,
@@ -179,30 +181,25 @@ def mark_searching(
 
     Runs inside the consumer's unit of work (the consumer commits). A patient already
     searching, unknown here, or in a status that cannot move (matching refuses searches for
-    them) is left as it is; returns whether the status changed.
+    them) is left as it is, and so is one whose newer search was reported already; returns
+    whether the status changed.
     """
-    patient = uow.session.execute(
-        select(Patient).where(Patient.id == patient_id).with_for_update()
-    ).scalar_one_or_none()
+    patient = _following(uow, patient_id, search_id, "started")
     if patient is None:
-        log.warning("search started for unknown patient %s: ignored", patient_id)
         return False
     current = PatientStatus(patient.status)
     if PatientStatus.SEARCHING not in ALLOWED_TRANSITIONS[current]:
         if current is not PatientStatus.SEARCHING:
             log.warning("search started for patient %s in status %s: ignored", patient_id, current)
         return False
-    patient.status = PatientStatus.SEARCHING.value
-    patient.version += 1
-    patient.updated_at = utcnow()
-    uow.session.flush()
-    uow.emit(_event(PATIENT_UPDATED, patient, policy, ["status"], correlation_id))
+    _set_status(uow, patient, PatientStatus.SEARCHING, policy, correlation_id)
     return True
 
 
 def mark_search_cancelled(
     uow: UnitOfWork,
     patient_id: int,
+    search_id: int,
     policy: QualificationPolicy,
     *,
     correlation_id: str | None = None,
@@ -210,27 +207,56 @@ def mark_search_cancelled(
     """Matching cancelled the patient's search: a `searching` patient moves to
     `search_cancelled`.
 
-    Runs inside the consumer's unit of work (the consumer commits). A patient unknown here or
-    no longer searching (already moved, or placed meanwhile) is left as it is; returns whether
-    the status changed.
+    Runs inside the consumer's unit of work (the consumer commits). A patient unknown here,
+    no longer searching (already moved, or placed meanwhile), or searching again in a newer
+    search is left as it is; returns whether the status changed.
     """
-    patient = uow.session.execute(
-        select(Patient).where(Patient.id == patient_id).with_for_update()
-    ).scalar_one_or_none()
+    patient = _following(uow, patient_id, search_id, "cancelled")
     if patient is None:
-        log.warning("search cancelled for unknown patient %s: ignored", patient_id)
         return False
     if patient.status != PatientStatus.SEARCHING:
         log.info(
             "search cancelled for patient %s in status %s: ignored", patient_id, patient.status
         )
         return False
-    patient.status = PatientStatus.SEARCH_CANCELLED.value
+    _set_status(uow, patient, PatientStatus.SEARCH_CANCELLED, policy, correlation_id)
+    return True
+
+
+def _following(uow: UnitOfWork, patient_id: int, search_id: int, what: str) -> Patient | None:
+    """The patient (locked) following `search_id`, now its newest search; None (logged) when
+    the patient is unknown or the event is about an older search."""
+    patient = uow.session.execute(
+        select(Patient).where(Patient.id == patient_id).with_for_update()
+    ).scalar_one_or_none()
+    if patient is None:
+        log.warning("search %s for unknown patient %s: ignored", what, patient_id)
+        return None
+    if from_older_search(patient.search_id, search_id):
+        log.info(
+            "search %s %s of patient %s: ignored, search %s is newer",
+            search_id,
+            what,
+            patient_id,
+            patient.search_id,
+        )
+        return None
+    patient.search_id = search_id
+    return patient
+
+
+def _set_status(
+    uow: UnitOfWork,
+    patient: Patient,
+    status: PatientStatus,
+    policy: QualificationPolicy,
+    correlation_id: str | None,
+) -> None:
+    patient.status = status.value
     patient.version += 1
     patient.updated_at = utcnow()
     uow.session.flush()
     uow.emit(_event(PATIENT_UPDATED, patient, policy, ["status"], correlation_id))
-    return True
 
 
 def patient_qualification(

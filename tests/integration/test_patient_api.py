@@ -45,7 +45,8 @@ def search_started(make_settings: Any) -> Iterator[Callable[[int], None]]:
 
     def start(patient_id: int) -> None:
         with database.unit_of_work() as uow:
-            assert service.mark_searching(uow, patient_id, settings.qualification_policy())
+            policy = settings.qualification_policy()
+            assert service.mark_searching(uow, patient_id, 1, policy)
             uow.commit()
 
     yield start

@@ -523,10 +523,26 @@ def test_patient_follows_a_cancelled_search_through_the_broker(
     assert emitted == ["searching", "search_cancelled"]  # matching learns the new status too
 
 
-def test_search_cancelled_leaves_unknown_and_not_searching_patients_alone(
-    make_settings: Any, admin_headers: dict[str, str]
-) -> None:
-    from matching_service.schemas import SEARCH_CANCELLED
+def _search_event(name: str, search_id: int, patient_id: int) -> Envelope:
+    """A search event of matching (`search.started` or a status change) for a patient."""
+    from matching_service.schemas import SEARCH_CANCELLED, SEARCH_STARTED
+
+    payload: dict[str, Any] = {
+        "search_id": search_id,
+        "patient_id": patient_id,
+        "status": "active",
+        "waiting_since": "2026-11-23T10:00:00Z",
+        "contact_budget": 25,
+    }
+    if name == "cancelled":
+        payload.update(status="cancelled", previous_status="active")
+    event = SEARCH_CANCELLED if name == "cancelled" else SEARCH_STARTED
+    return event.build(producer="matching_service", aggregate_id=search_id, payload=payload)
+
+
+@pytest.fixture
+def patient_follows(make_settings: Any, admin_headers: dict[str, str]) -> Any:
+    """(register a patient -> id, deliver search events to patient_service, read a patient)."""
     from patient_service.app import create_app as create_patient_app
     from patient_service.handlers import handlers as patient_handlers
     from patient_service.models import INFRA as PATIENT_INFRA
@@ -534,25 +550,50 @@ def test_search_cancelled_leaves_unknown_and_not_searching_patients_alone(
 
     patient_settings = make_settings(PatientSettings)
     patients = create_patient_app(patient_settings).test_client()
-    registered = patients.post("/api/patients", json=patient_body(), headers=admin_headers).json
-    handle = patient_handlers(patient_settings)[SEARCH_CANCELLED.name]
+    table = patient_handlers(patient_settings)
     database = ServiceRuntime.build(patient_settings, PATIENT_INFRA).database
-    for patient_id in (registered["id"], 2**31 - 1):
-        cancelled = SEARCH_CANCELLED.build(
-            producer="matching_service",
-            aggregate_id=88,
-            payload={
-                "search_id": 88,
-                "patient_id": patient_id,
-                "status": "cancelled",
-                "previous_status": "active",
-                "waiting_since": "2026-11-23T10:00:00Z",
-                "contact_budget": 25,
-            },
+
+    def register() -> int:
+        return int(
+            patients.post("/api/patients", json=patient_body(), headers=admin_headers).json["id"]
         )
-        with database.unit_of_work() as uow:
-            handle(uow, cancelled)
-            uow.commit()
+
+    def deliver(*events: Envelope) -> None:
+        for event in events:
+            with database.unit_of_work() as uow:
+                table[event.event_type](uow, event)
+                uow.commit()
+
+    def read(patient_id: int) -> tuple[str, int]:
+        body = patients.get(f"/api/patients/{patient_id}", headers=admin_headers).json
+        return body["status"], body["version"]
+
+    yield register, deliver, read
     database.dispose()
-    after = patients.get(f"/api/patients/{registered['id']}", headers=admin_headers).json
-    assert (after["status"], after["version"]) == ("registered", 1)
+
+
+def test_search_cancelled_leaves_unknown_and_not_searching_patients_alone(
+    patient_follows: Any,
+) -> None:
+    register, deliver, read = patient_follows
+    registered = register()
+    deliver(_search_event("cancelled", 88, registered), _search_event("cancelled", 88, 2**31 - 1))
+    assert read(registered) == ("registered", 1)
+
+
+def test_older_search_cancelled_late_does_not_stop_the_patients_newer_search(
+    patient_follows: Any,
+) -> None:
+    """Events of two searches travel on different partitions: the first search's cancellation
+    may arrive after the second search started."""
+    register, deliver, read = patient_follows
+    patient_id = register()
+    deliver(
+        _search_event("started", 500, patient_id),
+        _search_event("started", 501, patient_id),
+        _search_event("cancelled", 500, patient_id),
+        _search_event("started", 500, patient_id),  # a late duplicate of the older one, too
+    )
+    assert read(patient_id) == ("searching", 2)
+    deliver(_search_event("cancelled", 501, patient_id))
+    assert read(patient_id) == ("search_cancelled", 3)

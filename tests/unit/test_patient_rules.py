@@ -11,6 +11,7 @@ from patient_service.rules import (
     QualificationInput,
     age_on,
     check_transition,
+    from_older_search,
     parse_time_range,
     qualify,
     weekly_hours,
@@ -90,3 +91,10 @@ def test_therapy_ended_less_than_two_years_ago_is_flagged_not_blocked() -> None:
     old = qualify(_input(last_therapy_end_date=date(2024, 11, 23)), date(2026, 11, 23))
     assert recent.qualified and recent.two_year_rule_flag
     assert not old.two_year_rule_flag
+
+
+def test_only_an_event_of_an_older_search_than_the_followed_one_is_ignored() -> None:
+    assert from_older_search(501, 500)
+    assert not from_older_search(501, 501)
+    assert not from_older_search(501, 502)
+    assert not from_older_search(None, 1)  # no search followed yet
