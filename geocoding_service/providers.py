@@ -16,8 +16,14 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 import requests
-from geopy.adapters import RequestsAdapter
-from geopy.exc import GeocoderRateLimited, GeocoderTimedOut, GeopyError
+from geopy.adapters import RequestsAdapter, get_retry_after
+from geopy.exc import (
+    GeocoderParseError,
+    GeocoderQueryError,
+    GeocoderRateLimited,
+    GeocoderTimedOut,
+    GeopyError,
+)
 from geopy.geocoders import Nominatim
 
 from geocoding_service.plz_data import PlzDataError
@@ -30,11 +36,21 @@ MAX_SOURCE_BYTES = 200 * 1024 * 1024  # GeoNames' allCountries.zip is about 20 M
 
 
 class ProviderUnavailable(RuntimeError):
-    """The provider did not answer usably (timeout, 429, 5xx, garbage); `reason` says which."""
+    """The provider did not answer usably (timeout, 429, 5xx, garbage); `reason` says which.
 
-    def __init__(self, reason: str) -> None:
+    `provider_down` tells a failure of the provider itself (unreachable, timed out, 429,
+    5xx, no turn at the rate limit: asking again later, with any address, is the cure) from
+    an answer about this one query that cannot be used (unreadable, query refused).
+    `retry_after` is the provider's Retry-After in seconds, when it sent one.
+    """
+
+    def __init__(
+        self, reason: str, *, provider_down: bool = True, retry_after: float | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.provider_down = provider_down
+        self.retry_after = retry_after
 
 
 class NominatimGeocoder:
@@ -57,11 +73,15 @@ class NominatimGeocoder:
         """The best match in Germany, or None when Nominatim knows no such address."""
         try:
             found = self._client.geocode(address, exactly_one=True, country_codes="de")
+        except (GeocoderParseError, GeocoderQueryError) as exc:  # about this query only
+            raise ProviderUnavailable(_nominatim_failure(exc), provider_down=False) from None
         except GeopyError as exc:
-            raise ProviderUnavailable(_nominatim_failure(exc)) from None
+            raise ProviderUnavailable(
+                _nominatim_failure(exc), retry_after=_retry_after(exc)
+            ) from None
         except (ValueError, TypeError, KeyError) as exc:  # an answer geopy cannot read
             raise ProviderUnavailable(
-                f"nominatim answer unreadable: {exc.__class__.__name__}"
+                f"nominatim answer unreadable: {exc.__class__.__name__}", provider_down=False
             ) from None
         if found is None:
             return None
@@ -77,6 +97,15 @@ def _nominatim_failure(exc: GeopyError) -> str:
     if isinstance(exc, GeocoderTimedOut):
         return "nominatim timed out"
     return f"nominatim failed: {exc.__class__.__name__}"
+
+
+def _retry_after(exc: GeopyError) -> float | None:
+    """Retry-After of a 429 (geopy reads it) or of another HTTP failure (e.g. 503)."""
+    seconds = getattr(exc, "retry_after", None)
+    if seconds is None:
+        headers = getattr(exc.__cause__, "headers", None)
+        seconds = get_retry_after(headers) if headers else None
+    return float(seconds) if seconds is not None else None
 
 
 @dataclass(frozen=True)
@@ -187,6 +216,8 @@ class Providers:
     min_interval_s: float = 1.0
     max_wait_s: float = 10.0
     max_address_attempts: int = 5
+    backoff_s: float = 5.0  # the address loop's first pause when the geocoder is down
+    backoff_max_s: float = 300.0  # its longest, also for a Retry-After
 
 
 def providers_from_settings(settings: GeocodingSettings) -> Providers:
@@ -212,4 +243,6 @@ def providers_from_settings(settings: GeocodingSettings) -> Providers:
         min_interval_s=settings.nominatim_min_interval_seconds,
         max_wait_s=settings.nominatim_max_wait_seconds,
         max_address_attempts=settings.nominatim_max_attempts,
+        backoff_s=settings.nominatim_backoff_seconds,
+        backoff_max_s=settings.nominatim_backoff_max_seconds,
     )

@@ -152,3 +152,13 @@ def location_by_centroid(centroid_of_plz: Coordinates | None) -> Location:
 def retry_delay_seconds(attempts: int, base: float = 60.0, cap: float = 3600.0) -> float:
     """Back-off before the next attempt at an address the geocoder could not answer."""
     return min(cap, base * 2 ** max(attempts - 1, 0))
+
+
+def provider_backoff_seconds(
+    failures: int, retry_after: float | None, base: float, cap: float
+) -> float:
+    """Pause of the address loop after `failures` failures of the geocoder in a row: the
+    provider's Retry-After when it sent one, else doubling from `base`; at most `cap`."""
+    if retry_after is not None and retry_after >= 0:
+        return min(cap, retry_after)
+    return min(cap, base * 2 ** max(failures - 1, 0))

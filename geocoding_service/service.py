@@ -614,10 +614,21 @@ def queue_therapist_addresses(uow: UnitOfWork) -> int:
     return queued
 
 
+class GeocoderDown(RuntimeError):
+    """The geocoder itself failed (unreachable, timed out, 429, 5xx, no turn at the rate
+    limit): the address loop pauses; no address is charged an attempt."""
+
+    def __init__(self, reason: str, retry_after: float | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
 def geocode_next_address(uow: UnitOfWork, providers: Providers) -> bool:
     """One step of the worker's address loop: claim a therapist address waiting for the
     geocoder, ask it (cache, shared rate limit), store the answer and announce a better
-    location. Returns False when nothing was waiting."""
+    location. Returns False when nothing was waiting; raises GeocoderDown when the
+    geocoder failed as a whole (the address keeps its attempts and its place)."""
     if providers.geocoder is None:
         return False
     claimed = _claim_pending_address(uow)
@@ -626,11 +637,11 @@ def geocode_next_address(uow: UnitOfWork, providers: Providers) -> bool:
     entity_id, fields = claimed
     address = therapist_address(*fields)
     assert address is not None
-    failure = None
+    failure: ProviderUnavailable | None = None
     try:
         found = locate_address(uow, providers, address)
     except ProviderUnavailable as exc:
-        failure, found = exc.reason, None
+        failure, found = exc, None
     with uow:
         row = uow.session.get(EntityLocation, ("therapist", entity_id), with_for_update=True)
         if (
@@ -638,7 +649,15 @@ def geocode_next_address(uow: UnitOfWork, providers: Providers) -> bool:
             or not row.address_pending
             or (row.street, row.postal_code, row.city) != fields
         ):
+            if failure is not None and failure.provider_down:
+                raise GeocoderDown(failure.reason, failure.retry_after)
             return True  # changed meanwhile: the newer event set what happens next
+        if failure is not None and failure.provider_down:
+            # not this address's fault: it keeps its attempts and is next once the loop
+            # has paused (the lease is given back)
+            row.address_retry_at = None
+            uow.commit()
+            raise GeocoderDown(failure.reason, failure.retry_after)
         if failure is not None:
             row.address_attempts += 1
             if row.address_attempts >= providers.max_address_attempts:
@@ -646,7 +665,7 @@ def geocode_next_address(uow: UnitOfWork, providers: Providers) -> bool:
                     "therapist %s: address not geocoded after %d attempts (%s); keeping %s",
                     entity_id,
                     row.address_attempts,
-                    failure,
+                    failure.reason,
                     row.precision or row.reason,
                 )
                 row.address_pending = False

@@ -24,6 +24,10 @@ class GeocodingSettings(ServiceSettings):
     nominatim_timeout_seconds: float = Field(default=5.0, gt=0)
     nominatim_max_wait_seconds: float = Field(default=10.0, gt=0)  # queueing for a turn
     nominatim_max_attempts: int = Field(default=5, ge=1)  # per therapist address
+    # the address loop pauses while Nominatim is down (429, 5xx, timeouts): doubling from
+    # the first pause up to the longest, which also caps a Retry-After
+    nominatim_backoff_seconds: float = Field(default=5.0, gt=0)
+    nominatim_backoff_max_seconds: float = Field(default=300.0, gt=0)
     # routing: OSRM's HTTP API; public transport is estimated unless a profile is named
     osrm_url: str | None = None
     osrm_timeout_seconds: float = Field(default=5.0, gt=0)

@@ -11,6 +11,7 @@ from geocoding_service import service
 from geocoding_service.handlers import SUBSCRIPTIONS, handlers
 from geocoding_service.models import INFRA
 from geocoding_service.providers import providers_from_settings
+from geocoding_service.rules import provider_backoff_seconds
 from geocoding_service.schemas import TOPIC
 from geocoding_service.settings import GeocodingSettings
 from shared.runtime import Loop, ServiceRuntime, worker_main
@@ -27,12 +28,22 @@ def loops(runtime: ServiceRuntime, idle_s: float = 1.0) -> Mapping[str, Loop]:
         return {}
 
     def geocode_addresses(stop: threading.Event) -> None:
+        failures = 0  # of the geocoder itself, in a row
         while not stop.is_set():
             try:
                 busy = service.geocode_next_address(runtime.database.unit_of_work(), providers)
+            except service.GeocoderDown as down:
+                failures += 1
+                pause = provider_backoff_seconds(
+                    failures, down.retry_after, providers.backoff_s, providers.backoff_max_s
+                )
+                log.warning("geocoder unavailable (%s): addresses wait %g s", down.reason, pause)
+                stop.wait(pause)
+                continue
             except Exception:
                 log.exception("address geocoding step failed")
                 busy = False
+            failures = 0
             if not busy:
                 stop.wait(idle_s)
 

@@ -8,6 +8,7 @@ so geocoding is tested over real HTTP without anything leaving the machine.
 
 Failures are queued per call: an HTTP status (429, 500, 503, ...), `"timeout"` (answers
 only after `slow_seconds`), `"garbage"` (not JSON) or `"no_route"` (OSRM's NoRoute).
+A 429 carries `Retry-After: <retry_after>` when that is set.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class FakeGeoServer:
 
     places: dict[str, tuple[float, float]] = field(default_factory=dict)
     slow_seconds: float = 2.0
+    retry_after: str | None = None
     requests: list[Seen] = field(default_factory=list)
     failures: deque[int | str] = field(default_factory=deque)
     port: int = field(default_factory=free_port)
@@ -77,7 +79,8 @@ class FakeGeoServer:
                 if failure == "timeout":
                     time.sleep(fake.slow_seconds)
                 if isinstance(failure, int):
-                    self._send(failure, {"error": "scripted failure"})
+                    extra = {"Retry-After": fake.retry_after} if failure == 429 else {}
+                    self._send(failure, {"error": "scripted failure"}, headers=extra)
                 elif failure == "garbage":
                     self._send(200, None, raw=b"<html>surprise</html>")
                 elif parts.path == "/search":
@@ -90,10 +93,19 @@ class FakeGeoServer:
                 else:
                     self._send(404, {"error": "unknown path"})
 
-            def _send(self, status: int, body: Any, raw: bytes | None = None) -> None:
+            def _send(
+                self,
+                status: int,
+                body: Any,
+                raw: bytes | None = None,
+                headers: dict[str, str | None] | None = None,
+            ) -> None:
                 data = raw if raw is not None else json.dumps(body).encode()
                 try:
                     self.send_response(status)
+                    for name, value in (headers or {}).items():
+                        if value is not None:
+                            self.send_header(name, value)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()

@@ -749,7 +749,7 @@ def test_addresses_located_before_a_geocoder_was_configured_can_be_queued(
     assert [e["precision"] for e in events] == ["plz", "address"]
 
 
-def test_address_the_geocoder_cannot_answer_is_retried_later_and_keeps_the_centroid(
+def test_address_whose_answer_is_unreadable_is_retried_later_and_keeps_the_centroid(
     geo_settings_for: Callable[..., Any], plz_tsv: Path, fake: FakeGeoServer, geo_engine: sa.Engine
 ) -> None:
     _with_providers(geo_settings_for, plz_tsv, fake)
@@ -770,20 +770,11 @@ def test_address_the_geocoder_cannot_answer_is_retried_later_and_keeps_the_centr
         handlers(settings),
         _therapist_event(therapist_id, 1, f"Teststraße {uuid.uuid4().hex[:6]}"),
     )
-    fake.fail_next(503, 503)
+    fake.fail_next("garbage", "garbage")
     assert service.geocode_next_address(database.unit_of_work(), providers)
 
     def state() -> tuple[bool, int]:
-        with geo_engine.connect() as connection:
-            pending, attempts = connection.execute(
-                sa.text(
-                    "SELECT address_pending, address_attempts "
-                    "FROM geocoding_service.entity_locations "
-                    "WHERE entity_type = 'therapist' AND entity_id = :id"
-                ),
-                {"id": therapist_id},
-            ).one()
-        return pending, attempts
+        return _address_state(geo_engine, therapist_id)
 
     assert state() == (True, 1)  # waits for its retry time: not claimed again at once
     assert not _claimable(geo_engine, therapist_id)
@@ -800,6 +791,76 @@ def test_address_the_geocoder_cannot_answer_is_retried_later_and_keeps_the_centr
     assert state() == (False, 2)  # given up: the centroid stays
     events = _location_events(geo_engine, f"therapist-{therapist_id}")
     assert [e["payload"]["precision"] for e in events] == ["plz"]
+
+
+def _address_state(engine: sa.Engine, therapist_id: int) -> tuple[bool, int]:
+    with engine.connect() as connection:
+        pending, attempts = connection.execute(
+            sa.text(
+                "SELECT address_pending, address_attempts "
+                "FROM geocoding_service.entity_locations "
+                "WHERE entity_type = 'therapist' AND entity_id = :id"
+            ),
+            {"id": therapist_id},
+        ).one()
+    return pending, attempts
+
+
+def test_geocoder_outage_pauses_the_address_loop_and_charges_no_address(
+    geo_settings_for: Callable[..., Any], plz_tsv: Path, fake: FakeGeoServer, geo_engine: sa.Engine
+) -> None:
+    from geocoding_service.worker import loops
+
+    _with_providers(geo_settings_for, plz_tsv, fake)
+    settings = geo_settings_for(
+        GeocodingSettings,
+        nominatim_url=fake.url,
+        nominatim_user_agent=USER_AGENT,
+        nominatim_min_interval_seconds=0,
+        nominatim_timeout_seconds=0.5,
+        nominatim_max_attempts=2,
+        nominatim_backoff_seconds=0.3,
+        nominatim_backoff_max_seconds=5,
+    )
+    runtime = ServiceRuntime.build(settings, INFRA)
+    database = runtime.database
+    providers = providers_from_settings(settings)
+    while service.geocode_next_address(database.unit_of_work(), providers):
+        pass  # addresses other tests left waiting: the next claim must be this test's
+    therapist_id = random.randint(100_000, 2_000_000)
+    street = f"Teststraße {uuid.uuid4().hex[:6]}"
+    _handle(database, handlers(settings), _therapist_event(therapist_id, 1, street))
+    fake.fail_next(503, 503, 503)  # more failures than the address has attempts
+    for _ in range(3):
+        with pytest.raises(service.GeocoderDown):
+            service.geocode_next_address(database.unit_of_work(), providers)
+        assert _address_state(geo_engine, therapist_id) == (True, 0)
+        assert _claimable(geo_engine, therapist_id)  # next in line, not pushed back
+
+    fake.retry_after = "1"
+    fake.fail_next(429, 503, "timeout")  # pauses: Retry-After 1 s, then 0.6 s, then 1.2 s
+    fake.requests.clear()
+    stop = threading.Event()
+    loop = threading.Thread(target=loops(runtime, idle_s=0.05)["addresses"], args=(stop,))
+    loop.start()
+    try:
+        wait_until(
+            lambda: len(_location_events(geo_engine, f"therapist-{therapist_id}")) == 2,
+            timeout=20,
+        )
+    finally:
+        stop.set()
+        loop.join(timeout=10)
+    database.dispose()
+    assert _address_state(geo_engine, therapist_id) == (False, 0)
+    events = _location_events(geo_engine, f"therapist-{therapist_id}")
+    assert events[-1]["payload"]["precision"] == "address"
+    at = [seen.at for seen in fake.hits("/search")]
+    assert len(at) == 4
+    gaps = [later - earlier for earlier, later in itertools.pairwise(at)]
+    assert gaps[0] >= 0.95  # Retry-After honoured
+    assert gaps[1] >= 0.55  # doubling: the second failure in a row
+    assert gaps[2] >= 1.65  # the 0.5 s timeout, then the third pause
 
 
 def _claimable(engine: sa.Engine, therapist_id: int) -> bool:

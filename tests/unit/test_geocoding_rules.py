@@ -19,6 +19,7 @@ from geocoding_service.rules import (
     normalise_address,
     parse_point,
     postal_codes_in,
+    provider_backoff_seconds,
     therapist_address,
 )
 from geocoding_service.settings import GeocodingSettings
@@ -185,6 +186,18 @@ def test_estimate_is_great_circle_times_detour_at_the_modes_speed() -> None:
     assert km[0] == pytest.approx(great_circle[0] * 1.5)
     assert minutes[0] == pytest.approx(km[0] / 30 * 60)
     assert math.isnan(policy.estimate(np.array([np.nan]), "car")[0][0])
+
+
+def test_geocoder_outage_pause_doubles_or_follows_retry_after_within_the_cap() -> None:
+    assert [provider_backoff_seconds(n, None, 5, 60) for n in (1, 2, 3, 4, 5)] == [
+        5,
+        10,
+        20,
+        40,
+        60,
+    ]
+    assert provider_backoff_seconds(3, 2.0, 5, 60) == 2.0  # the provider knows best
+    assert provider_backoff_seconds(1, 3600.0, 5, 60) == 60  # but not for an hour
 
 
 def test_nominatim_url_without_a_user_agent_is_refused_at_start() -> None:
