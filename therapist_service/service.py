@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -22,6 +22,7 @@ from therapist_service.directory.matching import (
     IMPORTED_FIELDS,
     CandidateIndex,
     directory_changes,
+    name_key,
 )
 from therapist_service.directory.records import (
     DUPLICATE_DIRECTORY_ID,
@@ -309,6 +310,8 @@ CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
 # batch is rolled back and done again on what that import committed.
 _RETRY_PGCODES = frozenset({"23505", "40P01", "40001"})
 _BATCH_ATTEMPTS = 3
+# advisory-lock namespace of the directory import's postal-code locks (patients use 1001)
+_IMPORT_LOCK_NAMESPACE = 1002
 
 
 @dataclass
@@ -335,6 +338,7 @@ class _FileState:
     name: str | None
     counts: ImportCounts = field(default_factory=ImportCounts)
     ids: set[str] = field(default_factory=set)
+    names: set[tuple[str, ...]] = field(default_factory=set)  # exact name keys of its records
     pending: int = 0
     read: bool = False
 
@@ -420,6 +424,14 @@ class _DirectoryImportRun:
             self._problem(self.errors, state, None, file.unreadable)
         parsed = parse_entries(file.entries)
         state.ids = {record.directory_id for record in parsed.records}
+        state.names = {
+            name_key(
+                record.fields.get("first_name"),
+                record.fields.get("last_name"),
+                str(record.fields.get("postal_code") or "").strip(),
+            )
+            for record in parsed.records
+        }
         for problem in parsed.problems:
             target = self.skipped if problem.skipped else self.errors
             self._problem(target, state, problem.directory_id, problem.reason)
@@ -458,7 +470,7 @@ class _DirectoryImportRun:
             outcomes = _import_batch(
                 self.uow,
                 [q.fields for q in batch],
-                _Reservations(reserved, written),
+                _Reservations(reserved, written, set().union(*(file.names for file in files))),
                 self.correlation_id,
             )
             for queued, outcome in zip(batch, outcomes, strict=True):
@@ -492,11 +504,13 @@ class _DirectoryImportRun:
 
 @dataclass(frozen=True)
 class _Reservations:
-    """Directory ids of the run that only their own entry may match (`reserved`), and those
-    of them already written in the batch's postal codes (`written`: not read again)."""
+    """Directory ids of the run that only their own entry may match (`reserved`), those of
+    them already written in the batch's postal codes (`written`: not read again), and the
+    exact name keys of the batch's files (`names`: never taken by the name-change key)."""
 
     reserved: set[str]
     written: set[str]
+    names: set[tuple[str, ...]] = field(default_factory=set)  # exact name keys of the files
 
 
 def _import_batch(
@@ -524,12 +538,12 @@ def _write_batch(
     correlation_id: str | None,
 ) -> list[str]:
     with uow:
+        _lock_areas(uow, batch)
         candidates = _lock_candidates(uow, batch, reservations.written)
         index = CandidateIndex(candidates, reservations.reserved)
         events: list[PendingEvent] = []
         outcomes: list[str] = []
-        for fields in batch:
-            found = index.match(fields)
+        for fields, found in zip(batch, index.match_all(batch, reservations.names), strict=True):
             outcomes.append(
                 CREATED
                 if found is None
@@ -558,6 +572,18 @@ def _write_batch(
             uow.emit(event)
         uow.commit()
     return outcomes
+
+
+def _lock_areas(uow: UnitOfWork, batch: list[dict[str, Any]]) -> None:
+    """Transaction-scoped advisory locks on the batch's postal codes, in sorted order: two
+    imports of one area take turns, so the second sees the person the first created and
+    matches them by name instead of creating them again (row locks cannot cover rows not
+    yet inserted). Released at commit or rollback, so safe under transaction pooling."""
+    for postal_code in sorted({fields["postal_code"] for fields in batch}):
+        uow.session.execute(
+            text("SELECT pg_advisory_xact_lock(:ns, hashtext(:plz))"),
+            {"ns": _IMPORT_LOCK_NAMESPACE, "plz": postal_code},
+        )
 
 
 def _lock_candidates(

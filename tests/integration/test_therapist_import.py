@@ -223,6 +223,43 @@ def test_a_name_change_is_matched_by_first_name_postal_code_street_and_title(
     assert changed == ["directory_id", "last_name"]
 
 
+def test_a_colleague_never_takes_over_a_therapist_a_later_entry_names_exactly(
+    client: Any, admin_headers: dict[str, str]
+) -> None:
+    mueller = entry(basic_info__title="Dipl.-Psych.", basic_info__last_name="Müller")
+    first_name = mueller["basic_info"]["first_name"]
+    added = client.post(
+        "/api/therapists",
+        json={
+            "title": "Dipl.-Psych.",
+            "first_name": first_name,
+            "last_name": "Müller",
+            "street": "Hauptstr. 1",
+            "postal_code": "04109",
+            "potentially_available": False,
+        },
+        headers=admin_headers,
+    ).json
+    block = {"reason": "asked not to be contacted"}
+    assert (
+        client.post(
+            f"/api/therapists/{added['id']}/block", json=block, headers=admin_headers
+        ).status_code
+        == 200
+    )
+    # her colleague at the same address, same first name and title, listed first
+    schmidt = edit(mueller, id=f"d-{uuid.uuid4().hex[:10]}", basic_info__last_name="Schmidt")
+
+    report = post_import(client, admin_headers, schmidt, mueller)
+
+    assert (report["created"], report["updated"]) == (1, 1)
+    kept = therapist(client, admin_headers, mueller)
+    assert kept["id"] == added["id"] and kept["last_name"] == "Müller"
+    assert kept["status"] == "blocked"
+    colleague = therapist(client, admin_headers, schmidt)
+    assert colleague["id"] != added["id"] and colleague["status"] == "active"
+
+
 def test_staff_owned_fields_survive_every_reimport(
     client: Any, admin_headers: dict[str, str], admin_engine: sa.Engine
 ) -> None:
@@ -506,6 +543,49 @@ def test_two_imports_of_the_same_file_at_once_create_no_duplicates(
     assert tuple(stored) == (300, 300)
     created = [e for e in events(admin_engine) if e["event_type"] == "therapist.created"]
     assert len(created) == 300
+
+
+def test_two_imports_naming_one_new_person_under_different_ids_create_one_therapist(
+    make_settings: Any, admin_engine: sa.Engine
+) -> None:
+    for _ in range(3):  # a race: a few rounds make an unlucky interleaving likely
+        person = entry()
+        files = [edit(person, id=f"d-{uuid.uuid4().hex[:10]}") for _ in range(2)]
+
+        assert not _import_at_once(make_settings, files)
+
+        with admin_engine.connect() as connection:
+            stored = connection.execute(
+                sa.text("SELECT count(*) FROM therapist_service.therapists WHERE first_name = :f"),
+                {"f": person["basic_info"]["first_name"]},
+            ).scalar_one()
+        assert stored == 1
+
+
+def _import_at_once(make_settings: Any, contents: list[dict[str, Any]]) -> list[BaseException]:
+    """Each entry imported as its own file by its own thread, all started together; the
+    failures."""
+    failures: list[BaseException] = []
+    start = threading.Barrier(len(contents))
+
+    def run_import(content: dict[str, Any]) -> None:
+        database = ServiceRuntime.build(make_settings(TherapistSettings), INFRA).database
+        try:
+            start.wait()
+            service.import_directory(
+                database.unit_of_work(), [SourceFile(None, [content])], source="race", batch_size=25
+            )
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            database.dispose()
+
+    threads = [threading.Thread(target=run_import, args=(c,)) for c in contents]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return failures
 
 
 def test_a_run_that_stops_keeps_what_it_committed_and_says_so_in_its_report(

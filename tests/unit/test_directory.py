@@ -271,6 +271,22 @@ def test_a_therapist_is_claimed_once_and_reserved_ids_are_found_only_by_id() -> 
     assert index.match(incoming(directory_id="second")) is None
 
 
+def test_the_name_change_key_never_takes_a_therapist_a_later_record_names_exactly() -> None:
+    mueller = Existing(5, "Anna", "Müller", "04109", street="Hauptstraße 12a", title="Dr.")
+    schmidt = incoming(directory_id="B", first_name="Anna", last_name="Schmidt")
+    exact = incoming(directory_id="A", first_name="Anna", last_name="Müller")
+
+    found = CandidateIndex([mueller], reserved={"A", "B"}).match_all([schmidt, exact])
+
+    assert found[0] is None
+    assert found[1] is not None and (found[1].therapist.id, found[1].key) == (5, BY_NAME)
+    # the exact record in a later batch of the same file: still not taken by name change
+    later = CandidateIndex([mueller], reserved={"A", "B"}).match_all(
+        [schmidt], incoming_names={("anna", "müller", "04109")}
+    )
+    assert later == [None]
+
+
 @dataclass
 class Stored:
     """A stored therapist's imported fields plus staff-owned ones."""

@@ -4,7 +4,7 @@ in it (SPEC.md §3). Pure: works on any objects with the therapist's attribute n
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -103,22 +103,52 @@ class CandidateIndex(Generic[C]):
                 self._by_name_change.setdefault(change_key, []).append(candidate)
 
     def match(self, fields: Mapping[str, Any]) -> Match[C] | None:
-        """The therapist `fields` (an incoming record) belongs to, claimed; None when new."""
-        found = self._by_id.get(fields["directory_id"])
-        if found is not None:
-            return self._claim(found, BY_DIRECTORY_ID)
-        by_name = name_key(fields["first_name"], fields["last_name"], fields["postal_code"])
-        found = self._first_unclaimed(self._by_name.get(by_name, ()))
-        if found is not None:
-            return self._claim(found, BY_NAME)
-        by_change = name_change_key(
-            fields["first_name"], fields["postal_code"], fields["street"], fields["title"]
-        )
-        if by_change is not None:
-            found = self._first_unclaimed(self._by_name_change.get(by_change, ()))
-            if found is not None:
-                return self._claim(found, BY_NAME_CHANGE)
-        return None
+        """The therapist one incoming record belongs to, claimed; None when new."""
+        return self.match_all([fields])[0]
+
+    def match_all(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        incoming_names: Collection[tuple[str, ...]] = (),
+    ) -> list[Match[C] | None]:
+        """The therapist each record belongs to (claimed; None when new), in record order.
+
+        Matched in passes over all the records: every directory id first, then every exact
+        name, only then the name-change key, so an earlier record never takes by "name
+        change" a therapist a later one names exactly. A therapist whose exact key (first
+        name, last name, postal code) is among the incoming names (`incoming_names` adds
+        those of records outside `records`, such as the rest of their files) is never taken
+        by the name-change key.
+        """
+        found: list[Match[C] | None] = [None] * len(records)
+        for position, fields in enumerate(records):
+            candidate = self._by_id.get(fields["directory_id"])
+            if candidate is not None:
+                found[position] = self._claim(candidate, BY_DIRECTORY_ID)
+        names = set(incoming_names)
+        for position, fields in enumerate(records):
+            key = name_key(fields["first_name"], fields["last_name"], fields["postal_code"])
+            names.add(key)
+            if found[position] is None:
+                candidate = self._first_unclaimed(self._by_name.get(key, ()))
+                if candidate is not None:
+                    found[position] = self._claim(candidate, BY_NAME)
+        for position, fields in enumerate(records):
+            if found[position] is not None:
+                continue
+            change_key = name_change_key(
+                fields["first_name"], fields["postal_code"], fields["street"], fields["title"]
+            )
+            if change_key is None:
+                continue
+            candidate = self._first_unclaimed(
+                c
+                for c in self._by_name_change.get(change_key, ())
+                if name_key(c.first_name, c.last_name, c.postal_code) not in names
+            )
+            if candidate is not None:
+                found[position] = self._claim(candidate, BY_NAME_CHANGE)
+        return found
 
     def _first_unclaimed(self, candidates: Iterable[C]) -> C | None:
         return next((c for c in candidates if c.id not in self._claimed), None)
