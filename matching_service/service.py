@@ -193,6 +193,9 @@ class SearchDetail:
     inquiries: list[dict[str, Any]] = field(default_factory=list)  # none until bundling
 
     def __getattr__(self, name: str) -> Any:
+        """The search's own columns (id, status, waiting_since, ...) read through."""
+        if name == "search":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.search, name)
 
     @property
