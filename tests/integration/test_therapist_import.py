@@ -364,7 +364,7 @@ def test_a_broken_entry_is_reported_with_its_id_and_the_rest_imports(
     assert errors[bad_plz["id"]].startswith("postal_code: String should match pattern")
     assert errors[None] == "id: a non-empty text or number is required"
     assert errors[bad_email["id"]].startswith("email: value is not a valid email address")
-    assert errors[bad_hours["id"]] == "telephone_hours.Mo: '09:00-08:00' ends before it starts"
+    assert errors[bad_hours["id"]] == "telephone_hours.Mo: a time range ends before it starts"
     assert errors[no_name["id"]].startswith("last_name: ")
     assert report["skipped"] == [
         {"directory_id": good[0]["id"], "reason": "duplicate_directory_id", "file": None}

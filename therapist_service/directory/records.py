@@ -28,7 +28,12 @@ WEEKDAY_KEYS = {
     **dict(zip(("mo", "di", "mi", "do", "fr", "sa", "so"), WEEKDAYS, strict=True)),
     **{day: day for day in WEEKDAYS},
 }
+# ... and back, to name a day in a reason the way the directory writes it
+DIRECTORY_DAYS = dict(zip(WEEKDAYS, ("Mo", "Di", "Mi", "Do", "Fr", "Sa", "So"), strict=True))
 SALUTATIONS = ("Herr", "Frau")
+# The longest time range read ("08:00 - 09:00 Uhr" with room to spare); longer text is
+# refused before any pattern looks at it
+MAX_TIME_RANGE_LENGTH = 40
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _MAYBE_CONTROL = re.compile(r"[\\\x7f-\x9f]")
@@ -226,33 +231,45 @@ def phone_hours(value: Any) -> dict[str, list[str]]:
     for key, ranges in value.items():
         day = WEEKDAY_KEYS.get(str(key).strip().rstrip(".").casefold())
         if day is None:
-            raise ValueError(f"telephone_hours.{key}: not a weekday (Mo, Di, Mi, Do, Fr, Sa, So)")
+            raise ValueError("telephone_hours: a key is not a weekday (Mo, Di, Mi, Do, Fr, Sa, So)")
         if isinstance(ranges, str):
             ranges = [ranges]
         if not isinstance(ranges, list) or not all(isinstance(item, str) for item in ranges):
-            raise ValueError(f"telephone_hours.{key}: must be a list of time ranges")
+            raise ValueError(
+                f"telephone_hours.{DIRECTORY_DAYS[day]}: must be a list of time ranges"
+            )
         try:
             normalised = [normalise_time_range(item) for item in ranges if item.strip()]
         except ValueError as exc:
-            raise ValueError(f"telephone_hours.{key}: {exc}") from None
+            raise ValueError(f"telephone_hours.{DIRECTORY_DAYS[day]}: {exc}") from None
         days.setdefault(day, []).extend(normalised)
     return {day: sorted(set(days[day]), key=parse_time_range) for day in WEEKDAYS if days.get(day)}
 
 
 def normalise_time_range(text: str) -> str:
-    """'8:00-9:00', '8.00 - 9.00 Uhr', '8-9' -> '08:00-09:00'; ValueError when malformed."""
-    cleaned = text.translate(_DASHES).casefold().replace("uhr", " ").strip()
+    """'8:00-9:00', '8.00 - 9.00 Uhr', '8-9' -> '08:00-09:00'; ValueError when malformed
+    (the reason never quotes the text)."""
+    if len(text) > MAX_TIME_RANGE_LENGTH:
+        raise ValueError(f"a time range is longer than {MAX_TIME_RANGE_LENGTH} characters")
+    # whitespace collapsed first: the separator pattern then meets at most single spaces
+    cleaned = " ".join(text.translate(_DASHES).casefold().replace("uhr", " ").split())
     parts = _RANGE_SEPARATOR.split(cleaned)
     if len(parts) != 2:
-        raise ValueError(f"'{text}' is not a time range like '8:00-9:00'")
-    start, end = (_time(part, text) for part in parts)
-    result = f"{start}-{end}"
-    parse_time_range(result)  # the platform's own check: in the day, start before end
-    return result
+        raise ValueError(_NOT_A_TIME_RANGE)
+    start, end = (_time(part) for part in parts)
+    if start >= end:
+        raise ValueError("a time range ends before it starts")
+    return f"{start}-{end}"
 
 
-def _time(part: str, text: str) -> str:
+_NOT_A_TIME_RANGE = "not a time range like '8:00-9:00'"
+
+
+def _time(part: str) -> str:
     found = _TIME.match(part.strip())
-    if not found:
-        raise ValueError(f"'{text}' is not a time range like '8:00-9:00'")
-    return f"{int(found[1]):02d}:{found[2] or '00'}"
+    if not found or int(found[2] or 0) >= 60:
+        raise ValueError(_NOT_A_TIME_RANGE)
+    hours, minutes = int(found[1]), int(found[2] or 0)
+    if hours * 60 + minutes > 24 * 60:
+        raise ValueError(_NOT_A_TIME_RANGE)
+    return f"{hours:02d}:{minutes:02d}"
