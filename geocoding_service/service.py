@@ -93,7 +93,8 @@ def import_postal_codes(
     """Load GeoNames data from a path or URL: one centroid per PLZ, all or nothing.
 
     A second import of the same data changes nothing. Entities that stayed unresolved for
-    want of their postal code are located (and announced) in the same transaction.
+    want of their postal code are located (and announced) in the same transaction, and
+    entities located at a centroid the import moved are moved with it (and announced).
     """
     say = progress or (lambda _message: None)
     started = time.perf_counter()
@@ -111,14 +112,18 @@ def import_postal_codes(
     )
     created = updated = 0
     total = len(data.postal_codes)
+    changed: list[str] = []
     with uow:
         for start in range(0, len(data.postal_codes), IMPORT_CHUNK):
             chunk = data.postal_codes[start : start + IMPORT_CHUNK]
-            for inserted in uow.session.execute(_upsert_postal_codes(chunk)).scalars():
+            for postal_code, inserted in uow.session.execute(_upsert_postal_codes(chunk)):
                 created += inserted
                 updated += not inserted
+                if not inserted:
+                    changed.append(postal_code)
             say(f"written {min(start + IMPORT_CHUNK, total)}/{total} postal codes")
         resolved = _locate_unresolved(uow)
+        moved = _relocate_moved_centroids(uow, changed)
         uow.commit()
     report = ImportReport(
         source=source,
@@ -134,7 +139,8 @@ def import_postal_codes(
     )
     say(
         f"done in {report.seconds:.1f} s: {created} created, {updated} updated, "
-        f"{report.unchanged} unchanged; {resolved} unresolved locations now resolved"
+        f"{report.unchanged} unchanged; {resolved} unresolved locations now resolved; "
+        f"{moved} locations moved with their postal code's centroid"
     )
     return report
 
@@ -167,7 +173,7 @@ def _upsert_postal_codes(chunk: Sequence[PostalCodeRecord]) -> Any:
             PostalCode.lat, PostalCode.lon, PostalCode.state, PostalCode.places
         ).is_distinct_from(tuple_(new.lat, new.lon, new.state, new.places)),
     ).returning(
-        literal_column("(xmax = 0)")
+        PostalCode.postal_code, literal_column("(xmax = 0)")
     )  # true: inserted; false: updated; unchanged rows: absent
 
 
@@ -591,6 +597,32 @@ def _locate_unresolved(uow: UnitOfWork) -> int:
     for row in rows:
         _apply(uow, row, location_by_centroid(known[row.postal_code]), None)
     return len(rows)
+
+
+def _relocate_moved_centroids(uow: UnitOfWork, changed: Sequence[str]) -> int:
+    """Entities located at the centroid of a postal code whose data changed: moved to the
+    new centroid and announced (a new version) where the centroid itself moved."""
+    moved = 0
+    for start in range(0, len(changed), IMPORT_CHUNK):
+        codes = set(changed[start : start + IMPORT_CHUNK])
+        rows = (
+            uow.session.execute(
+                select(EntityLocation)
+                .where(
+                    EntityLocation.resolved.is_(True),
+                    EntityLocation.precision == "plz",
+                    EntityLocation.postal_code.in_(sorted(codes)),
+                )
+                .order_by(EntityLocation.entity_type, EntityLocation.entity_id)
+                .with_for_update()
+            )
+            .scalars()
+            .all()
+        )
+        known = _centroids(uow, codes)
+        for row in rows:
+            moved += _apply(uow, row, location_by_centroid(known[row.postal_code]), None)
+    return moved
 
 
 def queue_therapist_addresses(uow: UnitOfWork) -> int:

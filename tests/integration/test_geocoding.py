@@ -676,6 +676,37 @@ def test_patient_is_located_at_its_plz_centroid_once_per_change_in_order(
     assert all(e["producer"] == "geocoding_service" for e in events)
 
 
+def test_reimport_that_moves_a_centroid_relocates_entities_located_there(
+    geo_settings_for: Callable[..., Any], client: Any, tmp_path: Path, geo_engine: sa.Engine
+) -> None:
+    code = f"3{random.randint(0, 9999):04d}"
+    data = tmp_path / "DE.txt"
+
+    def import_at(lat: float, lon: float) -> None:
+        data.write_text(tsv_line(code, "Irgendwo", "Sachsen-Anhalt", lat, lon) + "\n")
+        imported = client.post(
+            "/api/admin/plz-imports", json={"source": str(data)}, headers=HEADERS
+        )
+        assert imported.status_code == 200, imported.json
+
+    import_at(52.1, 11.6)
+    settings = geo_settings_for(GeocodingSettings)
+    database = ServiceRuntime.build(settings, INFRA).database
+    patient_id, other_id = random.randint(100_000, 2_000_000), random.randint(100_000, 2_000_000)
+    _handle(database, handlers(settings), _patient_event(patient_id, 1, code))
+    _handle(database, handlers(settings), _patient_event(other_id, 1, "04109"))
+    database.dispose()
+    import_at(52.2, 11.7)  # GeoNames corrected the places of this postal code
+    import_at(52.2, 11.7)  # the same again: nothing moves
+    events = [e["payload"] for e in _location_events(geo_engine, f"patient-{patient_id}")]
+    assert [(e["version"], e["lat"], e["lon"], e["precision"]) for e in events] == [
+        (1, 52.1, 11.6, "plz"),
+        (2, 52.2, 11.7, "plz"),
+    ]
+    assert events[1]["entity_version"] == 1 and events[1]["postal_code"] == code
+    assert len(_location_events(geo_engine, f"patient-{other_id}")) == 1
+
+
 def test_therapist_address_is_geocoded_later_by_the_worker_loop(
     geo_settings_for: Callable[..., Any], plz_tsv: Path, fake: FakeGeoServer, geo_engine: sa.Engine
 ) -> None:
