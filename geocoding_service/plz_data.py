@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from geocoding_service.rules import POSTAL_CODE, centroid
 
 MAX_REPORTED_ERRORS = 20
+MAX_UNPACKED_BYTES = 200 * 1024 * 1024  # the data file inside a ZIP (DE.txt is about 1 MB)
+_READ_CHUNK = 1 << 20
 COUNTRY = "DE"
 TSV_COLUMNS = 12
 # header names of the CSV conversion, and the GeoNames names some conversions use instead
@@ -81,10 +83,11 @@ class ParsedData:
     postal_codes: list[PostalCodeRecord]
 
 
-def parse(raw: bytes) -> ParsedData:
-    """Postal codes of a GeoNames file (TSV, ZIP with the TSV, or the CSV with header)."""
+def parse(raw: bytes, *, max_unpacked: int = MAX_UNPACKED_BYTES) -> ParsedData:
+    """Postal codes of a GeoNames file (TSV, ZIP with the TSV, or the CSV with header); a
+    ZIP's data file may unpack to at most `max_unpacked` bytes."""
     zipped = raw[:4] == b"PK\x03\x04"
-    text = _decode(_member_of_zip(raw) if zipped else raw)
+    text = _decode(_member_of_zip(raw, max_unpacked) if zipped else raw)
     first = text.split("\n", 1)[0]
     is_csv = "\t" not in first and _header_index(next(csv.reader([first]), [])) is not None
     rows, skipped = _collect(_csv_rows(text) if is_csv else _tsv_rows(text))
@@ -126,7 +129,7 @@ def aggregate(rows: Iterable[PlaceRow]) -> list[PostalCodeRecord]:
     return records
 
 
-def _member_of_zip(raw: bytes) -> bytes:
+def _member_of_zip(raw: bytes, max_unpacked: int) -> bytes:
     try:
         archive = zipfile.ZipFile(io.BytesIO(raw))
     except zipfile.BadZipFile:
@@ -146,10 +149,28 @@ def _member_of_zip(raw: bytes) -> bytes:
                 f"the ZIP archive must hold one data file ({COUNTRY}.txt), found "
                 f"{len(names)}: {', '.join(sorted(names)[:5]) or 'none'}"
             )
+        info = archive.getinfo(chosen[0])
+        too_large = PlzDataError(
+            f"{chosen[0]} in the ZIP archive unpacks to more than {_size_text(max_unpacked)}"
+        )
+        if info.file_size > max_unpacked:
+            raise too_large
         try:
-            return archive.read(chosen[0])
+            # read in chunks up to the limit: the size in the header is not trusted
+            with archive.open(info) as member:
+                chunks, size = [], 0
+                while chunk := member.read(min(_READ_CHUNK, max_unpacked + 1 - size)):
+                    size += len(chunk)
+                    if size > max_unpacked:
+                        raise too_large
+                    chunks.append(chunk)
+            return b"".join(chunks)
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
             raise PlzDataError(f"cannot read {chosen[0]} from the ZIP archive: {exc}") from None
+
+
+def _size_text(size: int) -> str:
+    return f"{size // 2**20} MB" if size >= 2**20 else f"{size} bytes"
 
 
 def _decode(raw: bytes) -> str:

@@ -81,6 +81,24 @@ def test_zip_download_is_read_like_the_tsv_inside_it() -> None:
     assert data.postal_codes == parse(TSV.encode()).postal_codes
 
 
+def test_zip_whose_data_file_unpacks_beyond_the_limit_is_refused() -> None:
+    big = (TSV + "\n") * 200  # compresses well: a small archive, 20 kB unpacked
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("DE.txt", big)
+    raw = buffer.getvalue()
+    assert len(raw) < 2_000
+    with pytest.raises(PlzDataError, match="unpacks to more than 10000 bytes"):
+        parse(raw, max_unpacked=10_000)
+    exactly = len(big.encode())
+    assert parse(raw, max_unpacked=exactly).format == "zip (geonames tsv)"  # at the limit
+    # a header claiming a small size: reading never goes past that claim
+    central = raw.rindex(b"PK\x01\x02")
+    lying = raw[: central + 24] + (100).to_bytes(4, "little") + raw[central + 28 :]
+    with pytest.raises(PlzDataError, match=r"DE\.txt"):
+        parse(lying, max_unpacked=10_000)
+
+
 def test_csv_with_header_is_read_with_quoted_places() -> None:
     data = parse(("\ufeff" + CSV).encode())
     assert data.format == "csv"
