@@ -8,6 +8,7 @@ at the shared rate limit in another, call, and store the answer in a third.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -274,7 +275,7 @@ def _take_turn_unless_cached(
     interval, stamps the row and commits; the next in line then sees the new time. The
     cache is read again under the lock: a query answered meanwhile takes no turn.
     """
-    wait_ms = int(providers.max_wait_s * 1000)
+    wait_ms = max(1, math.ceil(providers.max_wait_s * 1000))  # 0 ms would wait forever
     try:
         with uow:
             session = uow.session

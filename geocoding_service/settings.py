@@ -22,7 +22,8 @@ class GeocodingSettings(ServiceSettings):
     nominatim_user_agent: str | None = None
     nominatim_min_interval_seconds: float = Field(default=1.0, ge=0)
     nominatim_timeout_seconds: float = Field(default=5.0, gt=0)
-    nominatim_max_wait_seconds: float = Field(default=10.0, gt=0)  # queueing for a turn
+    # queueing for a turn; PostgreSQL's lock_timeout counts whole milliseconds (0: forever)
+    nominatim_max_wait_seconds: float = Field(default=10.0, ge=0.001)
     nominatim_max_attempts: int = Field(default=5, ge=1)  # per therapist address
     # the address loop pauses while Nominatim is down (429, 5xx, timeouts): doubling from
     # the first pause up to the longest, which also caps a Retry-After

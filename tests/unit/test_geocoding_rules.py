@@ -235,6 +235,19 @@ def test_nominatim_url_without_a_user_agent_is_refused_at_start() -> None:
     assert settings.osrm_profiles() == {"car": "driving", "transit": None}
 
 
+@pytest.mark.parametrize("seconds", [0, 0.0004, -1])
+def test_a_turn_wait_below_one_millisecond_is_refused(seconds: float) -> None:
+    # PostgreSQL's lock_timeout takes whole milliseconds, and 0 means waiting forever
+    with pytest.raises(ValueError, match="nominatim_max_wait_seconds"):
+        GeocodingSettings(database_url="postgresql://x@h/d", nominatim_max_wait_seconds=seconds)
+    assert (
+        GeocodingSettings(
+            database_url="postgresql://x@h/d", nominatim_max_wait_seconds=0.001
+        ).nominatim_max_wait_seconds
+        == 0.001
+    )
+
+
 def test_readme_states_the_geonames_attribution() -> None:
     assert "Postal code data © GeoNames, CC BY 4.0" in (ROOT / "README.md").read_text()
     assert "© GeoNames, CC BY 4.0" in (ROOT / "docs/services/geocoding_service.md").read_text()
