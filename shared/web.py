@@ -50,6 +50,9 @@ from shared.infrastructure import Infrastructure
 from shared.logs import request_id_var
 from shared.outbox import pending_summary
 from shared.settings import MEGABYTE
+from shared.text import MULTILINE as MULTILINE
+from shared.text import MultilineText as MultilineText
+from shared.text import control_characters
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +122,11 @@ class Operation:
 
     `max_body_bytes` overrides the app's `MAX_CONTENT_LENGTH` for this method (e.g. an
     import that takes a large file); larger bodies get a 413 before they are read.
+
+    `check_text=False` leaves out the body-wide control-character check (a 422 for one bad
+    text anywhere): only for a body whose parts are checked one by one by the method itself
+    (a directory import reports a bad entry and imports the rest), which then must check
+    every text it keeps (`shared.text.control_characters`).
     """
 
     summary: str
@@ -130,6 +138,7 @@ class Operation:
     paginated: bool = False
     errors: tuple[int, ...] = field(default=())
     max_body_bytes: int | None = None
+    check_text: bool = True
 
 
 def operation(summary: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -141,7 +150,7 @@ def operation(summary: str, **options: Any) -> Callable[[Callable[..., Any]], Ca
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
             authorise(op.role)
             if op.body is not None:
-                kwargs["body"] = parse_json(op.body, _json_body())
+                kwargs["body"] = parse_json(op.body, _json_body(), check_text=op.check_text)
             if op.query is not None:
                 kwargs["query"] = parse_model(op.query, _query_args(op.query), "query")
             return render(op, method(self, *args, **kwargs))
@@ -190,13 +199,14 @@ def parse_model(model: type[BaseModel], data: Any, location: str) -> BaseModel:
         parsed = model.model_validate(data)
     except ValidationError as exc:
         raise _validation_failed(exc, location) from None
-    _reject_control_characters(parsed, location)
+    reject_control_characters(parsed, location)
     return parsed
 
 
-def parse_json(model: type[BaseModel], raw: bytes) -> BaseModel:
+def parse_json(model: type[BaseModel], raw: bytes, *, check_text: bool = True) -> BaseModel:
     """Parse and validate a JSON body strictly: each value has its documented JSON type (no
-    `"5"` for 5, no `1` for true, no number for a date), else `ValidationFailed`.
+    `"5"` for 5, no `1` for true, no number for a date), else `ValidationFailed`; with
+    `check_text`, also a 422 for a control character in any text (see `Operation`).
 
     pydantic's parser bounds nesting depth (the stdlib's raises RecursionError: a 500)."""
     try:
@@ -208,7 +218,8 @@ def parse_json(model: type[BaseModel], raw: bytes) -> BaseModel:
                 "request body is not valid JSON", [{"field": "body", "message": invalid[0]}]
             ) from None
         raise _validation_failed(exc, "body") from None
-    _reject_control_characters(parsed, "body")
+    if check_text:
+        reject_control_characters(parsed, "body")
     return parsed
 
 
@@ -221,29 +232,11 @@ def _validation_failed(exc: ValidationError, location: str) -> ValidationFailed:
     return ValidationFailed(f"invalid {location}: {fields}", details)
 
 
-class _Multiline:
-    """Marker of `MultilineText`."""
-
-    def __repr__(self) -> str:
-        return "MULTILINE"
-
-
-MULTILINE = _Multiline()
-# Free text that may span lines (notes, descriptions): line feeds and tabs are allowed in it.
-# Every other text (names, emails, addresses, codes) holds no control character at all.
-MultilineText = Annotated[str, MULTILINE]
-
-# C0 controls, DEL and C1 controls. CR/LF in a name ends up in mail headers, CSV exports and
-# log lines; PostgreSQL text and jsonb cannot hold NUL at all.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CONTROL_BUT_LF_TAB = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def _reject_control_characters(parsed: BaseModel, location: str) -> None:
+def reject_control_characters(parsed: Any, location: str) -> None:
     """A 422 naming every text field (string values and keys, nested too) that holds a
     control character; `MultilineText` fields may hold line feeds and tabs."""
     found: dict[str, str] = {}
-    for path, char in _control_characters(parsed, "", multiline=False):
+    for path, char in control_characters(parsed):
         found.setdefault(path or location, char)
     if found:
         raise ValidationFailed(
@@ -256,41 +249,6 @@ def _reject_control_characters(parsed: BaseModel, location: str) -> None:
                 for path, char in sorted(found.items())
             ],
         )
-
-
-def _control_characters(value: Any, path: str, *, multiline: bool) -> Iterator[tuple[str, str]]:
-    if isinstance(value, BaseModel):
-        for name, info in type(value).model_fields.items():
-            yield from _control_characters(
-                getattr(value, name), _join(path, name), multiline=_is_multiline(info)
-            )
-        for name, item in (value.model_extra or {}).items():
-            yield from _control_characters(item, _join(path, name), multiline=False)
-    elif isinstance(value, str):
-        match = (_CONTROL_BUT_LF_TAB if multiline else _CONTROL).search(value)
-        if match:
-            yield path, match.group()
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _control_characters(key, _join(path, str(key)), multiline=False)
-            yield from _control_characters(item, _join(path, str(key)), multiline=multiline)
-    elif isinstance(value, list | tuple | set | frozenset):
-        for index, item in enumerate(value):
-            yield from _control_characters(item, _join(path, str(index)), multiline=multiline)
-
-
-def _join(path: str, part: str) -> str:
-    return f"{path}.{part}" if path else part
-
-
-def _is_multiline(info: FieldInfo) -> bool:
-    # `MultilineText` as the field's type lands in `metadata`; nested (`MultilineText | None`,
-    # `list[MultilineText]`) it stays in the annotation
-    return any(item is MULTILINE for item in info.metadata) or _mentions_multiline(info.annotation)
-
-
-def _mentions_multiline(annotation: Any) -> bool:
-    return any(arg is MULTILINE or _mentions_multiline(arg) for arg in get_args(annotation))
 
 
 def render(op: Operation, result: Any) -> tuple[Any, int]:

@@ -11,7 +11,7 @@ from shared.auth import Role
 from shared.db import Database
 from shared.errors import NotFound
 from shared.runtime import ServiceRuntime
-from shared.web import PageQuery, ResourceRoute, operation
+from shared.web import PageQuery, ResourceRoute, operation, reject_control_characters
 from therapist_service import service
 from therapist_service.directory.records import SourceFile
 from therapist_service.rules import PRACTICE_KEY
@@ -161,8 +161,11 @@ def therapist_import_list(max_body_bytes: int) -> type[Resource]:
             response=DirectoryImportOut,
             status=201,
             max_body_bytes=max_body_bytes,
+            check_text=False,  # entries are checked one by one: a bad one is reported
         )
         def post(self, body: DirectoryFile) -> Any:
+            # the rest of the body as every body is checked; the import checks each entry
+            reject_control_characters(body.model_copy(update={"therapists": []}), "body")
             return service.import_directory(
                 self.database.unit_of_work(),
                 [SourceFile(None, body.therapists)],

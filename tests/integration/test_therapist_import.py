@@ -434,13 +434,27 @@ def test_a_body_that_is_not_a_directory_file_is_422_naming_the_field(
     assert {detail["field"] for detail in response.json["error"]["details"]} == fields
 
 
-def test_control_characters_anywhere_in_the_body_are_refused(
+def test_control_characters_are_reported_per_entry_and_refused_in_the_metadata(
     client: Any, admin_headers: dict[str, str]
 ) -> None:
-    body = {"metadata": {}, "therapists": [entry(basic_info__last_name="Bei\x00spiel")]}
+    broken = entry(basic_info__last_name="Bei\x00spiel", contact={"x\x85y": "z"})
+    good = entry()
+
+    report = post_import(client, admin_headers, broken, good)
+
+    assert report["created"] == 1
+    assert report["errors"] == [
+        {
+            "directory_id": broken["id"],
+            "reason": "basic_info.last_name: must not contain control characters",
+            "file": None,
+        }
+    ]
+    therapist(client, admin_headers, good)
+    body = {"metadata": {"source": "scrape\x1b"}, "therapists": [entry()]}
     response = client.post("/api/therapist-imports", json=body, headers=admin_headers)
     assert response.status_code == 422
-    assert response.json["error"]["details"][0]["field"] == "therapists.0.basic_info.last_name"
+    assert [d["field"] for d in response.json["error"]["details"]] == ["metadata.source"]
 
 
 def test_ten_thousand_therapists_in_one_body_import_within_the_limit(

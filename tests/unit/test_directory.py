@@ -166,7 +166,9 @@ def test_children_only_entry_is_skipped_as_no_adult_treatment() -> None:
      ({"basic_info": "Maria"}, "basic_info: must be an object"),
      ({"languages": "Deutsch"}, "languages: must be a list of texts"),
      ({"telephone_hours": {"Mo": ["8-7"]}}, "telephone_hours.Mo: a time range ends before"),
-     ({"location": {"city": "Leip\x00zig"}}, "location.city: must not contain control")],
+     ({"location": {"city": "Leip\x00zig"}}, "location.city: must not contain control"),
+     ({"contact": {"fax\x00<script>": "1"}}, "contact: must not contain control"),
+     ({"telephone_hours": {"Mo": ["8-9\x85"]}}, "telephone_hours.Mo.0: must not contain")],
 )  # fmt: skip
 def test_malformed_entries_are_errors_naming_the_field(
     overrides: dict[str, Any], reason: str

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.text import CONTROL, control_characters
 from shared.weekly import WEEKDAYS, parse_time_range
 from therapist_service.directory.methods import adult_methods
 from therapist_service.rules import gender_from_salutation
@@ -31,11 +32,19 @@ WEEKDAY_KEYS = {
 # ... and back, to name a day in a reason the way the directory writes it
 DIRECTORY_DAYS = dict(zip(WEEKDAYS, ("Mo", "Di", "Mi", "Do", "Fr", "Sa", "So"), strict=True))
 SALUTATIONS = ("Herr", "Frau")
+# The fields of an entry (by parent; None: the top level), to name one in a reason
+_ENTRY_FIELDS: dict[str | None, tuple[str, ...]] = {
+    None: ("id", "basic_info", "location", "contact", "languages", "therapy_methods",
+           "telephone_hours"),
+    "basic_info": ("salutation", "title", "first_name", "last_name"),
+    "location": ("street", "house_number", "postal_code", "city"),
+    "contact": ("phone", "email", "fax"),
+}  # fmt: skip
+_LISTS = ("languages", "therapy_methods", *DIRECTORY_DAYS.values())
 # The longest time range read ("08:00 - 09:00 Uhr" with room to spare); longer text is
 # refused before any pattern looks at it
 MAX_TIME_RANGE_LENGTH = 40
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _MAYBE_CONTROL = re.compile(r"[\\\x7f-\x9f]")
 _DASHES = str.maketrans({"\u2013": "-", "\u2014": "-", "\u2212": "-"})
 _RANGE_SEPARATOR = re.compile(r"\s*(?:-|\bbis\b)\s*")
@@ -94,7 +103,7 @@ def parse_entry(entry: Any) -> DirectoryRecord:
     if not isinstance(entry, Mapping):
         raise EntryProblem(None, "entry: must be an object")
     directory_id = _directory_id(entry.get("id"))
-    bad_text = next(_control_characters(entry, ""), None)
+    bad_text = next(_control_characters(entry), None)
     if bad_text is not None:
         raise EntryProblem(directory_id, f"{bad_text}: must not contain control characters")
     try:
@@ -146,31 +155,36 @@ def _fields(entry: Mapping[str, Any], directory_id: str) -> dict[str, Any]:
 def _directory_id(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    if isinstance(value, str) and value.strip() and not _CONTROL.search(value):
+    if isinstance(value, str) and value.strip() and not CONTROL.search(value):
         return value.strip()
     raise EntryProblem(None, "id: a non-empty text or number is required")
 
 
-def _control_characters(value: Any, path: str) -> Iterator[str]:
-    """Paths of the texts (keys too) holding a control character."""
+def _control_characters(entry: Mapping[str, Any]) -> Iterator[str]:
+    """The fields of an entry holding a control character (`shared.text`'s rule), each named
+    by its known part only: a reason never quotes an input key."""
     # fast path: serialised, a C0 control appears only escaped (after a backslash) and a C1
     # control as itself; an entry with neither needs no walk
-    if not _MAYBE_CONTROL.search(json.dumps(value, ensure_ascii=False, default=str)):
+    if not _MAYBE_CONTROL.search(json.dumps(entry, ensure_ascii=False, default=str)):
         return
-    stack: list[tuple[Any, str]] = [(value, path)]
-    while stack:
-        item, where = stack.pop()
-        if isinstance(item, str):
-            if _CONTROL.search(item):
-                yield where or "entry"
-        elif isinstance(item, Mapping):
-            for key, child in item.items():
-                child_path = f"{where}.{key}" if where else str(key)
-                if isinstance(key, str) and _CONTROL.search(key):
-                    yield where or "entry"
-                stack.append((child, child_path))
-        elif isinstance(item, list):
-            stack.extend((child, f"{where}.{index}") for index, child in enumerate(item))
+    for path, _ in control_characters(entry):
+        yield _known_path(path)
+
+
+def _known_path(path: str) -> str:
+    """'location.city' as is; 'contact.x\x00y' -> 'contact'; 'telephone_hours.Mo.0' as is."""
+    known: list[str] = []
+    for part in path.split(".") if path else []:
+        parent = known[-1] if known else None
+        if part.isascii() and part.isdigit() and parent in _LISTS:
+            known.append(part)
+        elif parent == "telephone_hours" and part.strip().rstrip(".").casefold() in WEEKDAY_KEYS:
+            known.append(DIRECTORY_DAYS[WEEKDAY_KEYS[part.strip().rstrip(".").casefold()]])
+        elif part in _ENTRY_FIELDS.get(parent, ()):
+            known.append(part)
+        else:
+            break
+    return ".".join(known) or "entry"
 
 
 def _object(entry: Mapping[str, Any], key: str) -> Mapping[str, Any]:
