@@ -7,7 +7,7 @@ from typing import Self
 from pydantic import Field, field_validator, model_validator
 
 from geocoding_service.rules import DistancePolicy
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, empty_means_unset
 
 
 class GeocodingSettings(ServiceSettings):
@@ -49,7 +49,7 @@ class GeocodingSettings(ServiceSettings):
     )
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
+        return empty_means_unset(value)
 
     @field_validator("nominatim_url", "osrm_url")
     @classmethod

@@ -15,8 +15,8 @@ MEGABYTE = 1_048_576
 
 
 def empty_means_unset(value: object) -> object:
-    """An empty environment variable counts as not set."""
-    return None if value == "" else value
+    """An empty (or blank) environment variable counts as not set."""
+    return None if isinstance(value, str) and not value.strip() else value
 
 
 SERVICES = (

@@ -229,10 +229,12 @@ def test_nominatim_url_without_a_user_agent_is_refused_at_start() -> None:
         nominatim_user_agent="placement-test/1.0 (ops@example.org)",
         detour_factor_transit=1.7,
         osrm_profile_transit="",
+        osrm_url="  ",
     )
     assert settings.nominatim_url == "http://127.0.0.1:9"
     assert settings.distance_policy().detour["transit"] == 1.7
     assert settings.osrm_profiles() == {"car": "driving", "transit": None}
+    assert settings.osrm_url is None  # blank: not set
 
 
 @pytest.mark.parametrize("seconds", [0, 0.0004, -1])
