@@ -150,14 +150,16 @@ def test_only_therapists_treating_adults_are_imported(
             "Tiefenpsychologisch fundierte Psychotherapie - Erwachsene",
         ]
     )
-    report = post_import(client, admin_headers, children, unknown, mixed)
-    assert report["created"] == 1
+    adults_too = entry(therapy_methods=["Verhaltenstherapie - Jugendliche und Erwachsene"])
+    report = post_import(client, admin_headers, children, unknown, mixed, adults_too)
+    assert report["created"] == 2
     assert report["skipped"] == [
         {"directory_id": children["id"], "reason": "no_adult_treatment", "file": None},
-        {"directory_id": unknown["id"], "reason": "no_adult_treatment", "file": None},
+        {"directory_id": unknown["id"], "reason": "unrecognised_methods", "file": None},
     ]
     assert therapist(client, admin_headers, mixed)["therapy_methods"] == ["psychodynamic"]
-    assert len(events(admin_engine)) == 1
+    assert therapist(client, admin_headers, adults_too)["therapy_methods"] == ["behavioural"]
+    assert len(events(admin_engine)) == 2
 
 
 def test_a_known_directory_id_is_matched_even_after_a_move(

@@ -28,6 +28,7 @@ from therapist_service.directory.matching import (
 from therapist_service.directory.methods import adult_methods, classify_method
 from therapist_service.directory.records import (
     NO_ADULT_TREATMENT,
+    UNRECOGNISED_METHODS,
     EntryProblem,
     normalise_time_range,
     parse_entries,
@@ -214,6 +215,11 @@ def test_a_file_with_broken_entries_still_yields_the_good_ones() -> None:
      ("systemische  therapie \u2013 erwachsene", ("systemic", "adults")),
      ("Verhaltenstherapie - Kinder und Jugendliche", ("behavioural", "children")),
      ("Systemische Therapie - Kinder- und Jugendliche", ("systemic", "children")),
+     ("Verhaltenstherapie (Erwachsene)", ("behavioural", "adults")),
+     ("Verhaltenstherapie - Jugendliche und Erwachsene", ("behavioural", "adults")),
+     ("Verhaltenstherapie für Erwachsene", ("behavioural", "adults")),
+     ("Verhaltenstherapie (Kinder)", ("behavioural", "children")),
+     ("Analytische Psychotherapie für Jugendliche", ("analytic", "children")),
      ("Gruppenpsychotherapie - Erwachsene", None),
      ("Hypnose", None)],
 )  # fmt: skip
@@ -221,6 +227,14 @@ def test_directory_method_strings_map_to_method_values(
     text: str, expected: tuple[str, str] | None
 ) -> None:
     assert classify_method(text) == expected
+
+
+def test_an_entry_with_only_unknown_methods_is_skipped_as_unrecognised() -> None:
+    with pytest.raises(EntryProblem) as raised:
+        parse_entry(entry(therapy_methods=["Hypnose", "Gruppenpsychotherapie - Erwachsene"]))
+    assert raised.value.skipped and raised.value.reason == UNRECOGNISED_METHODS
+    fields = parse_entry(entry(therapy_methods=["Verhaltenstherapie für Erwachsene"])).fields
+    assert fields["therapy_methods"] == ["behavioural"]
 
 
 def test_adult_methods_come_in_catalogue_order_without_repeats() -> None:

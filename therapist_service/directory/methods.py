@@ -17,24 +17,27 @@ METHOD_NAMES = {
 ADULTS = "adults"
 CHILDREN = "children"
 
-# "<method> - Erwachsene" / "<method> - Kinder und Jugendliche"; no suffix means adults
-_AUDIENCE = re.compile(
-    r"^(?P<method>.*?)\s*-\s*"
-    r"(?:(?P<adults>erwachsene)|(?P<children>kinder\s*-?\s*und\s+jugendliche\w*))$"
-)
-_DASHES = str.maketrans({"\u2013": "-", "\u2014": "-", "\u2212": "-"})
+# The dashes the directory writes for a hyphen (en dash, em dash, minus sign)
+DASHES = str.maketrans({"\u2013": "-", "\u2014": "-", "\u2212": "-"})
+
+# The method and the audience are found separately, so "Verhaltenstherapie (Erwachsene)",
+# "Verhaltenstherapie - Jugendliche und Erwachsene" and "Verhaltenstherapie für Erwachsene"
+# read like "Verhaltenstherapie - Erwachsene"
+_METHOD = re.compile(r"\b(" + "|".join(re.escape(name) for name in METHOD_NAMES) + r")\b")
+_ADULTS = re.compile(r"\berwachsen")
+_CHILDREN = re.compile(r"\b(?:kinder|jugendlich)")
 
 
 def classify_method(text: str) -> tuple[str, str] | None:
-    """'Verhaltenstherapie - Erwachsene' -> ('behavioural', 'adults'); None when unknown."""
-    normalised = " ".join(text.translate(_DASHES).casefold().split())
-    audience = ADULTS
-    found = _AUDIENCE.match(normalised)
-    if found:
-        normalised = found["method"]
-        audience = CHILDREN if found["children"] else ADULTS
-    method = METHOD_NAMES.get(normalised)
-    return (method, audience) if method else None
+    """'Verhaltenstherapie - Erwachsene' -> ('behavioural', 'adults'); None when no known
+    method is named. The audience is adults when the text mentions adults or no audience at
+    all, children only when it mentions children or adolescents and not adults."""
+    normalised = " ".join(text.translate(DASHES).casefold().split())
+    found = _METHOD.search(normalised)
+    if found is None:
+        return None
+    children_only = bool(_CHILDREN.search(normalised)) and not _ADULTS.search(normalised)
+    return METHOD_NAMES[found[1]], CHILDREN if children_only else ADULTS
 
 
 def adult_methods(texts: Iterable[str]) -> list[str]:
@@ -45,3 +48,8 @@ def adult_methods(texts: Iterable[str]) -> list[str]:
         if found is not None and found[1] == ADULTS
     }
     return [method for method in THERAPY_METHODS if method in offered]
+
+
+def any_recognised(texts: Iterable[str]) -> bool:
+    """Whether any of the texts names a method the mapping knows."""
+    return any(classify_method(text) is not None for text in texts)

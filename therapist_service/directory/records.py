@@ -18,10 +18,11 @@ from typing import Any
 
 from shared.text import CONTROL, control_characters
 from shared.weekly import WEEKDAYS, parse_time_range
-from therapist_service.directory.methods import adult_methods
+from therapist_service.directory.methods import DASHES, adult_methods, any_recognised
 from therapist_service.rules import gender_from_salutation
 
 NO_ADULT_TREATMENT = "no_adult_treatment"
+UNRECOGNISED_METHODS = "unrecognised_methods"
 DUPLICATE_DIRECTORY_ID = "duplicate_directory_id"
 
 # The directory's weekday keys ("Mo", "Di", ...); the platform's own keys are accepted too
@@ -46,7 +47,6 @@ _LISTS = ("languages", "therapy_methods", *DIRECTORY_DAYS.values())
 MAX_TIME_RANGE_LENGTH = 40
 
 _MAYBE_CONTROL = re.compile(r"[\\\x7f-\x9f]")
-_DASHES = str.maketrans({"\u2013": "-", "\u2014": "-", "\u2212": "-"})
 _RANGE_SEPARATOR = re.compile(r"\s*(?:-|\bbis\b)\s*")
 _TIME = re.compile(r"^(\d{1,2})(?:[:.](\d{2}))?$")
 
@@ -115,9 +115,13 @@ def parse_entry(entry: Any) -> DirectoryRecord:
 
 
 def _fields(entry: Mapping[str, Any], directory_id: str) -> dict[str, Any]:
-    methods = adult_methods(_texts(entry, "therapy_methods"))
+    texts = _texts(entry, "therapy_methods")
+    methods = adult_methods(texts)
     if not methods:
-        raise EntryProblem(directory_id, NO_ADULT_TREATMENT, skipped=True)
+        # methods the mapping does not know are no proof of children-only treatment
+        unknown = texts and not any_recognised(texts)
+        reason = UNRECOGNISED_METHODS if unknown else NO_ADULT_TREATMENT
+        raise EntryProblem(directory_id, reason, skipped=True)
     basic = _object(entry, "basic_info")
     location = _object(entry, "location")
     contact = _object(entry, "contact")
@@ -266,7 +270,7 @@ def normalise_time_range(text: str) -> str:
     if len(text) > MAX_TIME_RANGE_LENGTH:
         raise ValueError(f"a time range is longer than {MAX_TIME_RANGE_LENGTH} characters")
     # whitespace collapsed first: the separator pattern then meets at most single spaces
-    cleaned = " ".join(text.translate(_DASHES).casefold().replace("uhr", " ").split())
+    cleaned = " ".join(text.translate(DASHES).casefold().replace("uhr", " ").split())
     parts = _RANGE_SEPARATOR.split(cleaned)
     if len(parts) != 2:
         raise ValueError(_NOT_A_TIME_RANGE)
