@@ -19,6 +19,7 @@ from therapist_service.schemas import (
     BlockRequest,
     DirectoryFile,
     DirectoryImportOut,
+    DirectoryImportSummary,
     PracticeOut,
     TherapistCreate,
     TherapistListQuery,
@@ -175,10 +176,10 @@ def therapist_import_list(max_body_bytes: int) -> type[Resource]:
             )
 
         @operation(
-            "List directory import reports, newest first",
+            "List directory import reports, newest first (counts only)",
             role=Role.ADMIN,
             query=PageQuery,
-            response=DirectoryImportOut,
+            response=DirectoryImportSummary,
             paginated=True,
         )
         def get(self, query: PageQuery) -> Any:

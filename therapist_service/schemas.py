@@ -304,3 +304,20 @@ class DirectoryImportOut(BaseModel):
     errors: list[ImportProblem]
     started_at: datetime
     finished_at: datetime | None
+
+
+class DirectoryImportSummary(BaseModel):
+    """One directory import run in the list of reports: its counts only (the skipped and
+    broken entries themselves are at `GET /api/therapist-imports/{id}`)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    source: str
+    created: int
+    updated: int
+    unchanged: int
+    skipped_count: int
+    error_count: int
+    started_at: datetime
+    finished_at: datetime | None

@@ -691,17 +691,25 @@ def get_directory_import(uow: UnitOfWork, import_id: int) -> DirectoryImport:
 
 
 def list_directory_imports(uow: UnitOfWork, query: PageQuery) -> Page:
-    """A page of import reports, newest first."""
+    """A page of import reports, newest first, with the number of skipped and broken
+    entries instead of the lists (those only in `get_directory_import`)."""
     with uow:
         total = uow.session.execute(select(func.count()).select_from(DirectoryImport)).scalar_one()
-        items = (
-            uow.session.execute(
-                select(DirectoryImport)
-                .order_by(DirectoryImport.id.desc())
-                .offset((query.page - 1) * query.per_page)
-                .limit(query.per_page)
+        rows = uow.session.execute(
+            select(
+                DirectoryImport.id,
+                DirectoryImport.source,
+                DirectoryImport.created,
+                DirectoryImport.updated,
+                DirectoryImport.unchanged,
+                func.jsonb_array_length(DirectoryImport.skipped).label("skipped_count"),
+                func.jsonb_array_length(DirectoryImport.errors).label("error_count"),
+                DirectoryImport.started_at,
+                DirectoryImport.finished_at,
             )
-            .scalars()
-            .all()
-        )
+            .order_by(DirectoryImport.id.desc())
+            .offset((query.page - 1) * query.per_page)
+            .limit(query.per_page)
+        ).all()
+    items = [dict(row._mapping) for row in rows]
     return Page(items=items, total=total, page=query.page, per_page=query.per_page)
