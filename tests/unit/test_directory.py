@@ -441,6 +441,11 @@ def test_places_come_from_geonames_csv_and_tab_separated_files(
         archive.write(tab, "DE.txt")
         archive.writestr("readme.md", "GeoNames")
     assert [p.postal_code for p in read_places(tmp_path / "DE.zip")] == ["37073"]
+    # GeoNames' own zip: readme.txt first
+    with zipfile.ZipFile(tmp_path / "geonames.zip", "w") as archive:
+        archive.writestr("readme.txt", "GeoNames postal codes\tsee DE.txt\tfor data\n")
+        archive.write(tab, "DE.txt")
+    assert [p.postal_code for p in read_places(tmp_path / "geonames.zip")] == ["37073"]
 
 
 @pytest.mark.parametrize(

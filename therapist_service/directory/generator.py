@@ -113,8 +113,7 @@ def read_places(source: str | Path) -> list[Place]:
     try:
         if path.suffix.lower() == ".zip":
             with zipfile.ZipFile(path) as archive:
-                member = next(n for n in archive.namelist() if n.lower().endswith(".txt"))
-                text = archive.read(member).decode("utf-8")
+                text = archive.read(_data_member(archive)).decode("utf-8")
         else:
             text = path.read_text(encoding="utf-8")
         lines = text.splitlines()
@@ -129,6 +128,21 @@ def read_places(source: str | Path) -> list[Place]:
     if not places:
         raise NoPlaceData(f"{path} holds no postal codes with place names")
     return places
+
+
+def _data_member(archive: zipfile.ZipFile) -> str:
+    """The GeoNames data file in a zip: `DE.txt`, else the one .txt that is not a readme
+    (GeoNames ships `readme.txt` next to it, as geocoding's reader also allows); raises
+    StopIteration when there is none."""
+    names = [
+        info.filename
+        for info in archive.infolist()
+        if not info.is_dir()
+        and info.filename.lower().endswith(".txt")
+        and not info.filename.lower().rsplit("/", 1)[-1].startswith("readme")
+    ]
+    preferred = [name for name in names if name.rsplit("/", 1)[-1] == "DE.txt"]
+    return next(iter(preferred or names))
 
 
 def is_place_name(text: str) -> bool:
