@@ -27,6 +27,7 @@ from shared.db import Database, InvalidDatabaseURL
 from shared.events import describe
 from shared.runtime import ServiceRuntime
 from shared.settings import load_settings
+from shared.text import control_characters
 from therapist_service import service
 from therapist_service.directory.folders import plan_import
 from therapist_service.directory.generator import NoPlaceData, generate_directory, read_places
@@ -75,6 +76,10 @@ def read_source_file(path: Path, name: str) -> SourceFile:
         if invalid:
             return SourceFile(name, unreadable=f"{name} is not valid JSON ({invalid[0]})")
         return SourceFile(name, unreadable=f"{name} is not a directory file: {describe(exc)}")
+    if next(control_characters(document.metadata), None) is not None:
+        # as the API's 422; entries are checked one by one by the import
+        reason = "metadata: must not contain control characters"
+        return SourceFile(name, unreadable=f"{name} is not a directory file: {reason}")
     return SourceFile(name, document.therapists)
 
 

@@ -710,6 +710,8 @@ def test_cli_reports_a_file_it_cannot_read_and_imports_the_others(
     monkeypatch.setenv("DATABASE_URL", role_url(database_url, "therapist_service"))
     (directory_folder / "urgent" / "99999.json").write_text("{not json")
     (directory_folder / "urgent" / "99998.json").write_text('{"therapists": 5}')
+    bad_metadata = {"metadata": {"source": "scrape\u001b[2J"}, "therapists": []}
+    (directory_folder / "urgent" / "99997.json").write_text(json.dumps(bad_metadata))
 
     assert main(["import-directory", str(directory_folder), "--quiet"]) == 1
 
@@ -718,6 +720,10 @@ def test_cli_reports_a_file_it_cannot_read_and_imports_the_others(
         captured.err
     )
     assert "error: urgent/99999.json is not valid JSON" in captured.err
+    assert (
+        "error: urgent/99997.json is not a directory file: metadata: must not contain control"
+        in captured.err
+    )
     assert " errors" in captured.out and "files imported" in captured.out
     assert main(["import-directory", str(directory_folder / "missing")]) == 2
 
