@@ -160,4 +160,7 @@ class Location(Base):
     precision: Mapped[str | None] = mapped_column(String(10))
     source: Mapped[str | None] = mapped_column(String(30))
     reason: Mapped[str | None] = mapped_column(String(100))
+    # the postal code the location was computed for (NULL: stored before it was kept);
+    # one that differs from the projection's is a location of an old address
+    postal_code: Mapped[str | None] = mapped_column(String(5))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))

@@ -202,6 +202,7 @@ class LocationResolvedView(BaseModel):
     entity_type: Literal["patient", "therapist"]
     entity_id: int = Field(ge=1, le=MAX_ID)
     version: int = Field(ge=1)
+    postal_code: str | None = Field(default=None, max_length=5)
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
     precision: str = Field(max_length=10)
@@ -216,6 +217,7 @@ class LocationUnresolvedView(BaseModel):
     entity_type: Literal["patient", "therapist"]
     entity_id: int = Field(ge=1, le=MAX_ID)
     version: int = Field(ge=1)
+    postal_code: str | None = Field(default=None, max_length=5)
     reason: str = Field(max_length=100)
 
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Table, and_, bindparam, func, literal, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from matching_service.models import (
@@ -53,52 +53,61 @@ PRODUCER = "matching_service"
 
 
 @functools.cache
-def _upsert_projection(model: type[Base], snapshot: type[BaseModel], key: str) -> Any:
-    """INSERT .. ON CONFLICT DO UPDATE .. WHERE newer, built once per projection (it runs per
-    event)."""
+def _upsert_newer(model: type[Base], columns: tuple[str, ...], keys: tuple[str, ...]) -> Any:
+    """INSERT .. ON CONFLICT (keys) DO UPDATE .. WHERE newer, built once per table and
+    shape (it runs per event)."""
     table = model.__table__
     assert isinstance(table, Table)
-    columns = [*snapshot.model_fields, "updated_at"]
     statement = pg_insert(table).values({name: bindparam(name) for name in columns})
     return statement.on_conflict_do_update(
-        index_elements=[table.c[key]],
-        set_={name: statement.excluded[name] for name in columns if name != key},
+        index_elements=[table.c[key] for key in keys],
+        set_={name: statement.excluded[name] for name in columns if name not in keys},
         where=table.c.version < statement.excluded.version,
-    ).returning(table.c[key])
+    ).returning(table.c[keys[-1]])
 
 
-def _apply_snapshot(
-    uow: UnitOfWork, model: type[Base], key: str, snapshot: BaseModel, version: int
+def _apply_newer(
+    uow: UnitOfWork, model: type[Base], keys: dict[str, Any], values: dict[str, Any]
 ) -> bool:
-    """Upsert a projection row unless it already holds this or a newer version.
+    """Upsert a row (`keys` and `values` with a `version`) unless it already holds this or
+    a newer version.
 
     A version implausibly far ahead of the one held (a forged or corrupt event) is refused
     with `InvalidEvent` (dead-lettered): applied, it would freeze the record against every
     later real event. Checked only for high versions, so the common case costs no query.
     """
-    entity_id = getattr(snapshot, key)
+    version = values["version"]
     if version > MAX_VERSION_JUMP:
         held = uow.session.execute(
-            select(model.version).where(getattr(model, key) == entity_id)  # type: ignore[attr-defined]
+            select(model.version).where(  # type: ignore[attr-defined]
+                *(getattr(model, name) == value for name, value in keys.items())
+            )
         ).scalar_one_or_none()
         if implausible_version(held, version):
+            entity = " ".join(str(value) for value in keys.values())
             raise InvalidEvent(
-                f"{model.__tablename__} {entity_id}: version {version} is implausibly far "
+                f"{model.__tablename__} {entity}: version {version} is implausibly far "
                 f"ahead of the version held ({held or 'none'})"
             )
-    values = {**snapshot.model_dump(), "updated_at": utcnow()}
-    statement = _upsert_projection(model, type(snapshot), key)
-    return uow.session.execute(statement, values).first() is not None
+    row = {**keys, **values, "updated_at": utcnow()}
+    statement = _upsert_newer(model, tuple(row), tuple(keys))
+    return uow.session.execute(statement, row).first() is not None
+
+
+def _apply_snapshot(uow: UnitOfWork, model: type[Base], key: str, snapshot: BaseModel) -> bool:
+    """Upsert a projection row unless it already holds this or a newer version."""
+    values = snapshot.model_dump()
+    return _apply_newer(uow, model, {key: values.pop(key)}, values)
 
 
 def apply_patient_snapshot(uow: UnitOfWork, snapshot: PatientSnapshot) -> bool:
     """Upsert the patient projection unless it already holds this or a newer version."""
-    return _apply_snapshot(uow, PatientProjection, "patient_id", snapshot, snapshot.version)
+    return _apply_snapshot(uow, PatientProjection, "patient_id", snapshot)
 
 
 def apply_therapist_snapshot(uow: UnitOfWork, snapshot: TherapistSnapshot) -> bool:
     """Upsert the therapist projection unless it already holds this or a newer version."""
-    return _apply_snapshot(uow, TherapistProjection, "therapist_id", snapshot, snapshot.version)
+    return _apply_snapshot(uow, TherapistProjection, "therapist_id", snapshot)
 
 
 def start_search(
@@ -124,7 +133,7 @@ def start_search(
                 f"for patients in status {allowed}",
                 {"patient_id": patient_id, "patient_status": patient.status},
             )
-        location = _location_problem(uow, "patient", patient_id)
+        location = _location_problem(uow, "patient", patient_id, patient.postal_code)
         if not patient.qualified or location is not None:
             unmet = [*patient.unmet_criteria, *(["location_unresolved"] if location else [])]
             details: dict[str, Any] = {"patient_id": patient_id, "unmet_criteria": unmet}
@@ -422,25 +431,7 @@ def apply_location(
     uow: UnitOfWork, location: LocationResolvedView | LocationUnresolvedView
 ) -> bool:
     """Upsert an entity's location (resolved or not) unless a newer version is held."""
-    key = (location.entity_type, location.entity_id)
-    key_columns = ("entity_type", "entity_id")
-    if location.version > MAX_VERSION_JUMP:
-        held = uow.session.execute(
-            select(Location.version).where(
-                Location.entity_type == key[0], Location.entity_id == key[1]
-            )
-        ).scalar_one_or_none()
-        if implausible_version(held, location.version):
-            raise InvalidEvent(
-                f"location of {key[0]} {key[1]}: version {location.version} is implausibly "
-                f"far ahead of the version held ({held or 'none'})"
-            )
-    values: dict[str, Any] = {
-        "entity_type": location.entity_type,
-        "entity_id": location.entity_id,
-        "version": location.version,
-        "updated_at": utcnow(),
-    }
+    values: dict[str, Any] = {"version": location.version, "postal_code": location.postal_code}
     if isinstance(location, LocationResolvedView):
         values.update(
             resolved=True,
@@ -454,25 +445,37 @@ def apply_location(
         values.update(
             resolved=False, lat=None, lon=None, precision=None, source=None, reason=location.reason
         )
-    insert = pg_insert(Location).values(values)
-    statement = insert.on_conflict_do_update(
-        index_elements=[Location.entity_type, Location.entity_id],
-        set_={name: insert.excluded[name] for name in values if name not in key_columns},
-        where=Location.version < insert.excluded.version,
-    ).returning(Location.entity_id)
-    return uow.session.execute(statement).first() is not None
+    keys = {"entity_type": location.entity_type, "entity_id": location.entity_id}
+    return _apply_newer(uow, Location, keys, values)
 
 
-def _location_problem(uow: UnitOfWork, entity_type: str, entity_id: int) -> str | None:
-    """None when the entity has a resolved location, else why not."""
+def _location_reason(
+    resolved: bool | None, reason: str | None, located_at: str | None, postal_code: str | None
+) -> str | None:
+    """None when a location row says the entity is placed at its current postal code, else
+    why not: no row, unresolved, or computed for another (old) postal code."""
+    if resolved is None:
+        return NOT_RESOLVED_YET
+    if not resolved:
+        return reason or NOT_RESOLVED_YET
+    if located_at is not None and postal_code is not None and located_at != postal_code:
+        return NOT_RESOLVED_YET  # the location event of the new address is on its way
+    return None
+
+
+def _location_problem(
+    uow: UnitOfWork, entity_type: str, entity_id: int, postal_code: str
+) -> str | None:
+    """None when the entity has a resolved location for `postal_code` (the one matching
+    holds for it), else why not."""
     held = uow.session.execute(
-        select(Location.resolved, Location.reason).where(
+        select(Location.resolved, Location.reason, Location.postal_code).where(
             Location.entity_type == entity_type, Location.entity_id == entity_id
         )
     ).first()
     if held is None:
         return NOT_RESOLVED_YET
-    return None if held.resolved else held.reason or NOT_RESOLVED_YET
+    return _location_reason(held.resolved, held.reason, held.postal_code, postal_code)
 
 
 @dataclass(frozen=True)
@@ -486,10 +489,18 @@ class Unlocated:
 
 def unlocated_entities(uow: UnitOfWork) -> list[Unlocated]:
     """Patients with an active search and active therapists that have no resolved location
-    (never matched: distance checks fail closed), patients first, by id."""
+    for their current postal code (never matched: distance checks fail closed), patients
+    first, by id."""
     with uow:
         patients = uow.session.execute(
-            select(PatientSearch.patient_id, Location.reason)
+            select(
+                PatientSearch.patient_id,
+                Location.resolved,
+                Location.reason,
+                Location.postal_code,
+                PatientProjection.postal_code,
+            )
+            .join(PatientProjection, PatientProjection.patient_id == PatientSearch.patient_id)
             .outerjoin(
                 Location,
                 and_(
@@ -497,11 +508,17 @@ def unlocated_entities(uow: UnitOfWork) -> list[Unlocated]:
                     Location.entity_id == PatientSearch.patient_id,
                 ),
             )
-            .where(PatientSearch.status == "active", Location.resolved.is_not(True))
+            .where(PatientSearch.status == "active", _not_located(PatientProjection.postal_code))
             .order_by(PatientSearch.patient_id)
         ).all()
         therapists = uow.session.execute(
-            select(TherapistProjection.therapist_id, Location.reason)
+            select(
+                TherapistProjection.therapist_id,
+                Location.resolved,
+                Location.reason,
+                Location.postal_code,
+                TherapistProjection.postal_code,
+            )
             .outerjoin(
                 Location,
                 and_(
@@ -509,10 +526,24 @@ def unlocated_entities(uow: UnitOfWork) -> list[Unlocated]:
                     Location.entity_id == TherapistProjection.therapist_id,
                 ),
             )
-            .where(TherapistProjection.status == "active", Location.resolved.is_not(True))
+            .where(
+                TherapistProjection.status == "active",
+                _not_located(TherapistProjection.postal_code),
+            )
             .order_by(TherapistProjection.therapist_id)
         ).all()
     return [
-        *(Unlocated("patient", pid, reason or NOT_RESOLVED_YET) for pid, reason in patients),
-        *(Unlocated("therapist", tid, reason or NOT_RESOLVED_YET) for tid, reason in therapists),
+        *(
+            Unlocated("patient", row[0], _location_reason(*row[1:]) or NOT_RESOLVED_YET)
+            for row in patients
+        ),
+        *(
+            Unlocated("therapist", row[0], _location_reason(*row[1:]) or NOT_RESOLVED_YET)
+            for row in therapists
+        ),
     ]
+
+
+def _not_located(postal_code: Any) -> ColumnElement[bool]:
+    """No resolved location row, or one computed for another postal code than `postal_code`."""
+    return or_(Location.resolved.is_not(True), Location.postal_code != postal_code)

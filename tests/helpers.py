@@ -98,9 +98,12 @@ def wait_until(condition: Callable[[], Any], timeout: float = 30.0, interval: fl
     raise AssertionError(f"condition not met within {timeout}s")
 
 
-def location_resolved(entity_type: str, entity_id: int, version: int = 1) -> Any:
+def location_resolved(
+    entity_type: str, entity_id: int, version: int = 1, postal_code: str = "10115"
+) -> Any:
     """A `location.resolved` envelope as geocoding publishes it (at Leipzig's centroid):
-    matching starts searches only for patients it has one for."""
+    matching starts searches only for patients it has one for, computed for the postal
+    code it holds (10115: `patient_body`'s)."""
     from geocoding_service.schemas import LOCATION_RESOLVED
 
     payload = {
@@ -108,7 +111,7 @@ def location_resolved(entity_type: str, entity_id: int, version: int = 1) -> Any
         "entity_id": entity_id,
         "version": version,
         "entity_version": version,
-        "postal_code": "04109",
+        "postal_code": postal_code,
         "lat": 51.3397,
         "lon": 12.3731,
         "precision": "plz",

@@ -98,9 +98,15 @@ def test_unknown_plz_leaves_the_patient_unresolved_and_matching_refuses_its_sear
 
 
 def _location(
-    entity_type: str, entity_id: int, version: int, *, postal_code: str | None = None
+    entity_type: str,
+    entity_id: int,
+    version: int,
+    *,
+    postal_code: str | None = None,
+    located_at: str = "04109",
 ) -> Envelope:
-    """A location event as geocoding publishes it (resolved unless `postal_code` is unknown)."""
+    """A location event as geocoding publishes it (resolved at `located_at` unless
+    `postal_code` is unknown)."""
     from geocoding_service.schemas import LOCATION_RESOLVED, LOCATION_UNRESOLVED
 
     common = {
@@ -108,7 +114,7 @@ def _location(
         "entity_id": entity_id,
         "version": version,
         "entity_version": version,
-        "postal_code": postal_code or "04109",
+        "postal_code": postal_code or located_at,
     }
     if postal_code is None:
         event, payload = (
@@ -142,7 +148,7 @@ def test_matching_lists_who_lacks_a_resolved_location_and_keeps_the_newest(
     located_therapist, unlocated_therapist, blocked_therapist = base, base + 1, base + 2
     for patient_id in (moved, never_located):
         _handle(database, MATCHING_HANDLERS, full_patient_event(patient_id, 1))
-    _handle(database, MATCHING_HANDLERS, _location("patient", moved, 1))
+    _handle(database, MATCHING_HANDLERS, _location("patient", moved, 1, located_at="10115"))
     started = matching.post("/api/patient-searches", json={"patient_id": moved}, headers=HEADERS)
     assert started.status_code == 201
     refused = matching.post(
@@ -156,7 +162,7 @@ def test_matching_lists_who_lacks_a_resolved_location_and_keeps_the_newest(
     }
     # the patient moves to a PLZ geocoding cannot place; an older event arrives late
     _handle(database, MATCHING_HANDLERS, _location("patient", moved, 3, postal_code="99991"))
-    _handle(database, MATCHING_HANDLERS, _location("patient", moved, 2))
+    _handle(database, MATCHING_HANDLERS, _location("patient", moved, 2, located_at="10115"))
     for therapist_id, status in (
         (located_therapist, "active"),
         (unlocated_therapist, "active"),
@@ -181,3 +187,50 @@ def test_matching_lists_who_lacks_a_resolved_location_and_keeps_the_newest(
     assert unlocated[("therapist", unlocated_therapist)] == "not_resolved_yet"
     assert ("therapist", located_therapist) not in unlocated
     assert ("therapist", blocked_therapist) not in unlocated  # never contacted anyway
+
+
+def test_location_of_an_old_postal_code_counts_as_not_resolved_yet(
+    geo_settings_for: Callable[..., Any],
+) -> None:
+    from tests.integration.test_event_flow import _patient_event as full_patient_event
+
+    settings = geo_settings_for(MatchingSettings)
+    database = ServiceRuntime.build(settings, MATCHING_INFRA).database
+    matching = create_matching_app(settings).test_client()
+    searching, starting = random.randint(100_000, 2_000_000), random.randint(2_000_001, 3_000_000)
+
+    def start(patient_id: int) -> Any:
+        return matching.post(
+            "/api/patient-searches", json={"patient_id": patient_id}, headers=HEADERS
+        )
+
+    def unlocated() -> dict[tuple[str, int], str]:
+        return {
+            (u.entity_type, u.entity_id): u.reason
+            for u in matching_service.unlocated_entities(database.unit_of_work())
+        }
+
+    for patient_id in (searching, starting):
+        _handle(database, MATCHING_HANDLERS, full_patient_event(patient_id, 1))  # 10115
+        _handle(
+            database, MATCHING_HANDLERS, _location("patient", patient_id, 1, located_at="10115")
+        )
+    assert start(searching).status_code == 201
+    # both move to 04109; geocoding's location events for the new address are on their way
+    for patient_id in (searching, starting):
+        _handle(database, MATCHING_HANDLERS, full_patient_event(patient_id, 2, postal_code="04109"))
+    refused = start(starting)
+    assert refused.status_code == 422
+    assert refused.json["error"]["details"] == {
+        "patient_id": starting,
+        "unmet_criteria": ["location_unresolved"],
+        "location_reason": "not_resolved_yet",
+    }
+    assert unlocated()[("patient", searching)] == "not_resolved_yet"
+    for patient_id in (searching, starting):
+        _handle(
+            database, MATCHING_HANDLERS, _location("patient", patient_id, 2, located_at="04109")
+        )
+    assert start(starting).status_code == 201
+    assert ("patient", searching) not in unlocated()
+    database.dispose()

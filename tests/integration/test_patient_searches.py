@@ -60,7 +60,7 @@ def start(database: Any, matching: Any, admin_headers: dict[str, str]) -> Callab
     def start(postal_code: str = "10115", patient_id: int | None = None) -> dict[str, Any]:
         patient_id = patient_id or _new_id()
         _handle(database, _patient_event(patient_id, 1, postal_code=postal_code))
-        _handle(database, location_resolved("patient", patient_id))
+        _handle(database, location_resolved("patient", patient_id, postal_code=postal_code))
         response = matching.post(
             "/api/patient-searches", json={"patient_id": patient_id}, headers=admin_headers
         )
