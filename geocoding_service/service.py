@@ -570,13 +570,13 @@ def _location_event(row: EntityLocation, correlation_id: str | None) -> PendingE
         payload.update(lat=row.lat, lon=row.lon, precision=row.precision, source=row.source)
     else:
         payload["reason"] = row.reason
-    envelope = event_type.build(  # validated against the payload schema here
+    return PendingEvent.of(  # validated against the payload schema here
+        event_type,
         producer=PRODUCER,
         aggregate_id=f"{row.entity_type}-{row.entity_id}",
         payload=payload,
         correlation_id=correlation_id,
     )
-    return PendingEvent(topic=event_type.topic, envelope=envelope)
 
 
 def _locate_unresolved(uow: UnitOfWork) -> int:

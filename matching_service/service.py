@@ -179,14 +179,12 @@ def start_search(
             contact_budget=search.contact_budget,
         )
         uow.emit(
-            PendingEvent(
-                SEARCH_STARTED.topic,
-                SEARCH_STARTED.build(
-                    producer=PRODUCER,
-                    aggregate_id=search.id,
-                    payload=payload,
-                    correlation_id=correlation_id,
-                ),
+            PendingEvent.of(
+                SEARCH_STARTED,
+                producer=PRODUCER,
+                aggregate_id=search.id,
+                payload=payload,
+                correlation_id=correlation_id,
             )
         )
         uow.commit()
@@ -334,14 +332,12 @@ def change_search_status(
             contact_budget=search.contact_budget,
         )
         uow.emit(
-            PendingEvent(
-                event.topic,
-                event.build(
-                    producer=PRODUCER,
-                    aggregate_id=search.id,
-                    payload=payload,
-                    correlation_id=correlation_id,
-                ),
+            PendingEvent.of(
+                event,
+                producer=PRODUCER,
+                aggregate_id=search.id,
+                payload=payload,
+                correlation_id=correlation_id,
             )
         )
         detail = _detail(uow, search)

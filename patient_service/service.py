@@ -316,7 +316,10 @@ def _event(
         two_year_rule_flag=qualification.two_year_rule_flag,
         changed_fields=changed,
     )
-    envelope = event_type.build(
-        producer=PRODUCER, aggregate_id=patient.id, payload=payload, correlation_id=correlation_id
+    return PendingEvent.of(
+        event_type,
+        producer=PRODUCER,
+        aggregate_id=patient.id,
+        payload=payload,
+        correlation_id=correlation_id,
     )
-    return PendingEvent(topic=event_type.topic, envelope=envelope)

@@ -6,6 +6,7 @@ import logging
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from kafka.errors import (
     CorruptRecordError,
@@ -16,11 +17,12 @@ from kafka.errors import (
     TopicAuthorizationFailedError,
     UnknownTopicOrPartitionError,
 )
+from pydantic import BaseModel
 from sqlalchemy import ColumnElement, and_, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import Database, utcnow
-from shared.events import Envelope
+from shared.events import Envelope, EventType
 from shared.infrastructure import RELAY_BUCKETS, Infrastructure
 from shared.kafka import HeldBack, OutgoingRecord, RobustProducer
 
@@ -57,6 +59,25 @@ class PendingEvent:
 
     topic: str
     envelope: Envelope
+
+    @classmethod
+    def of(
+        cls,
+        event_type: EventType,
+        *,
+        producer: str,
+        aggregate_id: object,
+        payload: BaseModel | dict[str, Any],
+        correlation_id: str | None = None,
+    ) -> PendingEvent:
+        """A new event of `event_type` (payload validated) bound for its topic."""
+        envelope = event_type.build(
+            producer=producer,
+            aggregate_id=aggregate_id,
+            payload=payload,
+            correlation_id=correlation_id,
+        )
+        return cls(topic=event_type.topic, envelope=envelope)
 
 
 class OutboxWriter:

@@ -292,13 +292,13 @@ def therapist_event(
         next_contactable_date=therapist.next_contactable_date,
         changed_fields=changed,
     )
-    envelope = event_type.build(
+    return PendingEvent.of(
+        event_type,
         producer=PRODUCER,
         aggregate_id=therapist.id,
         payload=payload,
         correlation_id=correlation_id,
     )
-    return PendingEvent(topic=event_type.topic, envelope=envelope)
 
 
 # ---------------------------------------------------------------- directory import
