@@ -18,14 +18,18 @@ from matching_service.schemas import (
     SearchOut,
     SearchStatusChange,
 )
+from matching_service.settings import MatchingSettings
 from shared.db import Database
 from shared.web import ResourceRoute, operation
 
 
-class _SearchResource(Resource):
-    def __init__(self, database: Database, default_budget: int) -> None:
+class _MatchingResource(Resource):
+    def __init__(self, database: Database, settings: MatchingSettings) -> None:
         self.database = database
-        self.default_budget = default_budget
+        self.settings = settings
+
+
+_SearchResource = _MatchingResource
 
 
 class SearchList(_SearchResource):
@@ -42,7 +46,7 @@ class SearchList(_SearchResource):
         return service.start_search(
             self.database.unit_of_work(),
             body.patient_id,
-            default_budget=self.default_budget,
+            default_budget=self.settings.default_contact_budget,
             correlation_id=g.request_id,
         )
 
@@ -102,9 +106,9 @@ class SearchExclusions(_SearchResource):
         return service.exclude_therapist(self.database.unit_of_work(), search_id, body)
 
 
-def routes(database: Database, default_budget: int) -> list[ResourceRoute]:
+def routes(database: Database, settings: MatchingSettings) -> list[ResourceRoute]:
     """The resources of this service with their dependencies."""
-    deps = {"database": database, "default_budget": default_budget}
+    deps = {"database": database, "settings": settings}
     return [
         ResourceRoute(SearchList, "/api/patient-searches", deps),
         ResourceRoute(SearchItem, "/api/patient-searches/<id:search_id>", deps),

@@ -18,5 +18,5 @@ def create_app(settings: MatchingSettings | None = None) -> Flask:
         settings,
         INFRA,
         title="Matching service",
-        routes=lambda runtime: api.routes(runtime.database, settings.default_contact_budget),
+        routes=lambda runtime: api.routes(runtime.database, settings),
     )

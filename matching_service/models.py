@@ -35,6 +35,18 @@ class Base(DeclarativeBase):
 INFRA = infrastructure_of(Base.metadata)
 
 OPEN_SEARCH_STATUSES = ("active", "paused", "in_trial")
+# an inquiry is open (its practice gets no other) until it is answered or closed
+OPEN_INQUIRY_STATUSES = ("unsent", "sent")
+INQUIRY_STATUSES = ("unsent", "sent", "answered", "closed")
+INQUIRY_PATIENT_STATUSES = ("open", "withdrawn", "answered")
+OUTCOMES = (
+    "accepted",
+    "rejected_capacity",
+    "rejected_unsuitable",
+    "rejected_other",
+    "no_show",
+    "in_trial_sessions",
+)
 
 
 class PatientProjection(Base):
@@ -110,6 +122,17 @@ class PatientSearch(Base):
             postgresql_where=text("status IN ('active', 'paused', 'in_trial')"),
         ),
         Index("ix_patient_searches_status_waiting", "status", "waiting_since"),
+        # the budget is never exceeded, whatever runs at once
+        CheckConstraint("contacts_used <= contact_budget", name="budget_not_exceeded"),
+        CheckConstraint(
+            "status IN ('active', 'paused', 'in_trial', 'successful', 'cancelled')",
+            name="status_values",
+        ),
+        # a search in trial (or successful) names its therapist
+        CheckConstraint(
+            "status NOT IN ('in_trial', 'successful') OR placed_therapist_id IS NOT NULL",
+            name="placed_therapist_when_claimed",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -121,6 +144,11 @@ class PatientSearch(Base):
     contacts_used: Mapped[int] = mapped_column(server_default=text("0"))
     # staff's reason for the last status change (kept here, never put in events)
     status_reason: Mapped[str | None] = mapped_column(Text)
+    # the therapist whose acceptance (or manual placement) claimed the search
+    placed_therapist_id: Mapped[int | None]
+    claimed_at: Mapped[datetime | None]
+    # when the search became successful or cancelled
+    ended_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
 
@@ -164,3 +192,125 @@ class Location(Base):
     # one that differs from the projection's is a location of an old address
     postal_code: Mapped[str | None] = mapped_column(String(5))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
+
+
+class BundleRun(Base):
+    """One run of the bundler over the projections; a dry run writes only this record."""
+
+    __tablename__ = "bundle_runs"
+    __table_args__ = (Index("ix_bundle_runs_created_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dry_run: Mapped[bool]
+    # the day the run planned for (`--as-of`/now): cooling and waiting times count from it
+    as_of: Mapped[datetime]
+    postal_code_prefix: Mapped[str | None] = mapped_column(String(5))
+    therapist_ids: Mapped[list[int] | None] = mapped_column(JSONB)
+    # token name of the caller (or the command that ran it)
+    created_by: Mapped[str] = mapped_column(String(100))
+    searches_considered: Mapped[int] = mapped_column(server_default=text("0"))
+    therapists_considered: Mapped[int] = mapped_column(server_default=text("0"))
+    inquiries_created: Mapped[int] = mapped_column(server_default=text("0"))
+    seconds: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    # the answer of POST /api/bundle-runs: inquiries, left_out, therapists_without_inquiry
+    result: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
+
+
+class Inquiry(Base):
+    """One inquiry (bundle) to one therapist, for their practice (SPEC.md §6)."""
+
+    __tablename__ = "inquiries"
+    __table_args__ = (
+        # one open (unsent, or sent and unanswered) inquiry per practice, whatever runs at once
+        Index(
+            "uq_inquiries_one_open_per_practice",
+            "practice_key",
+            unique=True,
+            postgresql_where=text("status IN ('unsent', 'sent')"),
+        ),
+        Index("ix_inquiries_therapist_id", "therapist_id", "created_at"),
+        Index("ix_inquiries_status_sent_at", "status", "sent_at"),
+        CheckConstraint("status IN ('unsent', 'sent', 'answered', 'closed')", name="status_values"),
+        CheckConstraint("channel IN ('email', 'phone', 'link')", name="channel_values"),
+        CheckConstraint("sent_via IN ('email', 'phone')", name="sent_via_values"),
+        CheckConstraint(
+            "original_size >= 1 AND current_size BETWEEN 0 AND original_size",
+            name="sizes",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    bundle_run_id: Mapped[int | None] = mapped_column(ForeignKey(BundleRun.id))
+    therapist_id: Mapped[int]
+    practice_key: Mapped[str] = mapped_column(String(20))
+    # how it came to be: a bundle run, staff by hand, or a conflict's replacement offer
+    origin: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), server_default=text("'unsent'"))
+    original_size: Mapped[int]
+    current_size: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
+    sent_at: Mapped[datetime | None]
+    sent_via: Mapped[str | None] = mapped_column(String(10))
+    # the first answer (any channel) ends the inquiry's open state and starts cooling
+    answered_at: Mapped[datetime | None]
+    response_type: Mapped[str | None] = mapped_column(String(30))
+    channel: Mapped[str | None] = mapped_column(String(10))
+    # staff notes on the answer (free text: never put in events)
+    notes: Mapped[str | None] = mapped_column(Text)
+    # set once when inquiry.follow_up_due was emitted (emitted at most once)
+    follow_up_due_at: Mapped[datetime | None]
+    # closed unanswered after INQUIRY_CLOSE_AFTER_DAYS (response_type no_response)
+    closed_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
+
+
+class InquiryPatient(Base):
+    """One patient (search) in an inquiry, at its position, with the therapist's outcome."""
+
+    __tablename__ = "inquiry_patients"
+    __table_args__ = (
+        PrimaryKeyConstraint("inquiry_id", "search_id"),
+        UniqueConstraint("inquiry_id", "position"),
+        Index("ix_inquiry_patients_search_id", "search_id"),
+        CheckConstraint("status IN ('open', 'withdrawn', 'answered')", name="status_values"),
+        CheckConstraint(
+            "outcome IS NULL OR outcome IN ('accepted', 'rejected_capacity', "
+            "'rejected_unsuitable', 'rejected_other', 'no_show', 'in_trial_sessions')",
+            name="outcome_values",
+        ),
+    )
+
+    inquiry_id: Mapped[int] = mapped_column(ForeignKey(Inquiry.id), autoincrement=False)
+    search_id: Mapped[int] = mapped_column(ForeignKey(PatientSearch.id), autoincrement=False)
+    patient_id: Mapped[int]
+    position: Mapped[int]
+    status: Mapped[str] = mapped_column(String(20), server_default=text("'open'"))
+    distance_km: Mapped[float | None] = mapped_column(Double)
+    outcome: Mapped[str | None] = mapped_column(String(30))
+    outcome_at: Mapped[datetime | None]
+    # an acceptance that came after another therapist had claimed the search
+    conflict: Mapped[bool] = mapped_column(server_default=text("false"))
+    replacement_offers: Mapped[list[int] | None] = mapped_column(JSONB)
+    withdrawn_at: Mapped[datetime | None]
+    # why it was withdrawn: claimed elsewhere, search cancelled, ...
+    withdrawn_reason: Mapped[str | None] = mapped_column(String(30))
+
+
+class CoolingPeriod(Base):
+    """A practice not contacted until `until` (SPEC.md §7); an override ends it early."""
+
+    __tablename__ = "cooling_periods"
+    __table_args__ = (Index("ix_cooling_periods_practice_key", "practice_key", "until"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    practice_key: Mapped[str] = mapped_column(String(20))
+    therapist_ids: Mapped[list[int]] = mapped_column(JSONB)
+    # the inquiry whose answer (or closing) started it
+    inquiry_id: Mapped[int | None] = mapped_column(ForeignKey(Inquiry.id))
+    starts_on: Mapped[date]
+    until: Mapped[date]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
+    overridden_at: Mapped[datetime | None]
+    overridden_by: Mapped[str | None] = mapped_column(String(100))
+    override_reason: Mapped[str | None] = mapped_column(Text)

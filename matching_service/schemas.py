@@ -182,9 +182,13 @@ class SearchStartedPayload(BaseModel):
 
 
 class SearchStatusChangedPayload(SearchStartedPayload):
-    """Payload of search.paused, search.resumed and search.cancelled (no staff reason)."""
+    """Payload of search.paused|resumed|cancelled|claimed|succeeded|failed_trial (no staff
+    reason): claimed, succeeded and failed_trial name the therapist of the trial."""
 
     previous_status: SearchStatus
+    therapist_id: int | None = None
+    # the inquiry whose acceptance claimed the search (none: a manual placement)
+    inquiry_id: int | None = None
 
 
 SEARCH_TOPIC = "search-events"
@@ -192,6 +196,184 @@ SEARCH_STARTED = EventType("search.started", 1, SearchStartedPayload, SEARCH_TOP
 SEARCH_PAUSED = EventType("search.paused", 1, SearchStatusChangedPayload, SEARCH_TOPIC)
 SEARCH_RESUMED = EventType("search.resumed", 1, SearchStatusChangedPayload, SEARCH_TOPIC)
 SEARCH_CANCELLED = EventType("search.cancelled", 1, SearchStatusChangedPayload, SEARCH_TOPIC)
+SEARCH_CLAIMED = EventType("search.claimed", 1, SearchStatusChangedPayload, SEARCH_TOPIC)
+SEARCH_SUCCEEDED = EventType("search.succeeded", 1, SearchStatusChangedPayload, SEARCH_TOPIC)
+SEARCH_FAILED_TRIAL = EventType("search.failed_trial", 1, SearchStatusChangedPayload, SEARCH_TOPIC)
+
+Outcome = Literal[
+    "accepted",
+    "rejected_capacity",
+    "rejected_unsuitable",
+    "rejected_other",
+    "no_show",
+    "in_trial_sessions",
+]
+ResponseType = Literal["full_acceptance", "partial_acceptance", "full_rejection", "no_response"]
+InquiryStatus = Literal["unsent", "sent", "answered", "closed"]
+
+
+class InquiryPatientSummary(BaseModel):
+    """One patient of inquiry.created, anonymised (SPEC.md §6): what the email shows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    search_id: int
+    patient_id: int
+    # the reference the therapist quotes back (never a name)
+    reference: str
+    position: int
+    age: int
+    gender: str
+    diagnosis: str | None
+    symptoms: list[str]
+    # statutory | private | unknown (the insurer's name is not sent)
+    insurer_type: str
+    availability: dict[str, list[str]]
+    distance_km: float | None
+    two_year_rule_flag: bool
+    # outcome -> signed URL that records that answer for this patient
+    answer_links: dict[str, str]
+
+
+class InquiryCreatedPayload(BaseModel):
+    """Payload of inquiry.created: everything communication needs to write to the therapist
+    (contact data it fetches from therapist_service when it sends)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inquiry_id: int
+    therapist_id: int
+    practice_key: str
+    origin: Literal["bundle_run", "manual", "replacement"]
+    bundle_run_id: int | None
+    created_at: datetime
+    # the answer links expire then
+    answer_links_valid_until: datetime
+    patients: list[InquiryPatientSummary]
+
+
+class InquirySentPayload(BaseModel):
+    """Payload of inquiry.sent (the email went out, or the call reached the therapist)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inquiry_id: int
+    therapist_id: int
+    practice_key: str
+    sent_at: datetime
+    sent_via: Literal["email", "phone"]
+
+
+class AnsweredPatient(BaseModel):
+    """One patient of inquiry.answered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    search_id: int
+    patient_id: int
+    outcome: Outcome
+    # the acceptance came after another therapist claimed the patient
+    conflict: bool = False
+    replacement_offers: list[int] = Field(default_factory=list)
+
+
+class InquiryAnsweredPayload(BaseModel):
+    """Payload of inquiry.answered (no staff notes: free text stays in matching)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inquiry_id: int
+    therapist_id: int
+    practice_key: str
+    response_type: ResponseType
+    channel: Literal["email", "phone", "link"]
+    answered_at: datetime
+    patients: list[AnsweredPatient]
+
+
+class InquiryPatientWithdrawnPayload(BaseModel):
+    """Payload of inquiry.patient_withdrawn: a patient no longer offered in an open inquiry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inquiry_id: int
+    therapist_id: int
+    practice_key: str
+    search_id: int
+    patient_id: int
+    # claimed_elsewhere | search_cancelled | search_succeeded | ...
+    reason: str
+    # the therapist received the inquiry already: tell them
+    inform_therapist: bool
+    current_size: int
+
+
+class InquiryFollowUpDuePayload(BaseModel):
+    """Payload of inquiry.follow_up_due: sent, unanswered for FOLLOW_UP_AFTER_DAYS."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inquiry_id: int
+    therapist_id: int
+    practice_key: str
+    sent_at: datetime
+    due_since: datetime
+    search_ids: list[int]
+
+
+class InquiryClosedPayload(BaseModel):
+    """Payload of inquiry.closed: no answer after INQUIRY_CLOSE_AFTER_DAYS (no_response)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inquiry_id: int
+    therapist_id: int
+    practice_key: str
+    response_type: Literal["no_response"]
+    closed_at: datetime
+
+
+INQUIRY_TOPIC = "inquiry-events"
+INQUIRY_CREATED = EventType("inquiry.created", 1, InquiryCreatedPayload, INQUIRY_TOPIC)
+INQUIRY_SENT = EventType("inquiry.sent", 1, InquirySentPayload, INQUIRY_TOPIC)
+INQUIRY_ANSWERED = EventType("inquiry.answered", 1, InquiryAnsweredPayload, INQUIRY_TOPIC)
+INQUIRY_PATIENT_WITHDRAWN = EventType(
+    "inquiry.patient_withdrawn", 1, InquiryPatientWithdrawnPayload, INQUIRY_TOPIC
+)
+INQUIRY_FOLLOW_UP_DUE = EventType(
+    "inquiry.follow_up_due", 1, InquiryFollowUpDuePayload, INQUIRY_TOPIC
+)
+INQUIRY_CLOSED = EventType("inquiry.closed", 1, InquiryClosedPayload, INQUIRY_TOPIC)
+
+
+class CoolingStartedPayload(BaseModel):
+    """Payload of cooling.started: the practice is not contacted before `until`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    practice_key: str
+    therapist_ids: list[int]
+    starts_on: date
+    until: date
+    inquiry_id: int | None
+
+
+class CoolingOverriddenPayload(BaseModel):
+    """Payload of cooling.overridden: staff ended the practice's cooling early (the reason
+    is in matching's records, not in the event)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    practice_key: str
+    therapist_ids: list[int]
+    overridden_at: datetime
+    # the practice's next contactable date now (none: contactable today)
+    next_contactable_date: date | None
+
+
+COOLING_TOPIC = "cooling-events"
+COOLING_STARTED = EventType("cooling.started", 1, CoolingStartedPayload, COOLING_TOPIC)
+COOLING_OVERRIDDEN = EventType("cooling.overridden", 1, CoolingOverriddenPayload, COOLING_TOPIC)
 
 
 class LocationResolvedView(BaseModel):
@@ -220,6 +402,40 @@ class LocationUnresolvedView(BaseModel):
     postal_code: str | None = Field(default=None, max_length=5)
     reason: str = Field(max_length=100)
 
+
+COMMUNICATION_TOPIC = "communication-events"
+
+
+class EmailSentView(BaseModel):
+    """What matching reads from email.sent: an inquiry email went out (other kinds ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    email_id: int = Field(ge=1)
+    kind: str = Field(max_length=50)
+    inquiry_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    therapist_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    sent_at: datetime
+
+
+class PhoneCallCompletedView(BaseModel):
+    """What matching reads from phone_call.completed: an inquiry told by phone (a therapist
+    without email) counts as sent when the call reached them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    call_id: int = Field(ge=1)
+    purpose: str = Field(max_length=50)
+    inquiry_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    therapist_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    outcome: Literal["reached", "not_reached"]
+    completed_at: datetime
+
+
+EMAIL_SENT = EventType("email.sent", 1, EmailSentView, COMMUNICATION_TOPIC)
+PHONE_CALL_COMPLETED = EventType(
+    "phone_call.completed", 1, PhoneCallCompletedView, COMMUNICATION_TOPIC
+)
 
 LOCATION_TOPIC = "location-events"
 LOCATION_RESOLVED = EventType("location.resolved", 1, LocationResolvedView, LOCATION_TOPIC)

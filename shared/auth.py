@@ -44,6 +44,14 @@ class IssuedToken:
 BOOTSTRAP_ADMIN_NAME = "bootstrap-admin"
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the token's name (the actor in records) and its role."""
+
+    name: str
+    role: Role
+
+
 class TokenStore:
     """The `api_tokens` table of one service.
 
@@ -57,14 +65,19 @@ class TokenStore:
 
     def role_for(self, token: str) -> Role | None:
         """The role of a valid, unrevoked token, else None."""
+        caller = self.caller_for(token)
+        return caller.role if caller else None
+
+    def caller_for(self, token: str) -> Caller | None:
+        """The name and role of a valid, unrevoked token, else None."""
         with self._db.session() as session:
-            role = session.execute(
-                select(self._table.c.role).where(
+            row = session.execute(
+                select(self._table.c.name, self._table.c.role).where(
                     self._table.c.token_hash == hash_token(token),
                     self._table.c.revoked_at.is_(None),
                 )
-            ).scalar_one_or_none()
-        return Role(role) if role else None
+            ).first()
+        return Caller(row.name, Role(row.role)) if row else None
 
     def store(self, issued: IssuedToken) -> None:
         """Persist the hash of an issued token."""

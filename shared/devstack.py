@@ -218,6 +218,17 @@ def _admin_token(var: Path) -> str:
     return path.read_text().strip()
 
 
+def _dev_secret(var: Path, name: str) -> str:
+    """A secret from the environment, else one generated once and kept in `var/<name>`."""
+    configured = os.environ.get(name.upper().replace("-", "_"))
+    if configured:
+        return configured
+    path = var / name
+    if not path.exists():
+        _write_private(path, secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
 def _write_private(path: Path, text: str) -> None:
     """Write a file only its owner can read (it holds a secret or a superuser URL)."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -333,6 +344,9 @@ def main() -> int:
             env = process_env(service, database_url, bootstrap)
             if service == "geocoding_service":
                 env["PLZ_DATA"] = plz_data  # the default source of its admin import
+            if service == "matching_service":
+                env["ANSWER_LINK_SECRET"] = _dev_secret(var, "answer-link-secret")
+                env.setdefault("ANSWER_LINK_BASE_URL", f"http://127.0.0.1:{ports[service]}")
             short = service.removesuffix("_service")
             manager.add_process(
                 short,

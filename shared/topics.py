@@ -10,6 +10,8 @@ TOPIC_OWNERS: dict[str, str] = {
     "patient-events": "patient_service",
     "therapist-events": "therapist_service",
     "search-events": "matching_service",
+    "inquiry-events": "matching_service",
+    "cooling-events": "matching_service",
     "communication-events": "communication_service",
     "location-events": "geocoding_service",
 }

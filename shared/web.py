@@ -283,13 +283,20 @@ def authorise(required: Role) -> Role:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("a bearer token is required (Authorization: Bearer <token>)")
     store: TokenStore = current_app.extensions["token_store"]
-    role = store.role_for(token.strip())
-    if role is None:
+    caller = store.caller_for(token.strip())
+    if caller is None:
         raise Unauthorized("the bearer token is not valid or has been revoked")
-    if not role.allows(required):
+    if not caller.role.allows(required):
         raise Forbidden(f"this endpoint requires the role '{required.value}'")
-    g.role = role
-    return role
+    g.role = caller.role
+    g.actor = caller.name
+    return caller.role
+
+
+def current_actor() -> str:
+    """The name of the calling token (who did it, for the records); `anonymous` outside an
+    authenticated request."""
+    return str(g.get("actor", "anonymous"))
 
 
 # ---------------------------------------------------------------- errors

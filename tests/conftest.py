@@ -19,6 +19,7 @@ from shared.migrations import upgrade_all
 from shared.settings import SERVICES, ServiceSettings
 
 ADMIN_TOKEN = "test-admin-token-0123456789-abcdefghijklmnop"  # BOOTSTRAP_ADMIN_TOKEN: >= 32
+ANSWER_LINK_SECRET = "test-answer-link-secret-0123456789abcdef"
 
 # CI runs each property test on the same examples (a gate must not depend on luck);
 # local runs keep exploring new random examples.
@@ -91,6 +92,8 @@ def make_settings(database_url: str, kafka_bootstrap: str, topic_prefix: str) ->
             "log_json": False,
             "relay_idle_seconds": 0.05,
         }
+        if "answer_link_secret" in cls.model_fields:
+            values["answer_link_secret"] = ANSWER_LINK_SECRET
         values.update(overrides)
         return cls(**values)
 

@@ -297,7 +297,8 @@ def test_in_trial_search_is_not_a_staff_patch_target(
     with admin_engine.begin() as connection:  # claims come with answers (a later slice)
         connection.execute(
             sa.text(
-                "UPDATE matching_service.patient_searches SET status = 'in_trial' WHERE id = :id"
+                "UPDATE matching_service.patient_searches SET status = 'in_trial', "
+                "placed_therapist_id = 1 WHERE id = :id"
             ),
             {"id": search["id"]},
         )

@@ -29,6 +29,7 @@ def test_worker_stops_cleanly_on_sigterm(make_settings: Any, topic_prefix: str) 
         "KAFKA_SESSION_TIMEOUT_MS": "6000",
         "LOG_JSON": "false",
         "PYTHONPATH": str(ROOT),
+        "ANSWER_LINK_SECRET": settings.answer_link_secret.get_secret_value(),
     }
     worker = subprocess.Popen(
         [sys.executable, "-m", "matching_service.worker"],

@@ -1,4 +1,5 @@
-"""Use cases of matching_service."""
+"""Use cases of matching_service: projections, locations and searches (this module); bundle
+runs, inquiries, answers, cooling, follow-ups and analytics in the modules beside it."""
 
 from __future__ import annotations
 

@@ -1,0 +1,59 @@
+"""Signed, expiring answer links: one per inquiry, patient and outcome (SPEC.md §8).
+
+The token is the therapist's only authority, so it carries what it may record (inquiry,
+search, outcome) and when it stops being valid, signed with `ANSWER_LINK_SECRET`
+(HMAC-SHA256 through itsdangerous). Nothing in it identifies the patient beyond the ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from .values import Outcome
+
+_SALT = "answer-link/v1"
+
+
+class InvalidLink(ValueError):
+    """A token that was tampered with, is malformed, or has expired; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkClaim:
+    """What a valid token allows: record `outcome` for `search_id` in `inquiry_id`."""
+
+    inquiry_id: int
+    search_id: int
+    outcome: Outcome
+    expires_at: datetime
+
+
+def sign_link(
+    secret: str, inquiry_id: int, search_id: int, outcome: Outcome | str, expires_at: datetime
+) -> str:
+    """The URL-safe token of one answer link."""
+    payload = [inquiry_id, search_id, Outcome(outcome).value, int(expires_at.timestamp())]
+    return str(URLSafeSerializer(secret, salt=_SALT).dumps(payload))
+
+
+def verify_link(secret: str, token: str, now: datetime) -> LinkClaim:
+    """The claim of a valid token, or InvalidLink (tampered, malformed or expired)."""
+    try:
+        payload = URLSafeSerializer(secret, salt=_SALT).loads(token)
+    except BadSignature:
+        raise InvalidLink("the link is not valid (it may have been changed)") from None
+    try:
+        inquiry_id, search_id, outcome, expires = payload
+        if not all(type(value) is int for value in (inquiry_id, search_id, expires)):
+            raise TypeError
+        claim = LinkClaim(
+            inquiry_id, search_id, Outcome(outcome), datetime.fromtimestamp(expires, UTC)
+        )
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise InvalidLink("the link is not valid") from None
+    if now >= claim.expires_at:
+        raise InvalidLink("the link has expired")
+    return claim

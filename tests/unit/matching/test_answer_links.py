@@ -1,0 +1,56 @@
+"""Answer link tokens: valid, expired, tampered, malformed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from matching_service.placement.links import InvalidLink, sign_link, verify_link
+from matching_service.placement.values import Outcome
+
+SECRET = "x" * 32
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+def test_a_valid_token_names_inquiry_search_and_outcome() -> None:
+    token = sign_link(SECRET, 7, 42, "accepted", NOW + timedelta(days=21))
+    claim = verify_link(SECRET, token, NOW)
+    assert (claim.inquiry_id, claim.search_id, claim.outcome) == (7, 42, Outcome.ACCEPTED)
+
+
+def test_an_expired_token_is_refused() -> None:
+    token = sign_link(SECRET, 7, 42, "accepted", NOW)
+    with pytest.raises(InvalidLink, match="expired"):
+        verify_link(SECRET, token, NOW)
+
+
+def _flip(token: str, index: int) -> str:
+    return token[:index] + ("A" if token[index] != "A" else "B") + token[index + 1 :]
+
+
+@pytest.mark.parametrize("index", [0, 3, -8])
+def test_a_changed_token_is_refused(index: int) -> None:
+    token = sign_link(SECRET, 7, 42, "rejected_capacity", NOW + timedelta(days=1))
+    with pytest.raises(InvalidLink):
+        verify_link(SECRET, _flip(token, index), NOW)
+
+
+def test_a_token_for_another_patient_is_refused() -> None:
+    payload, _, signature = sign_link(SECRET, 7, 42, "accepted", NOW + timedelta(1)).partition(".")
+    other = sign_link(SECRET, 7, 43, "accepted", NOW + timedelta(1)).partition(".")[0]
+    with pytest.raises(InvalidLink):
+        verify_link(SECRET, f"{other}.{signature}", NOW)
+    assert payload != other
+
+
+def test_a_token_of_another_secret_is_refused() -> None:
+    token = sign_link("y" * 32, 7, 42, "accepted", NOW + timedelta(days=1))
+    with pytest.raises(InvalidLink):
+        verify_link(SECRET, token, NOW)
+
+
+@pytest.mark.parametrize("garbage", ["", ".", "abc.def", "\u00e4" * 10, "a" * 5000])
+def test_garbage_is_refused(garbage: str) -> None:
+    with pytest.raises(InvalidLink):
+        verify_link(SECRET, garbage, NOW)
