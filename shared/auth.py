@@ -17,14 +17,21 @@ TOKEN_PREFIX = "pp_"  # generated tokens start with it (and are named by their f
 
 
 class Role(enum.StrEnum):
-    """What a token may do; `admin` may do everything `staff` may."""
+    """What a token may do; `admin` may do everything `staff` may; `service` (one service
+    reading another's data: `SERVICE_TOKEN`) may only read what staff may read."""
 
     STAFF = "staff"
     ADMIN = "admin"
+    SERVICE = "service"
 
-    def allows(self, required: Role) -> bool:
-        """Whether this role satisfies an endpoint that requires `required`."""
+    def allows(self, required: Role, method: str = "GET") -> bool:
+        """Whether this role satisfies an endpoint that requires `required`, for `method`."""
+        if self is Role.SERVICE:
+            return required is Role.STAFF and method in READ_METHODS
         return self is Role.ADMIN or required is Role.STAFF
+
+
+READ_METHODS = frozenset({"GET", "HEAD"})
 
 
 def hash_token(token: str) -> str:
@@ -42,6 +49,7 @@ class IssuedToken:
 
 
 BOOTSTRAP_ADMIN_NAME = "bootstrap-admin"
+SERVICE_TOKEN_NAME = "service"
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,11 @@ class TokenStore:
 def bootstrap_admin_token(token: str) -> IssuedToken:
     """The configured `BOOTSTRAP_ADMIN_TOKEN` as a named, revocable admin token."""
     return IssuedToken(name=BOOTSTRAP_ADMIN_NAME, role=Role.ADMIN, token=token)
+
+
+def service_token(token: str) -> IssuedToken:
+    """The configured `SERVICE_TOKEN` as a named, revocable read-only token of the services."""
+    return IssuedToken(name=SERVICE_TOKEN_NAME, role=Role.SERVICE, token=token)
 
 
 def _row(issued: IssuedToken) -> dict[str, str]:

@@ -17,7 +17,15 @@ from contextlib import contextmanager
 
 from sqlalchemy.exc import OperationalError
 
-from shared.auth import BOOTSTRAP_ADMIN_NAME, Role, TokenStore, bootstrap_admin_token, issue_token
+from shared.auth import (
+    BOOTSTRAP_ADMIN_NAME,
+    SERVICE_TOKEN_NAME,
+    Role,
+    TokenStore,
+    bootstrap_admin_token,
+    issue_token,
+    service_token,
+)
 from shared.db import Database, InvalidDatabaseURL, schema_metadata
 from shared.infrastructure import define_infrastructure
 from shared.migrations import migration_url, upgrade_all
@@ -54,6 +62,12 @@ def ensure_bootstrap_admin(url: str, token: str, services: Sequence[str] = SERVI
     """
     with token_stores(url, services) as stores:
         return [service for service, store in stores if store.ensure(bootstrap_admin_token(token))]
+
+
+def ensure_service_token(url: str, token: str, services: Sequence[str] = SERVICES) -> list[str]:
+    """Store `token` hashed as the read-only `service` token where it is not yet known."""
+    with token_stores(url, services) as stores:
+        return [service for service, store in stores if store.ensure(service_token(token))]
 
 
 def revoke_tokens(url: str, name_or_prefix: str, services: Sequence[str] = SERVICES) -> int:
@@ -97,7 +111,8 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
     revoke.add_argument("name_or_prefix")
     token_commands.add_parser(
         "ensure-bootstrap",
-        help=f"store BOOTSTRAP_ADMIN_TOKEN hashed as the '{BOOTSTRAP_ADMIN_NAME}' admin token",
+        help=f"store BOOTSTRAP_ADMIN_TOKEN hashed as the '{BOOTSTRAP_ADMIN_NAME}' admin token "
+        f"(and SERVICE_TOKEN, when set, as the read-only '{SERVICE_TOKEN_NAME}' token)",
     )
     outbox = commands.add_parser("outbox", help="unpublished and stuck outbox rows per service")
     outbox.add_argument(
@@ -112,12 +127,11 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "migrate":
-        bootstrap = load_settings(AdminSettings).bootstrap_admin_token  # refused before migrating
+        admin = load_settings(AdminSettings)  # a bad token is refused before migrating
         url = migration_url()
         upgrade_all(url, services=services)
         print(f"migrations: {', '.join(services)} at head")
-        if bootstrap is not None:
-            _report_bootstrap(ensure_bootstrap_admin(url, bootstrap.get_secret_value(), services))
+        _ensure_configured_tokens(url, admin, services)
         return 0
     if args.command == "outbox":
         report = {}
@@ -131,12 +145,11 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
         print(json.dumps(report, indent=2, default=str))
         return 0
     if args.action == "ensure-bootstrap":
-        bootstrap = load_settings(AdminSettings).bootstrap_admin_token
-        if bootstrap is None:
+        admin = load_settings(AdminSettings)
+        if admin.bootstrap_admin_token is None:
             print("set BOOTSTRAP_ADMIN_TOKEN (at least 32 characters)", file=sys.stderr)
             return 2
-        url = migration_url()
-        _report_bootstrap(ensure_bootstrap_admin(url, bootstrap.get_secret_value(), services))
+        _ensure_configured_tokens(migration_url(), admin, services)
         return 0
     if args.action == "create":
         issued = issue_token(args.name, Role(args.role))
@@ -154,9 +167,21 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
     return 0 if revoked else 1
 
 
-def _report_bootstrap(added: list[str]) -> None:
+def _ensure_configured_tokens(url: str, admin: AdminSettings, services: Sequence[str]) -> None:
+    """Store BOOTSTRAP_ADMIN_TOKEN and SERVICE_TOKEN (those set) hashed in every schema."""
+    if admin.bootstrap_admin_token is not None:
+        added = ensure_bootstrap_admin(
+            url, admin.bootstrap_admin_token.get_secret_value(), services
+        )
+        _report_stored(BOOTSTRAP_ADMIN_NAME, added)
+    if admin.service_token is not None:
+        added = ensure_service_token(url, admin.service_token.get_secret_value(), services)
+        _report_stored(SERVICE_TOKEN_NAME, added)
+
+
+def _report_stored(name: str, added: list[str]) -> None:
     where = ", ".join(added) if added else "none (already known there, or revoked)"
-    print(f"'{BOOTSTRAP_ADMIN_NAME}' token stored hashed in: {where}", file=sys.stderr)
+    print(f"'{name}' token stored hashed in: {where}", file=sys.stderr)
 
 
 if __name__ == "__main__":

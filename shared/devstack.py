@@ -321,7 +321,7 @@ def main() -> int:
     from honcho.manager import Manager
     from honcho.printer import Printer
 
-    from shared.cli import ensure_bootstrap_admin
+    from shared.cli import ensure_bootstrap_admin, ensure_service_token
     from shared.migrations import upgrade_all
 
     var = Path(os.environ.get("DEV_DATA_DIR", ROOT / "var"))
@@ -331,6 +331,9 @@ def main() -> int:
         upgrade_all(database_url)
         # the services only read tokens: the bootstrap admin token is stored here, hashed
         ensure_bootstrap_admin(database_url, token)
+        # the services' read-only token for their internal reads of each other
+        service_secret = _dev_secret(var, "service-token")
+        ensure_service_token(database_url, service_secret)
         # for `make token` and other CLI commands run beside the stack
         _write_private(var / "dev.env", f"DATABASE_URL={shlex.quote(database_url)}\n")
         plz_data = plz_source()
@@ -342,6 +345,7 @@ def main() -> int:
         ports = dev_ports()
         for service in SERVICES:
             env = process_env(service, database_url, bootstrap)
+            env["SERVICE_TOKEN"] = service_secret
             if service == "geocoding_service":
                 env["PLZ_DATA"] = plz_data  # the default source of its admin import
             if service == "matching_service":

@@ -123,13 +123,15 @@ class AdminSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     bootstrap_admin_token: SecretStr | None = None
+    # the services' read-only token for each other's internal reads (stored hashed as 'service')
+    service_token: SecretStr | None = None
 
-    @field_validator("bootstrap_admin_token", mode="before")
+    @field_validator("bootstrap_admin_token", "service_token", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         return empty_means_unset(value)
 
-    @field_validator("bootstrap_admin_token")
+    @field_validator("bootstrap_admin_token", "service_token")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < BOOTSTRAP_TOKEN_MIN_LENGTH:

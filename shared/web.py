@@ -286,7 +286,9 @@ def authorise(required: Role) -> Role:
     caller = store.caller_for(token.strip())
     if caller is None:
         raise Unauthorized("the bearer token is not valid or has been revoked")
-    if not caller.role.allows(required):
+    if not caller.role.allows(required, request.method):
+        if caller.role is Role.SERVICE:
+            raise Forbidden("a service token may only read (GET) what staff may read")
         raise Forbidden(f"this endpoint requires the role '{required.value}'")
     g.role = caller.role
     g.actor = caller.name

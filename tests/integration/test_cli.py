@@ -126,6 +126,28 @@ def test_bootstrap_admin_token_is_a_revocable_stored_token(
     assert status(second) == 200
 
 
+def test_service_token_reads_what_staff_reads_and_changes_nothing(
+    own_database: str, make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = "service-token-" + "s" * 30
+    monkeypatch.setenv("MIGRATIONS_DATABASE_URL", own_database)
+    monkeypatch.setenv("SERVICE_TOKEN", token)
+    monkeypatch.delenv("BOOTSTRAP_ADMIN_TOKEN", raising=False)
+    assert main(["migrate"]) == 0
+    client = create_patient_app(
+        make_settings(PatientSettings, database_url=role_url(own_database, "patient_service"))
+    ).test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/patients", headers=headers).status_code == 200
+    created = client.post("/api/patients", json={}, headers=headers)
+    assert created.status_code == 403
+    assert "may only read" in created.json["error"]["message"]
+    assert client.get("/api/admin/outbox", headers=headers).status_code == 403  # admin only
+    assert client.get("/api/patients").status_code == 401
+    assert main(["tokens", "revoke", "service"]) == 0
+    assert client.get("/api/patients", headers=headers).status_code == 401
+
+
 def test_short_bootstrap_admin_token_is_refused_before_anything_runs(
     own_database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
