@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -82,6 +83,8 @@ def workers(database_url: str, bootstrap: str, prefix: str) -> list[subprocess.P
             "KAFKA_SESSION_TIMEOUT_MS": "6000",
             "LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(ROOT),
+            # matching requires one; no answer link is made here
+            "ANSWER_LINK_SECRET": secrets.token_urlsafe(32),
         }
         processes.append(
             subprocess.Popen([sys.executable, "-m", f"{service}.worker"], env=env, cwd=ROOT)
