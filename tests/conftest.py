@@ -16,6 +16,7 @@ from shared.cli import ensure_bootstrap_admin
 from shared.db import driver_url, role_url
 from shared.devstack import EmbeddedPostgres, TansuBroker, drop_database, ensure_database
 from shared.migrations import upgrade_all
+from shared.pgbouncer import PgBouncer
 from shared.settings import SERVICES, ServiceSettings
 
 ADMIN_TOKEN = "test-admin-token-0123456789-abcdefghijklmnop"  # BOOTSTRAP_ADMIN_TOKEN: >= 32
@@ -42,13 +43,26 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def database_url(pg_admin_url: str) -> Iterator[str]:
-    """A fresh database with every service schema migrated to head and the admin token stored."""
+def pgbouncer(pg_admin_url: str) -> Iterator[PgBouncer | None]:
+    """With TEST_PGBOUNCER=1: PgBouncer in transaction pooling mode in front of the server,
+    through which the services (and the e2e stack) reach the test database."""
+    if os.environ.get("TEST_PGBOUNCER") != "1":
+        yield None
+        return
+    bouncer = PgBouncer(pg_admin_url).start()
+    yield bouncer
+    bouncer.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_admin_url: str, pgbouncer: PgBouncer | None) -> Iterator[str]:
+    """A fresh database with every service schema migrated to head and the admin token stored
+    (through PgBouncer when TEST_PGBOUNCER=1)."""
     name = f"test_{uuid.uuid4().hex[:10]}"
     url = ensure_database(pg_admin_url, name)
     upgrade_all(url)
     ensure_bootstrap_admin(url, ADMIN_TOKEN)  # what `make run` / `shared.cli migrate` do
-    yield url
+    yield pgbouncer.url_for(url) if pgbouncer is not None else url
     drop_database(pg_admin_url, name)
 
 

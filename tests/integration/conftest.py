@@ -15,18 +15,20 @@ from shared.cli import ensure_bootstrap_admin
 from shared.db import driver_url, role_url
 from shared.devstack import drop_database, ensure_database
 from shared.migrations import upgrade_all
+from shared.pgbouncer import PgBouncer
 from tests.conftest import ADMIN_TOKEN
 from tests.unit.test_geocoding_rules import TSV, tsv_line
 
 
 @pytest.fixture(scope="module")
-def geo_database(pg_admin_url: str) -> Iterator[str]:
-    """A database per test module: migrated, with the admin token stored."""
+def geo_database(pg_admin_url: str, pgbouncer: PgBouncer | None) -> Iterator[str]:
+    """A database per test module: migrated, with the admin token stored (reached through
+    PgBouncer when the session runs one)."""
     name = f"geo_{uuid.uuid4().hex[:10]}"
     url = ensure_database(pg_admin_url, name)
     upgrade_all(url)
     ensure_bootstrap_admin(url, ADMIN_TOKEN)
-    yield url
+    yield pgbouncer.url_for(url) if pgbouncer is not None else url
     drop_database(pg_admin_url, name)
 
 
