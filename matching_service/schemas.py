@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    StringConstraints,
+    model_validator,
+)
 
 from shared.events import EventType
 from shared.web import MAX_ID, MultilineText, PageQuery
@@ -445,12 +455,32 @@ LOCATION_UNRESOLVED = EventType("location.unresolved", 1, LocationUnresolvedView
 # ---- contactability and cooling overrides
 
 
+def _iso_date_text(value: Any) -> Any:
+    """A query's date only as YYYY-MM-DD text (no number read as a timestamp)."""
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ValueError("must be a date as YYYY-MM-DD")
+    if not isinstance(value, str | date):
+        raise ValueError("must be a date as YYYY-MM-DD")
+    return value
+
+
+def _plausible_date(value: date) -> date:
+    if not date(1900, 1, 1) <= value <= date(2999, 12, 31):
+        raise ValueError("must be between 1900-01-01 and 2999-12-31")
+    return value
+
+
+QueryDate = Annotated[date, BeforeValidator(_iso_date_text), AfterValidator(_plausible_date)]
+
+
 class ContactabilityQuery(BaseModel):
     """Query of `GET /api/contactability/{therapist_id}`."""
 
     model_config = ConfigDict(extra="forbid")
 
-    as_of: date | None = Field(default=None, description="the day asked about (default: today)")
+    as_of: QueryDate | None = Field(
+        default=None, description="the day asked about (default: today)"
+    )
 
 
 class ContactabilityOut(BaseModel):
@@ -532,10 +562,10 @@ class AnalyticsQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_: date | None = Field(
+    from_: QueryDate | None = Field(
         default=None, alias="from", description="first day (default: 89 days before `to`)"
     )
-    to: date | None = Field(default=None, description="last day (default: today)")
+    to: QueryDate | None = Field(default=None, description="last day (default: today)")
     postal_code_prefix: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,5}$")] | None = Field(
         default=None, description="only patients whose postal code starts with it"
     )
