@@ -15,7 +15,13 @@ from matching_service.settings import MatchingSettings
 from shared.db import utcnow
 from shared.runtime import ServiceRuntime
 from tests.inquiry_support import insert_cooling, outbox_payloads, staff_headers
-from tests.matching_support import MarketBuilder, insert_inquiry, unique_practice
+from tests.matching_support import (
+    MarketBuilder,
+    handle,
+    insert_inquiry,
+    therapist_event,
+    unique_practice,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_outboxes")]
 
@@ -79,6 +85,22 @@ def test_a_cooling_practice_is_not_contactable_until_its_cooling_ends(
         headers=admin_headers,
     )
     assert later.json["contactable"] is True
+
+
+def test_the_cooling_date_therapist_service_reports_does_not_decide_contactability(
+    builder: MarketBuilder, database: Any, client: Any, admin_headers: dict[str, str]
+) -> None:
+    # therapist_service follows matching's cooling events and reports the date back in
+    # therapist.updated; matching's own cooling periods decide, so nothing loops
+    practice = unique_practice()
+    therapist_id = builder.therapist(practice_key=practice)
+    reported = therapist_event(
+        therapist_id, 2, practice_key=practice, next_contactable_date="2099-01-01"
+    )
+    handle(database, reported)
+    response = client.get(f"/api/contactability/{therapist_id}", headers=admin_headers)
+    assert response.json["contactable"] is True
+    assert response.json["next_contactable_date"] is None
 
 
 def test_an_open_inquiry_of_the_practice_is_a_reason(

@@ -4,6 +4,7 @@ real PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -221,3 +222,26 @@ def test_the_cli_rejects_a_bad_as_of(capsys: pytest.CaptureFixture[str]) -> None
         cli.main(["follow-ups", "--as-of", "tomorrow"])
     assert exited.value.code == 2
     assert "not an ISO date or datetime" in capsys.readouterr().err
+
+
+def test_two_runs_at_once_close_an_inquiry_once(
+    builder: MarketBuilder, database: Any, settings: MatchingSettings, admin_engine: sa.Engine
+) -> None:
+    therapist_id = builder.therapist()
+    search = builder.search()
+    inquiry_id = insert_inquiry(admin_engine, therapist_id, [search["id"]], sent_at=SENT)
+    closing = SENT + timedelta(days=22)
+    start = threading.Barrier(2)
+    runs: list[Any] = []
+
+    def run() -> None:
+        start.wait()
+        runs.append(_run(database, settings, closing))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(inquiry_id in done.closed for done in runs) == [False, True]
+    assert len(outbox_payloads(admin_engine, "inquiry.closed", inquiry_id)) == 1
