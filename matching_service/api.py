@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import g
+from flask import Response, g
 from flask_restful import Resource
 
 from matching_service import service
 from matching_service.schemas import (
+    AnalyticsQuery,
+    AnalyticsSummaryOut,
+    ContactabilityOut,
+    ContactabilityQuery,
+    ContactLogOut,
+    ContactLogQuery,
     ContactRequest,
+    CoolingOverride,
     ExclusionCreate,
     ExclusionOut,
     SearchCreate,
@@ -18,9 +25,12 @@ from matching_service.schemas import (
     SearchOut,
     SearchStatusChange,
 )
+from matching_service.service import analytics, contactability
+from matching_service.service.contact_log import contact_log, contact_log_csv
 from matching_service.settings import MatchingSettings
+from shared.auth import Role
 from shared.db import Database
-from shared.web import ResourceRoute, operation
+from shared.web import ResourceRoute, current_actor, operation
 
 
 class _MatchingResource(Resource):
@@ -106,6 +116,83 @@ class SearchExclusions(_SearchResource):
         return service.exclude_therapist(self.database.unit_of_work(), search_id, body)
 
 
+class Contactability(_MatchingResource):
+    """`/api/contactability/{therapist_id}`"""
+
+    @operation(
+        "Whether a therapist may get an inquiry (on `as_of`), with every reason why not",
+        query=ContactabilityQuery,
+        response=ContactabilityOut,
+        errors=(404,),
+    )
+    def get(self, therapist_id: int, query: ContactabilityQuery) -> Any:
+        return contactability.therapist_contactability(
+            self.database.unit_of_work(), therapist_id, query.as_of
+        )
+
+
+class CoolingOverrides(_MatchingResource):
+    """`/api/contactability/{therapist_id}/override`"""
+
+    @operation(
+        "End the cooling period of the therapist's practice early, with a documented reason "
+        "(409 when the practice is not cooling)",
+        role=Role.ADMIN,
+        body=CoolingOverride,
+        response=ContactabilityOut,
+        errors=(404, 409),
+    )
+    def post(self, therapist_id: int, body: CoolingOverride) -> Any:
+        return contactability.override_cooling(
+            self.database.unit_of_work(),
+            therapist_id,
+            body.reason,
+            actor=current_actor(),
+            correlation_id=g.request_id,
+        )
+
+
+class SearchContactLog(_SearchResource):
+    """`/api/patient-searches/{id}/contact-log`"""
+
+    @operation(
+        "Every inquiry the search's patient was in, with the answers: the evidence for the "
+        "insurer (`?format=csv`: text/csv with German headers)",
+        query=ContactLogQuery,
+        response=ContactLogOut,
+        errors=(404,),
+        other_media_types=("text/csv",),
+    )
+    def get(self, search_id: int, query: ContactLogQuery) -> Any:
+        entries = contact_log(self.database.unit_of_work(), search_id)
+        if query.format == "json":
+            return entries
+        return Response(
+            contact_log_csv(entries).encode("utf-8-sig"),  # the BOM tells Excel it is UTF-8
+            mimetype="text/csv",
+            headers={
+                "Content-Disposition": f'attachment; filename="kontaktprotokoll-{search_id}.csv"'
+            },
+        )
+
+
+class AnalyticsSummary(_MatchingResource):
+    """`/api/analytics/summary`"""
+
+    @operation(
+        "The numbers the business watches, for a window of days and a postal-code region",
+        query=AnalyticsQuery,
+        response=AnalyticsSummaryOut,
+    )
+    def get(self, query: AnalyticsQuery) -> Any:
+        return analytics.summary(
+            self.database.unit_of_work(),
+            window_from=query.from_,
+            window_to=query.to,
+            postal_code_prefix=query.postal_code_prefix,
+        )
+
+
 def routes(database: Database, settings: MatchingSettings) -> list[ResourceRoute]:
     """The resources of this service with their dependencies."""
     deps = {"database": database, "settings": settings}
@@ -116,4 +203,8 @@ def routes(database: Database, settings: MatchingSettings) -> list[ResourceRoute
             SearchContactRequests, "/api/patient-searches/<id:search_id>/contact-requests", deps
         ),
         ResourceRoute(SearchExclusions, "/api/patient-searches/<id:search_id>/exclusions", deps),
+        ResourceRoute(Contactability, "/api/contactability/<id:therapist_id>", deps),
+        ResourceRoute(CoolingOverrides, "/api/contactability/<id:therapist_id>/override", deps),
+        ResourceRoute(SearchContactLog, "/api/patient-searches/<id:search_id>/contact-log", deps),
+        ResourceRoute(AnalyticsSummary, "/api/analytics/summary", deps),
     ]

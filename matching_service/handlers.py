@@ -6,24 +6,35 @@ from collections.abc import Mapping
 
 from matching_service import service
 from matching_service.schemas import (
+    COMMUNICATION_TOPIC,
+    EMAIL_SENT,
     LOCATION_RESOLVED,
     LOCATION_TOPIC,
     LOCATION_UNRESOLVED,
     PATIENT_CREATED,
     PATIENT_TOPIC,
     PATIENT_UPDATED,
+    PHONE_CALL_COMPLETED,
     THERAPIST_EVENTS,
     THERAPIST_TOPIC,
+    EmailSentView,
     LocationResolvedView,
     LocationUnresolvedView,
     PatientSnapshot,
+    PhoneCallCompletedView,
     TherapistSnapshot,
 )
+from matching_service.service.sending import mark_inquiry_sent
 from shared.consumer import Handler
 from shared.db import UnitOfWork
 from shared.events import Envelope
 
-SUBSCRIPTIONS: tuple[str, ...] = (PATIENT_TOPIC, THERAPIST_TOPIC, LOCATION_TOPIC)
+SUBSCRIPTIONS: tuple[str, ...] = (
+    PATIENT_TOPIC,
+    THERAPIST_TOPIC,
+    LOCATION_TOPIC,
+    COMMUNICATION_TOPIC,
+)
 
 
 def on_patient_changed(uow: UnitOfWork, envelope: Envelope) -> None:
@@ -56,9 +67,40 @@ def on_location_changed(uow: UnitOfWork, envelope: Envelope) -> None:
 _LOCATION_EVENTS = {event.name: event for event in (LOCATION_RESOLVED, LOCATION_UNRESOLVED)}
 
 
+def on_email_sent(uow: UnitOfWork, envelope: Envelope) -> None:
+    """email.sent of an inquiry email -> the inquiry is sent (other kinds: nothing)."""
+    email = EMAIL_SENT.parse_payload(envelope)
+    assert isinstance(email, EmailSentView)
+    if email.kind == "inquiry" and email.inquiry_id is not None:
+        mark_inquiry_sent(
+            uow,
+            email.inquiry_id,
+            sent_at=email.sent_at,
+            sent_via="email",
+            correlation_id=envelope.correlation_id,
+        )
+
+
+def on_phone_call_completed(uow: UnitOfWork, envelope: Envelope) -> None:
+    """phone_call.completed that reached the therapist about an inquiry -> the inquiry is
+    sent (by phone: a therapist without email); a call that did not reach them: nothing."""
+    call = PHONE_CALL_COMPLETED.parse_payload(envelope)
+    assert isinstance(call, PhoneCallCompletedView)
+    if call.outcome == "reached" and call.inquiry_id is not None:
+        mark_inquiry_sent(
+            uow,
+            call.inquiry_id,
+            sent_at=call.completed_at,
+            sent_via="phone",
+            correlation_id=envelope.correlation_id,
+        )
+
+
 HANDLERS: Mapping[str, Handler] = {
     PATIENT_CREATED.name: on_patient_changed,
     PATIENT_UPDATED.name: on_patient_changed,
     **{name: on_therapist_changed for name in _THERAPIST_EVENTS},
     **{name: on_location_changed for name in _LOCATION_EVENTS},
+    EMAIL_SENT.name: on_email_sent,
+    PHONE_CALL_COMPLETED.name: on_phone_call_completed,
 }

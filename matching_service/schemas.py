@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    StringConstraints,
+    model_validator,
+)
 
 from shared.events import EventType
 from shared.web import MAX_ID, MultilineText, PageQuery
@@ -440,3 +450,192 @@ PHONE_CALL_COMPLETED = EventType(
 LOCATION_TOPIC = "location-events"
 LOCATION_RESOLVED = EventType("location.resolved", 1, LocationResolvedView, LOCATION_TOPIC)
 LOCATION_UNRESOLVED = EventType("location.unresolved", 1, LocationUnresolvedView, LOCATION_TOPIC)
+
+
+# ---- contactability and cooling overrides
+
+
+def _iso_date_text(value: Any) -> Any:
+    """A query's date only as YYYY-MM-DD text (no number read as a timestamp)."""
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ValueError("must be a date as YYYY-MM-DD")
+    if not isinstance(value, str | date):
+        raise ValueError("must be a date as YYYY-MM-DD")
+    return value
+
+
+def _plausible_date(value: date) -> date:
+    if not date(1900, 1, 1) <= value <= date(2999, 12, 31):
+        raise ValueError("must be between 1900-01-01 and 2999-12-31")
+    return value
+
+
+QueryDate = Annotated[date, BeforeValidator(_iso_date_text), AfterValidator(_plausible_date)]
+
+
+class ContactabilityQuery(BaseModel):
+    """Query of `GET /api/contactability/{therapist_id}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    as_of: QueryDate | None = Field(
+        default=None, description="the day asked about (default: today)"
+    )
+
+
+class ContactabilityOut(BaseModel):
+    """Whether a therapist may get an inquiry on a day, and every reason why not."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    therapist_id: int
+    practice_key: str
+    contactable: bool
+    next_contactable_date: date | None = Field(
+        description="the first day the practice's cooling allows a contact; null when it is "
+        "not cooling (another reason may still hold the therapist back)"
+    )
+    reasons: list[str] = Field(
+        description="every reason against a contact: `status_<status>` (not active), "
+        "`cooling` (a cooling period of the practice in force), `open_inquiry` (the practice "
+        "has an unsent, or sent and unanswered, inquiry), `no_location: <why>`; empty when "
+        "contactable"
+    )
+
+
+class CoolingOverride(BaseModel):
+    """Body of `POST /api/contactability/{therapist_id}/override`: why cooling ends early."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: StaffText
+
+
+# ---- contact log
+
+
+class ContactLogQuery(BaseModel):
+    """Query of `GET /api/patient-searches/{id}/contact-log`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["json", "csv"] = Field(
+        default="json", description="`csv`: text/csv (semicolons, German headers) instead"
+    )
+
+
+class ContactLogEntry(BaseModel):
+    """One inquiry the search's patient was in, and what came of it for that patient."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    inquiry_id: int
+    therapist_id: int
+    created_at: datetime
+    inquiry_status: InquiryStatus
+    sent_at: datetime | None
+    sent_via: Literal["email", "phone"] | None
+    answered_at: datetime | None
+    answer_channel: Literal["email", "phone", "link"] | None = Field(
+        description="how the therapist answered (null: no answer)"
+    )
+    outcome: Outcome | None = Field(description="the therapist's answer for this patient")
+    closed_at: datetime | None = Field(
+        description="closed without answer (no_response) after INQUIRY_CLOSE_AFTER_DAYS"
+    )
+    withdrawn: bool = Field(description="the patient was taken out of the inquiry")
+    withdrawn_at: datetime | None
+    conflict: bool = Field(
+        description="the therapist accepted after another therapist had claimed the patient"
+    )
+
+
+class ContactLogOut(RootModel[list[ContactLogEntry]]):
+    """Every inquiry of a search, oldest first (the evidence for the insurer, §13(3) SGB V)."""
+
+
+# ---- analytics
+
+
+class AnalyticsQuery(BaseModel):
+    """Query of `GET /api/analytics/summary`: a window of days (UTC, both included)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: QueryDate | None = Field(
+        default=None, alias="from", description="first day (default: 89 days before `to`)"
+    )
+    to: QueryDate | None = Field(default=None, description="last day (default: today)")
+    postal_code_prefix: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,5}$")] | None = Field(
+        default=None, description="only patients whose postal code starts with it"
+    )
+
+    @model_validator(mode="after")
+    def _window_in_order(self) -> AnalyticsQuery:
+        if self.from_ is not None and self.to is not None and self.from_ > self.to:
+            raise ValueError("`from` must not be after `to`")
+        return self
+
+
+class AnalyticsSummaryOut(BaseModel):
+    """The numbers the business watches (SPEC.md §9). "In the window": the timestamp's UTC
+    day lies in [from, to]; "now": the state at the time of the request. With
+    `postal_code_prefix`, searches and acceptances count when their patient's postal code
+    starts with it, inquiries when at least one of their patients' does."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    window_from: date
+    window_to: date
+    postal_code_prefix: str | None
+    searches_started: int = Field(description="searches created in the window")
+    searches_placed: int = Field(
+        description="searches claimed by an acceptance or manual placement in the window "
+        "(`claimed_at`)"
+    )
+    days_to_placement_median: float | None = Field(
+        description="median of `claimed_at - waiting_since` in days over the searches placed "
+        "in the window (continuous percentile); null without placements"
+    )
+    days_to_placement_p90: float | None = Field(
+        description="90th percentile of the same (continuous); null without placements"
+    )
+    inquiries_created: int = Field(description="inquiries created in the window")
+    inquiries_answered: int = Field(description="inquiries answered in the window")
+    acceptances_per_inquiry: float | None = Field(
+        description="patients accepted in the inquiries answered in the window, divided by "
+        "those inquiries; null when none was answered"
+    )
+    inquiries_sent: int = Field(description="inquiries sent in the window")
+    answered_within_7_days_share: float | None = Field(
+        description="share (0..1) of the inquiries sent in the window that were answered at "
+        "most 7 days after sending (one sent recently and not yet answered counts as not "
+        "answered); null when none was sent"
+    )
+    acceptances: int = Field(
+        description="acceptances (patient outcome `accepted`) recorded in the window"
+    )
+    conflicting_acceptances: int = Field(
+        description="those of them that came after another therapist had claimed the patient"
+    )
+    conflict_rate: float | None = Field(
+        description="conflicting acceptances / acceptances; null without acceptances"
+    )
+    cooling_violations: int = Field(
+        description="inquiries created in the window for a practice while one of its cooling "
+        "periods was in force (recorded before the inquiry, started on or before its day, "
+        "ending after it, not overridden before it); replacement offers are exempt (SPEC.md "
+        "§8). Must be 0"
+    )
+    active_searches: int = Field(description="searches active now")
+    concurrent_inquiries_avg: float | None = Field(
+        description="open inquiries (unsent, or sent and unanswered) in which an active "
+        "search's patient is still offered, averaged over the active searches now (zeros "
+        "count); null without active searches"
+    )
+    concurrent_inquiries_max: int | None = Field(
+        description="the most such inquiries of one active search now"
+    )
+    searches_waiting_over_30_days: int = Field(
+        description="active searches now whose `waiting_since` is more than 30 days ago"
+    )

@@ -107,6 +107,8 @@ def _operation(
                 },
             }
         success["content"] = {"application/json": {"schema": ref}}
+    for media_type in op.other_media_types:
+        success.setdefault("content", {})[media_type] = {"schema": {"type": "string"}}
     spec["responses"][str(op.status)] = success
     error_ref = _schema_ref(ErrorResponse, components)
     codes = {401, 403, *op.errors}

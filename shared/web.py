@@ -138,6 +138,9 @@ class Operation:
     errors: tuple[int, ...] = field(default=())
     max_body_bytes: int | None = None
     check_text: bool = True
+    # other media types the method may answer with (e.g. text/csv when a query parameter
+    # asks for it): it then returns a finished flask Response, passed on as it is
+    other_media_types: tuple[str, ...] = field(default=())
 
 
 def operation(summary: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -152,7 +155,10 @@ def operation(summary: str, **options: Any) -> Callable[[Callable[..., Any]], Ca
                 kwargs["body"] = parse_json(op.body, _json_body(), check_text=op.check_text)
             if op.query is not None:
                 kwargs["query"] = parse_model(op.query, _query_args(op.query), "query")
-            return render(op, method(self, *args, **kwargs))
+            result = method(self, *args, **kwargs)
+            if op.other_media_types and isinstance(result, Response):
+                return result
+            return render(op, result)
 
         wrapper.operation = op  # type: ignore[attr-defined]
         return wrapper

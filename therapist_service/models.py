@@ -89,6 +89,9 @@ class Therapist(Base):
     preferred_patient_gender: Mapped[str] = mapped_column(String(10), server_default=text("'any'"))
     prefers_group_therapy: Mapped[bool] = mapped_column(server_default=text("false"))
     next_contactable_date: Mapped[date | None]
+    # when the cooling event from matching that last set next_contactable_date happened:
+    # an older one arriving later (a redelivery, a replayed dead letter) is stale
+    cooling_event_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
 

@@ -321,3 +321,31 @@ class DirectoryImportSummary(BaseModel):
     error_count: int
     started_at: datetime
     finished_at: datetime | None
+
+
+# ---------------------------------------------------------------- consumed events
+
+
+class CoolingStartedView(BaseModel):
+    """What therapist_service reads from matching's cooling.started (tolerant of new fields)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    practice_key: str
+    therapist_ids: list[int]
+    until: date
+
+
+class CoolingOverriddenView(BaseModel):
+    """What therapist_service reads from matching's cooling.overridden."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    practice_key: str
+    therapist_ids: list[int]
+    next_contactable_date: date | None
+
+
+COOLING_TOPIC = "cooling-events"
+COOLING_STARTED = EventType("cooling.started", 1, CoolingStartedView, COOLING_TOPIC)
+COOLING_OVERRIDDEN = EventType("cooling.overridden", 1, CoolingOverriddenView, COOLING_TOPIC)

@@ -6,6 +6,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -299,6 +300,55 @@ def therapist_event(
         payload=payload,
         correlation_id=correlation_id,
     )
+
+
+# ---------------------------------------------------------------- cooling from matching
+
+
+def follow_cooling(
+    uow: UnitOfWork,
+    therapist_ids: Iterable[int],
+    next_date: Callable[[date | None], date | None],
+    *,
+    occurred_at: datetime,
+    correlation_id: str | None = None,
+) -> list[int]:
+    """Set the therapists' `next_contactable_date` to `next_date(current)` for a cooling
+    event of matching that happened at `occurred_at` (inside the caller's transaction).
+
+    Rows are locked in id order; an event not newer than the last cooling event applied to a
+    therapist is stale (a repeat, or a cooling.started older than an override) and changes
+    nothing. A changed date is a new version with therapist.updated (`changed_fields`:
+    next_contactable_date); matching decides contactability from its own cooling periods, so
+    that event starts no cooling again. Returns the therapists whose date changed."""
+    therapists = uow.session.scalars(
+        select(Therapist)
+        .where(Therapist.id.in_(sorted(set(therapist_ids))))
+        .order_by(Therapist.id)
+        .with_for_update()
+    ).all()
+    changed = []
+    for therapist in therapists:
+        if therapist.cooling_event_at is not None and therapist.cooling_event_at >= occurred_at:
+            continue
+        therapist.cooling_event_at = occurred_at
+        new_date = next_date(therapist.next_contactable_date)
+        if new_date == therapist.next_contactable_date:
+            continue
+        therapist.next_contactable_date = new_date
+        _touch(uow, therapist)
+        event = therapist_event(
+            THERAPIST_UPDATED, therapist, ["next_contactable_date"], correlation_id
+        )
+        uow.emit(event)
+        changed.append(therapist.id)
+    uow.session.flush()
+    return changed
+
+
+def cooling_until(until: date) -> Callable[[date | None], date | None]:
+    """cooling.started: the later of the date held and the new period's end."""
+    return lambda held: until if held is None else max(held, until)
 
 
 # ---------------------------------------------------------------- directory import

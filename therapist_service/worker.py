@@ -1,4 +1,4 @@
-"""Worker process of therapist_service: outbox relay (and consumer once it subscribes)."""
+"""Worker process of therapist_service: consumer of cooling events + outbox relay."""
 
 from __future__ import annotations
 
