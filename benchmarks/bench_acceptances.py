@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -299,7 +300,7 @@ def main() -> None:
         ensure_bootstrap_admin(database_url, token)
         settings = MatchingSettings(
             database_url=role_url(database_url, "matching_service"),
-            answer_link_secret=secret,
+            answer_link_secret=SecretStr(secret),
             log_level="WARNING",
             log_json=False,
         )
