@@ -301,7 +301,7 @@ def change_search_status(
         held = (
             select(PatientSearch.id, PatientSearch.status)
             .where(PatientSearch.id == search_id)
-            .with_for_update()
+            .with_for_update(key_share=True)
             .subquery("held")
         )
         changed = uow.session.execute(

@@ -336,18 +336,22 @@ def _lock_for_answer(
     holding = select(InquiryPatient.inquiry_id).where(
         InquiryPatient.search_id.in_(accepted), InquiryPatient.status == "open"
     )
-    locked = session.execute(
-        select(Inquiry)
-        .where(
-            or_(
-                Inquiry.id == inquiry_id,
-                and_(Inquiry.status.in_(OPEN_INQUIRY_STATUSES), Inquiry.id.in_(holding)),
+    locked = (
+        session.execute(
+            select(Inquiry)
+            .where(
+                or_(
+                    Inquiry.id == inquiry_id,
+                    and_(Inquiry.status.in_(OPEN_INQUIRY_STATUSES), Inquiry.id.in_(holding)),
+                )
             )
+            .order_by(Inquiry.id)
+            .with_for_update(of=Inquiry, key_share=True)
+            .execution_options(populate_existing=True)
         )
-        .order_by(Inquiry.id)
-        .with_for_update(of=Inquiry)
-        .execution_options(populate_existing=True)
-    ).scalars()
+        .scalars()
+        .all()
+    )
     inquiry = next((found for found in locked if found.id == inquiry_id), None)
     if inquiry is None:
         raise NotFound(f"inquiry {inquiry_id} does not exist")

@@ -56,7 +56,7 @@ def withdraw_search(
                 Inquiry.id != (keep_inquiry_id or 0),
             )
             .order_by(Inquiry.id)
-            .with_for_update(of=Inquiry)
+            .with_for_update(of=Inquiry, key_share=True)
         ).scalars()
     )
     if not inquiry_ids:

@@ -4,7 +4,10 @@ parallel acceptances), conflicts with replacement offers, withdrawals, cooling."
 
 from __future__ import annotations
 
+import functools
+import random
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -382,3 +385,75 @@ def test_cancelling_a_search_withdraws_it_from_every_open_inquiry(
         assert event["inform_therapist"] is inform and event["reason"] == "search_cancelled"
     assert inquiry_patient(admin_engine, done, search).status == "open"  # closed: untouched
     assert events(admin_engine, "inquiry.patient_withdrawn", done) == []
+
+
+def test_answers_cancellations_and_placements_at_once_never_deadlock(
+    spot: Spot, client: Any, admin_headers: dict[str, str], admin_engine: sa.Engine
+) -> None:
+    """Every inquiry holds every patient (in another order); each therapist accepts some and
+    rejects the others while staff cancel two searches and place one: locks taken in one
+    order make them wait for each other, and each patient is claimed at most once."""
+    rng = random.Random(7)
+    searches = [spot.search() for _ in range(6)]
+    therapists = [spot.therapist() for _ in range(6)]
+    inquiries = {}
+    for therapist in therapists:
+        order = rng.sample(searches, len(searches))
+        inquiries[inquiry(admin_engine, therapist, order)] = order
+    outcomes = ("accepted", "rejected_unsuitable", "rejected_capacity", "in_trial_sessions")
+    calls: list[Callable[[], Any]] = [
+        functools.partial(
+            put_answer,
+            client,
+            admin_headers,
+            inquiry_id,
+            {s: rng.choice(outcomes) for s in order},
+        )
+        for inquiry_id, order in inquiries.items()
+    ]
+    calls += [
+        functools.partial(
+            client.patch,
+            f"/api/patient-searches/{search}",
+            json={"status": "cancelled"},
+            headers=admin_headers,
+        )
+        for search in searches[:2]
+    ]
+    calls.append(
+        functools.partial(
+            client.post,
+            f"/api/patient-searches/{searches[-1]}/placements",
+            json={"therapist_id": spot.therapist()},
+            headers=admin_headers,
+        )
+    )
+    barrier = threading.Barrier(len(calls))
+    statuses: list[int] = []
+
+    def run(call: Callable[[], Any]) -> None:
+        barrier.wait()
+        statuses.append(call().status_code)
+
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(statuses) == len(calls)
+    assert set(statuses) <= {200, 201, 409}, statuses
+    assert statuses.count(200) >= len(inquiries)  # every answer was recorded
+    for search in searches:
+        assert len(events(admin_engine, "search.claimed", search)) <= 1
+        with admin_engine.connect() as connection:
+            still_open = connection.execute(
+                sa.text(
+                    "SELECT count(*) FROM matching_service.inquiry_patients p "
+                    "JOIN matching_service.inquiries i ON i.id = p.inquiry_id "
+                    "JOIN matching_service.patient_searches s ON s.id = p.search_id "
+                    "WHERE p.search_id = :s AND p.status = 'open' "
+                    "AND i.status IN ('unsent', 'sent') AND s.status <> 'active'"
+                ),
+                {"s": search},
+            ).scalar_one()
+        assert still_open == 0  # a claimed or cancelled patient is offered nowhere
