@@ -44,6 +44,7 @@ def withdraw_search(
     (the inquiry was sent)."""
     now = as_of or utcnow()
     session = uow.session
+    elsewhere = [Inquiry.id != keep_inquiry_id] if keep_inquiry_id is not None else []
     # the inquiries first, in id order (the order every answer locks them in)
     inquiry_ids = list(
         session.execute(
@@ -53,7 +54,7 @@ def withdraw_search(
                 InquiryPatient.search_id == search_id,
                 InquiryPatient.status == "open",
                 Inquiry.status.in_(OPEN_INQUIRY_STATUSES),
-                Inquiry.id != (keep_inquiry_id or 0),
+                *elsewhere,
             )
             .order_by(Inquiry.id)
             .with_for_update(of=Inquiry, key_share=True)
