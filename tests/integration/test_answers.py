@@ -8,11 +8,14 @@ import functools
 import random
 import threading
 from collections.abc import Callable
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from matching_service.schemas import InquiryResponseIn
+from matching_service.service import answers
 from tests.answer_support import (
     BUNDLE_MAX_SIZE,
     Spot,
@@ -457,3 +460,23 @@ def test_answers_cancellations_and_placements_at_once_never_deadlock(
                 {"s": search},
             ).scalar_one()
         assert still_open == 0  # a claimed or cancelled patient is offered nowhere
+
+
+def test_the_answer_and_its_cooling_date_from_the_moment_it_was_recorded(
+    spot: Spot, database: Any, settings: Any, admin_engine: sa.Engine
+) -> None:
+    search = spot.search()
+    inquiry_id = inquiry(admin_engine, spot.therapist(), [search])
+    as_of = datetime(2027, 1, 5, 9, 30, tzinfo=UTC)
+    body = InquiryResponseIn.model_validate(answer_body({search: "accepted"}, channel="phone"))
+    answer = answers.record_response(
+        database.unit_of_work(), inquiry_id, body, settings, as_of=as_of
+    )
+    assert answer.answered_at == as_of and answer.conflicts == []
+    assert search_row(admin_engine, search).claimed_at == as_of
+    period = one(
+        admin_engine,
+        "SELECT starts_on, until FROM matching_service.cooling_periods WHERE inquiry_id = :id",
+        id=inquiry_id,
+    )
+    assert (period.starts_on, period.until) == (date(2027, 1, 5), date(2027, 2, 2))
