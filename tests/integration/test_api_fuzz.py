@@ -38,7 +38,7 @@ from shared.errors import Conflict
 from shared.migrations import upgrade_all
 from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, ANSWER_LINK_SECRET
 from tests.helpers import location_resolved
 from therapist_service.app import create_app as create_therapist_app
 from therapist_service.settings import TherapistSettings
@@ -75,7 +75,10 @@ def _served_schema(
     (schemathesis 4.32's lazy `pytest.from_fixture` loader reads `Node._nodeid`, which
     pytest 9.2 no longer has.)
     """
-    unused = settings_cls(database_url="postgresql://unused@127.0.0.1:1/unused", log_json=False)
+    values: dict[str, Any] = {"database_url": "postgresql://unused@127.0.0.1:1/unused"}
+    if "answer_link_secret" in settings_cls.model_fields:
+        values["answer_link_secret"] = ANSWER_LINK_SECRET
+    unused = settings_cls(**values, log_json=False)
     return schemathesis.openapi.from_wsgi(
         "/openapi.json", create_app(unused), config=schemathesis.Config.from_dict(FUZZ_CONFIG)
     )
