@@ -62,6 +62,32 @@ def lock_searches(uow: UnitOfWork, search_ids: Collection[int]) -> None:
         ).all()
 
 
+def lock_claimable(uow: UnitOfWork, search_ids: Collection[int]) -> set[int]:
+    """Lock, in id order, the searches an acceptance may still claim (active ones) and
+    return their ids.
+
+    A search found no longer active is let go at once (its lock was taken in a savepoint
+    that is rolled back): its acceptance is a conflict, and holding it to the end of this
+    answer would make every other late acceptance of the patient wait for this one.
+    """
+    if not search_ids:
+        return set()
+    savepoint = uow.session.begin_nested()
+    held = uow.session.execute(
+        select(PatientSearch.id, PatientSearch.status)
+        .where(PatientSearch.id.in_(sorted(search_ids)))
+        .order_by(PatientSearch.id)
+        .with_for_update(key_share=True)
+    ).all()
+    active = {row.id for row in held if row.status == "active"}
+    if len(active) == len(held):
+        savepoint.commit()
+        return active
+    savepoint.rollback()
+    lock_searches(uow, active)  # none held now: the order is kept
+    return active
+
+
 def claim_search(
     uow: UnitOfWork,
     search_id: int,
@@ -211,7 +237,7 @@ def record_response(
     """
     outcomes = {p.search_id: Outcome(p.outcome) for p in response.patients}
     with uow:
-        inquiry, rows = _lock_for_answer(uow, inquiry_id, outcomes)
+        inquiry, rows, claimable = _lock_for_answer(uow, inquiry_id, outcomes)
         _check_exact_patients(rows, outcomes)
         expected = response_type(dict(outcomes.items()))
         if response.response_type != expected.value:
@@ -233,6 +259,7 @@ def record_response(
                 rows,
                 missing,
                 settings,
+                claimable=claimable,
                 channel=response.channel,
                 notes=response.notes,
                 now=as_of or utcnow(),
@@ -268,7 +295,9 @@ def record_link_answer(
     answered and starts cooling."""
     outcome = Outcome(claim.outcome)
     with uow:
-        inquiry, rows = _lock_for_answer(uow, claim.inquiry_id, {claim.search_id: outcome})
+        inquiry, rows, claimable = _lock_for_answer(
+            uow, claim.inquiry_id, {claim.search_id: outcome}
+        )
         row = rows.get(claim.search_id)
         if row is None:
             raise NotFound(
@@ -283,6 +312,7 @@ def record_link_answer(
                 rows,
                 {claim.search_id: outcome},
                 settings,
+                claimable=claimable,
                 channel="link",
                 notes=None,
                 now=as_of or utcnow(),
@@ -327,14 +357,16 @@ def link_view(uow: UnitOfWork, claim: LinkClaim) -> LinkView:
 
 def _lock_for_answer(
     uow: UnitOfWork, inquiry_id: int, outcomes: Mapping[int, Outcome]
-) -> tuple[Inquiry, dict[int, InquiryPatient]]:
-    """Lock what an answer may touch, in the one order (accepted searches, then inquiries),
-    and read the inquiry (404 unknown, 409 closed) and its patients by search id."""
+) -> tuple[Inquiry, dict[int, InquiryPatient], set[int]]:
+    """Lock what an answer may touch, in the one order (accepted searches still active,
+    then inquiries), and read the inquiry (404 unknown, 409 closed), its patients by search
+    id and the accepted searches it may claim."""
     session = uow.session
-    accepted = [sid for sid, outcome in outcomes.items() if outcome in ACCEPTING]
-    lock_searches(uow, accepted)
+    claimable = lock_claimable(
+        uow, [sid for sid, outcome in outcomes.items() if outcome in ACCEPTING]
+    )
     holding = select(InquiryPatient.inquiry_id).where(
-        InquiryPatient.search_id.in_(accepted), InquiryPatient.status == "open"
+        InquiryPatient.search_id.in_(claimable), InquiryPatient.status == "open"
     )
     locked = (
         session.execute(
@@ -367,7 +399,7 @@ def _lock_for_answer(
         .order_by(InquiryPatient.position)
         .execution_options(populate_existing=True)
     ).scalars()
-    return inquiry, {row.search_id: row for row in rows}
+    return inquiry, {row.search_id: row for row in rows}, claimable
 
 
 def _check_exact_patients(
@@ -415,6 +447,7 @@ def _apply(
     outcomes: Mapping[int, Outcome],
     settings: MatchingSettings,
     *,
+    claimable: Collection[int],
     channel: str,
     notes: str | None,
     now: datetime,
@@ -441,13 +474,17 @@ def _apply(
                 )
             )
         elif outcome in ACCEPTING:
-            won = row.status != "withdrawn" and claim_search(
-                uow,
-                search_id,
-                therapist_id,
-                inquiry_id=inquiry.id,
-                now=now,
-                correlation_id=correlation_id,
+            won = (
+                search_id in claimable
+                and row.status != "withdrawn"
+                and claim_search(
+                    uow,
+                    search_id,
+                    therapist_id,
+                    inquiry_id=inquiry.id,
+                    now=now,
+                    correlation_id=correlation_id,
+                )
             )
             if not won and not placed_with(uow, search_id, therapist_id):
                 conflict = True
