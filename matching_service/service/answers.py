@@ -454,42 +454,59 @@ def _apply(
     correlation_id: str | None,
 ) -> None:
     """Record outcomes not recorded yet, with their effects, then the inquiry's answer."""
-    session = uow.session
-    therapist_id = inquiry.therapist_id
     finder = ReplacementFinder(uow, settings, now)
     for search_id, outcome in outcomes.items():
-        row = rows[search_id]
         conflict, offers = False, None
         if outcome in EXCLUDING:
-            session.execute(
-                pg_insert(SearchExclusion)
-                .values(
-                    search_id=search_id,
-                    therapist_id=therapist_id,
-                    reason=outcome.value,
-                    created_at=now,
-                )
-                .on_conflict_do_nothing(
-                    index_elements=[SearchExclusion.search_id, SearchExclusion.therapist_id]
-                )
-            )
+            exclude_once(uow, search_id, inquiry.therapist_id, outcome.value, now)
         elif outcome in ACCEPTING:
             won = (
                 search_id in claimable
-                and row.status != "withdrawn"
+                and rows[search_id].status != "withdrawn"
                 and claim_search(
                     uow,
                     search_id,
-                    therapist_id,
+                    inquiry.therapist_id,
                     inquiry_id=inquiry.id,
                     now=now,
                     correlation_id=correlation_id,
                 )
             )
-            if not won and not placed_with(uow, search_id, therapist_id):
+            if not won and not placed_with(uow, search_id, inquiry.therapist_id):
                 conflict = True
-                offers = finder.offers(therapist_id, skip_search_ids=set(rows))
+                offers = finder.offers(inquiry.therapist_id, skip_search_ids=set(rows))
         _record_outcome(uow, inquiry.id, search_id, outcome, now, conflict, offers)
+    _mark_answered(
+        uow, inquiry, settings, channel=channel, notes=notes, now=now, correlation_id=correlation_id
+    )
+
+
+def exclude_once(
+    uow: UnitOfWork, search_id: int, therapist_id: int, reason: str, now: datetime
+) -> None:
+    """Exclude the therapist from the search, once (a second exclusion changes nothing)."""
+    uow.session.execute(
+        pg_insert(SearchExclusion)
+        .values(search_id=search_id, therapist_id=therapist_id, reason=reason, created_at=now)
+        .on_conflict_do_nothing(
+            index_elements=[SearchExclusion.search_id, SearchExclusion.therapist_id]
+        )
+    )
+
+
+def _mark_answered(
+    uow: UnitOfWork,
+    inquiry: Inquiry,
+    settings: MatchingSettings,
+    *,
+    channel: str,
+    notes: str | None,
+    now: datetime,
+    correlation_id: str | None,
+) -> None:
+    """The inquiry answered (the first answer starts the practice's cooling), its response
+    type from every outcome recorded so far; inquiry.answered carries them all."""
+    session = uow.session
     recorded = (
         session.execute(
             select(InquiryPatient)

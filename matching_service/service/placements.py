@@ -6,9 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from matching_service.models import PatientSearch, SearchExclusion, TherapistProjection
+from matching_service.models import PatientSearch, TherapistProjection
 from matching_service.placement.status import TRIAL_FAILED
 from matching_service.schemas import (
     SEARCH_FAILED_TRIAL,
@@ -16,7 +15,12 @@ from matching_service.schemas import (
     SearchStatusChangedPayload,
 )
 from matching_service.service import SearchDetail, _detail, _load_search
-from matching_service.service.answers import ReplacementFinder, claim_search, lock_searches
+from matching_service.service.answers import (
+    ReplacementFinder,
+    claim_search,
+    exclude_once,
+    lock_searches,
+)
 from matching_service.service.withdrawals import SEARCH_SUCCEEDED as SUCCEEDED_REASON
 from matching_service.service.withdrawals import withdraw_search
 from matching_service.settings import MatchingSettings
@@ -71,18 +75,7 @@ def record_trial_outcome(
                 uow, search_id, SUCCEEDED_REASON, correlation_id=correlation_id, as_of=now
             )
         else:
-            uow.session.execute(
-                pg_insert(SearchExclusion)
-                .values(
-                    search_id=search_id,
-                    therapist_id=therapist_id,
-                    reason=TRIAL_FAILED,
-                    created_at=now,
-                )
-                .on_conflict_do_nothing(
-                    index_elements=[SearchExclusion.search_id, SearchExclusion.therapist_id]
-                )
-            )
+            exclude_once(uow, search_id, therapist_id, TRIAL_FAILED, now)
         search = _load_search(uow, search_id)
         uow.emit(
             PendingEvent.of(
