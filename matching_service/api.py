@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from flask import Response, g
+from flask import Blueprint, Response, g, render_template, request
 from flask_restful import Resource
 
 from matching_service import service
+from matching_service.placement.links import InvalidLink, LinkClaim, verify_link
 from matching_service.schemas import (
     AnalyticsQuery,
     AnalyticsSummaryOut,
@@ -19,17 +21,22 @@ from matching_service.schemas import (
     CoolingOverride,
     ExclusionCreate,
     ExclusionOut,
+    InquiryAnswerOut,
+    InquiryResponseIn,
+    PlacementIn,
     SearchCreate,
     SearchDetailOut,
     SearchListQuery,
     SearchOut,
     SearchStatusChange,
+    TrialOutcomeIn,
 )
-from matching_service.service import analytics, contactability
+from matching_service.service import analytics, answers, contactability, placements
 from matching_service.service.contact_log import contact_log, contact_log_csv
 from matching_service.settings import MatchingSettings
 from shared.auth import Role
-from shared.db import Database
+from shared.db import Database, utcnow
+from shared.errors import Conflict, NotFound
 from shared.web import ResourceRoute, current_actor, operation
 
 
@@ -193,6 +200,63 @@ class AnalyticsSummary(_MatchingResource):
         )
 
 
+# ---- answers, trial outcomes and manual placements
+
+
+class InquiryResponse(_MatchingResource):
+    """`/api/inquiries/{id}/response`"""
+
+    @operation(
+        "Record a therapist's answer for every patient of an inquiry (first acceptance wins)",
+        body=InquiryResponseIn,
+        response=InquiryAnswerOut,
+        errors=(404, 409),
+    )
+    def put(self, inquiry_id: int, body: InquiryResponseIn) -> Any:
+        return answers.record_response(
+            self.database.unit_of_work(),
+            inquiry_id,
+            body,
+            self.settings,
+            correlation_id=g.request_id,
+        )
+
+
+class SearchTrialOutcome(_MatchingResource):
+    """`/api/patient-searches/{id}/trial-outcome`"""
+
+    @operation(
+        "Confirm the place after trial sessions, or record that the trial failed",
+        body=TrialOutcomeIn,
+        response=SearchDetailOut,
+        errors=(404, 409),
+    )
+    def post(self, search_id: int, body: TrialOutcomeIn) -> Any:
+        return placements.record_trial_outcome(
+            self.database.unit_of_work(), search_id, body.outcome, correlation_id=g.request_id
+        )
+
+
+class SearchPlacements(_MatchingResource):
+    """`/api/patient-searches/{id}/placements`"""
+
+    @operation(
+        "Place the patient with a therapist who called with an opening (manual placement)",
+        body=PlacementIn,
+        response=SearchDetailOut,
+        status=201,
+        errors=(404, 409),
+    )
+    def post(self, search_id: int, body: PlacementIn) -> Any:
+        return placements.place_manually(
+            self.database.unit_of_work(),
+            search_id,
+            body.therapist_id,
+            self.settings,
+            correlation_id=g.request_id,
+        )
+
+
 def routes(database: Database, settings: MatchingSettings) -> list[ResourceRoute]:
     """The resources of this service with their dependencies."""
     deps = {"database": database, "settings": settings}
@@ -207,4 +271,76 @@ def routes(database: Database, settings: MatchingSettings) -> list[ResourceRoute
         ResourceRoute(CoolingOverrides, "/api/contactability/<id:therapist_id>/override", deps),
         ResourceRoute(SearchContactLog, "/api/patient-searches/<id:search_id>/contact-log", deps),
         ResourceRoute(AnalyticsSummary, "/api/analytics/summary", deps),
+        ResourceRoute(InquiryResponse, "/api/inquiries/<id:inquiry_id>/response", deps),
+        ResourceRoute(
+            SearchTrialOutcome, "/api/patient-searches/<id:search_id>/trial-outcome", deps
+        ),
+        ResourceRoute(SearchPlacements, "/api/patient-searches/<id:search_id>/placements", deps),
     ]
+
+
+# ---- answer links: public pages, the signed token is the authority
+
+OUTCOME_LABELS = {
+    "accepted": "Zusage: Ich biete einen Therapieplatz an",
+    "in_trial_sessions": "Probatorische Sitzungen sind vereinbart",
+    "rejected_capacity": "Absage: derzeit kein freier Platz",
+    "rejected_unsuitable": "Absage: passt fachlich nicht",
+    "rejected_other": "Absage aus anderen Gründen",
+    "no_show": "Nicht zum Termin erschienen",
+}
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+def answer_link_pages(database: Database, settings: MatchingSettings) -> Blueprint:
+    """`/answers/{token}`: GET shows what the link records (and changes nothing: mail
+    scanners open links); POST records it, once."""
+    pages = Blueprint("answer_links", __name__, template_folder="templates")
+    secret = settings.answer_link_secret.get_secret_value()
+
+    @pages.route("/answers/<token>", methods=["GET", "POST"])
+    def answer_link(token: str) -> Response:
+        try:
+            claim = _verified(secret, token)
+            if request.method == "POST":
+                recorded = answers.record_link_answer(
+                    database.unit_of_work(), claim, settings, correlation_id=g.request_id
+                )
+                return _page("answer_recorded.html", 200, answer=recorded, claim=claim)
+            view = answers.link_view(database.unit_of_work(), claim)
+            return _page("answer_confirm.html", 200, view=view, claim=claim)
+        except _LinkRefused as refused:
+            return _page("answer_invalid.html", refused.status, message=refused.message)
+        except NotFound:
+            return _page("answer_invalid.html", 404, message="Diese Anfrage gibt es nicht.")
+        except Conflict:
+            message = "Diese Anfrage wurde ohne Antwort geschlossen; bitte rufen Sie uns an."
+            return _page("answer_invalid.html", 409, message=message)
+
+    return pages
+
+
+class _LinkRefused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _verified(secret: str, token: str) -> LinkClaim:
+    """The link's claim; 410 for a genuine link past its date, 400 for anything else."""
+    try:
+        return verify_link(secret, token, utcnow())
+    except InvalidLink:
+        pass
+    try:
+        verify_link(secret, token, _EPOCH)
+    except InvalidLink:
+        raise _LinkRefused(400, "Dieser Link ist ungültig.") from None
+    raise _LinkRefused(410, "Dieser Link ist abgelaufen; bitte rufen Sie uns an.")
+
+
+def _page(template: str, status: int, **context: Any) -> Response:
+    html = render_template(template, labels=OUTCOME_LABELS, **context)
+    response = Response(html, status=status, mimetype="text/html")
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -19,4 +19,5 @@ def create_app(settings: MatchingSettings | None = None) -> Flask:
         INFRA,
         title="Matching service",
         routes=lambda runtime: api.routes(runtime.database, settings),
+        pages=lambda runtime: [api.answer_link_pages(runtime.database, settings)],
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -14,6 +15,7 @@ from pydantic import (
     Field,
     RootModel,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -440,6 +442,94 @@ class PhoneCallCompletedView(BaseModel):
     therapist_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     outcome: Literal["reached", "not_reached"]
     completed_at: datetime
+
+
+# ---- answers, trial outcomes and manual placements
+
+
+class AnswerPatientIn(BaseModel):
+    """One patient's outcome in `PUT /api/inquiries/{id}/response`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    search_id: int = Field(ge=1, le=MAX_ID)
+    outcome: Outcome
+
+
+class InquiryResponseIn(BaseModel):
+    """Body of `PUT /api/inquiries/{id}/response`: the answer for every patient of the
+    inquiry (withdrawn ones included) and the response type the outcomes make."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    response_type: ResponseType
+    channel: Literal["email", "phone", "link"]
+    patients: list[AnswerPatientIn] = Field(min_length=1, max_length=100)
+    notes: StaffText | None = None
+
+    @field_validator("patients")
+    @classmethod
+    def _each_patient_once(cls, patients: list[AnswerPatientIn]) -> list[AnswerPatientIn]:
+        counts = Counter(p.search_id for p in patients)
+        twice = sorted(search_id for search_id, n in counts.items() if n > 1)
+        if twice:
+            raise ValueError(f"search ids answered more than once: {twice}")
+        return patients
+
+
+class InquiryAnswerPatientOut(BaseModel):
+    """One patient of an answered inquiry."""
+
+    search_id: int
+    patient_id: int
+    position: int
+    status: Literal["open", "withdrawn", "answered"]
+    outcome: Outcome | None
+    # accepted after another therapist had claimed the patient
+    conflict: bool
+    replacement_offers: list[int]
+
+
+class AnswerConflictOut(BaseModel):
+    """An acceptance that lost: the patient is no longer available; these are offered."""
+
+    search_id: int
+    replacement_offers: list[int]
+
+
+class InquiryAnswerOut(BaseModel):
+    """An inquiry with its recorded answer and the conflicts it produced."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    therapist_id: int
+    practice_key: str
+    status: InquiryStatus
+    answered_at: datetime | None
+    response_type: ResponseType | None
+    channel: Literal["email", "phone", "link"] | None
+    original_size: int
+    current_size: int
+    patients: list[InquiryAnswerPatientOut]
+    conflicts: list[AnswerConflictOut]
+
+
+class TrialOutcomeIn(BaseModel):
+    """Body of `POST /api/patient-searches/{id}/trial-outcome`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Literal["success", "failure"]
+
+
+class PlacementIn(BaseModel):
+    """Body of `POST /api/patient-searches/{id}/placements` (a therapist called with an
+    opening)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    therapist_id: int = Field(ge=1, le=MAX_ID)
 
 
 EMAIL_SENT = EventType("email.sent", 1, EmailSentView, COMMUNICATION_TOPIC)

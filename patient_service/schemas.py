@@ -268,6 +268,18 @@ class SearchCancelledView(BaseModel):
     patient_id: int
 
 
+class SearchTrialView(BaseModel):
+    """What patient_service reads from matching's search.succeeded / search.failed_trial
+    (tolerant of new fields: the therapist stays with matching)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    search_id: int
+    patient_id: int
+
+
 SEARCH_TOPIC = "search-events"
 SEARCH_STARTED = EventType("search.started", 1, SearchStartedView, SEARCH_TOPIC)
 SEARCH_CANCELLED = EventType("search.cancelled", 1, SearchCancelledView, SEARCH_TOPIC)
+SEARCH_SUCCEEDED = EventType("search.succeeded", 1, SearchTrialView, SEARCH_TOPIC)
+SEARCH_FAILED_TRIAL = EventType("search.failed_trial", 1, SearchTrialView, SEARCH_TOPIC)

@@ -223,6 +223,33 @@ def mark_search_cancelled(
     return True
 
 
+def mark_in_therapy(
+    uow: UnitOfWork,
+    patient_id: int,
+    search_id: int,
+    policy: QualificationPolicy,
+    *,
+    correlation_id: str | None = None,
+) -> bool:
+    """Staff confirmed the place after trial sessions (search.succeeded): a `searching`
+    patient moves to `in_therapy`.
+
+    Runs inside the consumer's unit of work (the consumer commits). A patient unknown here,
+    not searching (a redelivery finds them in therapy already), or following a newer search
+    is left as it is; returns whether the status changed.
+    """
+    patient = _following(uow, patient_id, search_id, "succeeded")
+    if patient is None:
+        return False
+    if patient.status != PatientStatus.SEARCHING:
+        log.info(
+            "search succeeded for patient %s in status %s: ignored", patient_id, patient.status
+        )
+        return False
+    _set_status(uow, patient, PatientStatus.IN_THERAPY, policy, correlation_id)
+    return True
+
+
 def _following(uow: UnitOfWork, patient_id: int, search_id: int, what: str) -> Patient | None:
     """The patient (locked) following `search_id`, now its newest search; None (logged) when
     the patient is unknown or the event is about an older search."""

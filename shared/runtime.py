@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask
+from flask import Blueprint, Flask
 from sqlalchemy import MetaData
 
 from shared.auth import TokenStore
@@ -107,6 +107,7 @@ def service_app(
     *,
     title: str,
     routes: Callable[[ServiceRuntime], Sequence[ResourceRoute]],
+    pages: Callable[[ServiceRuntime], Sequence[Blueprint]] | None = None,
 ) -> Flask:
     """Body of every service's `create_app`: logging, runtime, common endpoints, resources."""
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
@@ -121,6 +122,7 @@ def service_app(
         routes=routes(runtime),
         relay_max_attempts=settings.relay_max_attempts,
         max_content_length=settings.max_content_length,
+        pages=pages(runtime) if pages is not None else (),
     )
 
 

@@ -20,7 +20,16 @@ from typing import Any
 
 import flask_restful
 import flask_swagger_ui
-from flask import Flask, Response, current_app, g, jsonify, request, send_from_directory
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    request,
+    send_from_directory,
+)
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -380,8 +389,14 @@ def create_service_app(
     version: str = "1.0.0",
     relay_max_attempts: int = 10,
     max_content_length: int = MEGABYTE,
+    pages: Sequence[Blueprint] = (),
 ) -> Flask:
-    """A Flask app with the platform's common endpoints and the service's resources."""
+    """A Flask app with the platform's common endpoints and the service's resources.
+
+    `pages` are public HTML views mounted as they are: no bearer token (only `@operation`
+    methods require one), so each must carry its own authority (e.g. a signed token in the
+    URL). They get the security headers and `PAGE_CSP`.
+    """
     app = Flask(name)
     app.config["MAX_CONTENT_LENGTH"] = max_content_length
     app.url_map.converters["id"] = IdConverter
@@ -398,6 +413,8 @@ def create_service_app(
         ),
     ]:
         api.add_resource(route.resource, route.url, resource_class_kwargs=route.kwargs)
+    for page in pages:
+        app.register_blueprint(page)
     app.register_error_handler(Exception, error_response)
     _install_request_ids(app)
     _install_body_limit(app)
@@ -491,6 +508,8 @@ _SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 _JSON_CSP = "default-src 'none'; frame-ancestors 'none'"
+# public HTML pages: nothing loads, forms post back to this service only
+PAGE_CSP = "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 
 def _install_security_headers(app: Flask) -> None:
@@ -505,6 +524,8 @@ def _install_security_headers(app: Flask) -> None:
             response.headers["Content-Security-Policy"] = _DOCS_CSP
         elif response.mimetype == "application/json":
             response.headers.setdefault("Content-Security-Policy", _JSON_CSP)
+        elif response.mimetype == "text/html":
+            response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
         return response
 
 

@@ -44,6 +44,8 @@ from matching_service.schemas import (
     SearchStatusChangedPayload,
     TherapistSnapshot,
 )
+from matching_service.service.withdrawals import SEARCH_CANCELLED as WITHDRAWN_CANCELLED
+from matching_service.service.withdrawals import withdraw_search
 from shared.db import UnitOfWork, utcnow
 from shared.errors import Conflict, InvalidTransition, NotFound, RuleViolation
 from shared.events import MAX_VERSION_JUMP, EventType, InvalidEvent, implausible_version
@@ -211,11 +213,6 @@ class SearchDetail:
         """Contacts granted and not yet used by an inquiry."""
         return max(self.search.contact_budget - self.search.contacts_used, 0)
 
-    @property
-    def placed_therapist_id(self) -> int | None:
-        """The therapist holding the trial (none until answers are recorded)."""
-        return None
-
 
 def list_searches(uow: UnitOfWork, query: SearchListQuery) -> Page:
     """A page of searches, longest waiting first, filtered by status, the patient's
@@ -304,7 +301,7 @@ def change_search_status(
         held = (
             select(PatientSearch.id, PatientSearch.status)
             .where(PatientSearch.id == search_id)
-            .with_for_update()
+            .with_for_update(key_share=True)
             .subquery("held")
         )
         changed = uow.session.execute(
@@ -323,6 +320,8 @@ def change_search_status(
                 {"current": current.value, "requested": target.value, "allowed": allowed},
             )
         search = _load_search(uow, search_id)
+        if target is SearchStatus.CANCELLED:
+            withdraw_search(uow, search_id, WITHDRAWN_CANCELLED, correlation_id=correlation_id)
         event = _STATUS_EVENTS[target]
         payload = SearchStatusChangedPayload(
             search_id=search.id,

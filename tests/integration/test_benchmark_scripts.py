@@ -84,3 +84,12 @@ def test_geocoding_benchmark_prints_import_and_distances_figures(pg_admin_url: s
     assert "import: " in output and "100 created" in output
     assert "import again: " in output and "100 unchanged" in output
     assert "distances: 50 pairs in " in output
+
+
+def test_acceptances_benchmark_prints_the_contest_figures(pg_admin_url: str) -> None:
+    output = _run(
+        ["benchmarks/bench_acceptances.py", "--rounds", "1", "--parallel", "5"],
+        BENCH_DATABASE_URL=pg_admin_url,
+    )
+    assert "5 parallel acceptances answered in" in output
+    assert "1 claim, 4 conflicts" in output

@@ -114,12 +114,13 @@ def _set_waiting_since(engine: sa.Engine, search_id: int, days_ago: int) -> None
 
 
 def _events(engine: sa.Engine, search_id: int) -> list[dict[str, Any]]:
+    """The search events of one search (other aggregates, e.g. inquiries, share ids)."""
     with engine.connect() as connection:
         return list(
             connection.execute(
                 sa.text(
                     "SELECT envelope FROM matching_service.outbox "
-                    "WHERE aggregate_id = :id ORDER BY id"
+                    "WHERE aggregate_id = :id AND event_type LIKE 'search.%' ORDER BY id"
                 ),
                 {"id": str(search_id)},
             ).scalars()

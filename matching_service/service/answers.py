@@ -1,0 +1,618 @@
+"""Answers to inquiries (SPEC.md §8): outcomes per patient, first acceptance wins, conflicts
+with replacement offers, withdrawals from other open inquiries, answer links.
+
+Locks are always taken in one order, so that concurrent answers, claims and withdrawals
+wait for each other instead of deadlocking: first the searches an answer accepts (by id),
+then the inquiries it touches (its own and the open ones holding those searches, by id),
+then inquiry patients. Whether an acceptance claims its search is decided by one conditional
+UPDATE; of any number of concurrent acceptances of a patient exactly one wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from matching_service.bundling.model import BundleConfig
+from matching_service.models import (
+    OPEN_INQUIRY_STATUSES,
+    Inquiry,
+    InquiryPatient,
+    PatientSearch,
+    SearchExclusion,
+)
+from matching_service.placement.answers import response_type
+from matching_service.placement.links import LinkClaim
+from matching_service.placement.replacement import replacement_offer
+from matching_service.placement.values import ACCEPTING, EXCLUDING, Outcome
+from matching_service.schemas import (
+    INQUIRY_ANSWERED,
+    SEARCH_CLAIMED,
+    AnsweredPatient,
+    InquiryAnsweredPayload,
+    InquiryResponseIn,
+    SearchStatusChangedPayload,
+)
+from matching_service.service import market
+from matching_service.service.cooling import start_cooling
+from matching_service.service.withdrawals import CLAIMED_ELSEWHERE, withdraw_search
+from matching_service.settings import MatchingSettings
+from shared.db import UnitOfWork, utcnow
+from shared.errors import Conflict, NotFound, RuleViolation
+from shared.outbox import PendingEvent
+
+PRODUCER = "matching_service"
+
+# ---------------------------------------------------------------- claims
+
+
+def lock_searches(uow: UnitOfWork, search_ids: Collection[int]) -> None:
+    """Lock searches in id order (FOR NO KEY UPDATE: inserts referring to them still pass)."""
+    if search_ids:
+        uow.session.execute(
+            select(PatientSearch.id)
+            .where(PatientSearch.id.in_(sorted(search_ids)))
+            .order_by(PatientSearch.id)
+            .with_for_update(key_share=True)
+        ).all()
+
+
+def lock_claimable(uow: UnitOfWork, search_ids: Collection[int]) -> set[int]:
+    """Lock, in id order, the searches an acceptance may still claim (active ones) and
+    return their ids.
+
+    A search found no longer active is let go at once (its lock was taken in a savepoint
+    that is rolled back): its acceptance is a conflict, and holding it to the end of this
+    answer would make every other late acceptance of the patient wait for this one.
+    """
+    if not search_ids:
+        return set()
+    savepoint = uow.session.begin_nested()
+    held = uow.session.execute(
+        select(PatientSearch.id, PatientSearch.status)
+        .where(PatientSearch.id.in_(sorted(search_ids)))
+        .order_by(PatientSearch.id)
+        .with_for_update(key_share=True)
+    ).all()
+    active = {row.id for row in held if row.status == "active"}
+    if len(active) == len(held):
+        savepoint.commit()
+        return active
+    savepoint.rollback()
+    lock_searches(uow, active)  # none held now: the order is kept
+    return active
+
+
+def claim_search(
+    uow: UnitOfWork,
+    search_id: int,
+    therapist_id: int,
+    *,
+    inquiry_id: int | None,
+    now: datetime,
+    correlation_id: str | None = None,
+) -> bool:
+    """The first acceptance claims the search: one conditional UPDATE (active, therapist not
+    excluded); on success search.claimed is emitted and the patient withdrawn from every
+    other open inquiry."""
+    claimed = uow.session.execute(
+        update(PatientSearch)
+        .where(
+            PatientSearch.id == search_id,
+            PatientSearch.status == "active",
+            ~exists().where(
+                SearchExclusion.search_id == search_id,
+                SearchExclusion.therapist_id == therapist_id,
+            ),
+        )
+        .values(status="in_trial", placed_therapist_id=therapist_id, claimed_at=now, updated_at=now)
+        .returning(
+            PatientSearch.patient_id, PatientSearch.waiting_since, PatientSearch.contact_budget
+        )
+    ).first()
+    if claimed is None:
+        return False
+    uow.emit(
+        PendingEvent.of(
+            SEARCH_CLAIMED,
+            producer=PRODUCER,
+            aggregate_id=search_id,
+            payload=SearchStatusChangedPayload(
+                search_id=search_id,
+                patient_id=claimed.patient_id,
+                status="in_trial",
+                previous_status="active",
+                waiting_since=claimed.waiting_since,
+                contact_budget=claimed.contact_budget,
+                therapist_id=therapist_id,
+                inquiry_id=inquiry_id,
+            ),
+            correlation_id=correlation_id,
+        )
+    )
+    withdraw_search(
+        uow, search_id, CLAIMED_ELSEWHERE, inquiry_id, correlation_id=correlation_id, as_of=now
+    )
+    return True
+
+
+class ReplacementFinder:
+    """Replacement offers for therapists whose acceptance lost (same hard rules as bundling,
+    with budget; cooling and the weekly email limit do not hold the reply back). The market
+    is read once per use case, when the first conflict needs it."""
+
+    def __init__(self, uow: UnitOfWork, settings: MatchingSettings, now: datetime) -> None:
+        self.uow, self.settings, self.today = uow, settings, now.date()
+        self._searches: list[Any] | None = None
+
+    def offers(self, therapist_id: int, skip_search_ids: Collection[int]) -> list[int]:
+        """Search ids eligible for the therapist, longest waiting first, at most a bundle."""
+        session = self.uow.session
+        therapists = market.load_therapists(session, self.today, therapist_ids=[therapist_id])
+        if not therapists:
+            return []  # not active (or unknown): nobody to offer patients to
+        if self._searches is None:
+            self._searches = market.load_searches(
+                session, max_open_inquiries=self.settings.max_open_inquiries_per_search
+            )
+        config = BundleConfig(
+            bundle_min_size=self.settings.bundle_min_size,
+            bundle_max_size=self.settings.bundle_max_size,
+            max_inquiries_per_patient=self.settings.max_open_inquiries_per_search,
+        )
+        offered = replacement_offer(
+            therapists[0],
+            self._searches,
+            config,
+            self.today,
+            skip_search_ids=skip_search_ids,
+            limit=self.settings.bundle_max_size,
+        )
+        return [int(search_id) for search_id in offered]
+
+
+def placed_with(uow: UnitOfWork, search_id: int, therapist_id: int) -> bool:
+    """Whether the search is in trial (or successful) with this therapist already."""
+    return bool(
+        uow.session.execute(
+            select(
+                exists().where(
+                    PatientSearch.id == search_id,
+                    PatientSearch.status.in_(("in_trial", "successful")),
+                    PatientSearch.placed_therapist_id == therapist_id,
+                )
+            )
+        ).scalar_one()
+    )
+
+
+# ---------------------------------------------------------------- answers
+
+
+@dataclass(frozen=True)
+class InquiryAnswer:
+    """An inquiry with its answer as `InquiryAnswerOut` shows it."""
+
+    id: int
+    therapist_id: int
+    practice_key: str
+    status: str
+    answered_at: datetime | None
+    response_type: str | None
+    channel: str | None
+    original_size: int
+    current_size: int
+    patients: list[dict[str, Any]]
+
+    @property
+    def conflicts(self) -> list[dict[str, Any]]:
+        """Acceptances that came after another claim, with the patients offered instead."""
+        return [
+            {"search_id": p["search_id"], "replacement_offers": p["replacement_offers"]}
+            for p in self.patients
+            if p["conflict"]
+        ]
+
+
+def record_response(
+    uow: UnitOfWork,
+    inquiry_id: int,
+    response: InquiryResponseIn,
+    settings: MatchingSettings,
+    *,
+    as_of: datetime | None = None,
+    correlation_id: str | None = None,
+) -> InquiryAnswer:
+    """Record a therapist's answer to an inquiry (staff, by email or phone).
+
+    The patients must be exactly the inquiry's (withdrawn ones included); the response type
+    must follow from the outcomes. An inquiry answered already takes the same answer again
+    (nothing changes) and, when links answered part of it, the outcomes still missing;
+    anything contradicting a recorded outcome is a conflict.
+    """
+    outcomes = {p.search_id: Outcome(p.outcome) for p in response.patients}
+    with uow:
+        inquiry, rows, claimable = _lock_for_answer(uow, inquiry_id, outcomes)
+        _check_exact_patients(rows, outcomes)
+        expected = response_type(dict(outcomes.items()))
+        if response.response_type != expected.value:
+            raise RuleViolation(
+                f"response_type '{response.response_type}' does not match the outcomes",
+                [
+                    {
+                        "field": "response_type",
+                        "message": f"the outcomes make it '{expected.value}'",
+                    }
+                ],
+            )
+        _check_recorded(rows, outcomes)
+        missing = {sid: o for sid, o in outcomes.items() if rows[sid].outcome is None}
+        if missing:
+            _apply(
+                uow,
+                inquiry,
+                rows,
+                missing,
+                settings,
+                claimable=claimable,
+                channel=response.channel,
+                notes=response.notes,
+                now=as_of or utcnow(),
+                correlation_id=correlation_id,
+            )
+        answer = _load_answer(uow, inquiry_id)
+        uow.commit()
+    return answer
+
+
+@dataclass(frozen=True)
+class LinkAnswer:
+    """What an answer link recorded (or found recorded) for its patient."""
+
+    inquiry_id: int
+    search_id: int
+    outcome: str
+    recorded_now: bool
+    conflict: bool
+    replacement_offers: list[int]
+
+
+def record_link_answer(
+    uow: UnitOfWork,
+    claim: LinkClaim,
+    settings: MatchingSettings,
+    *,
+    as_of: datetime | None = None,
+    correlation_id: str | None = None,
+) -> LinkAnswer:
+    """Record one patient's outcome from a signed answer link, once: a patient with an
+    outcome keeps it (the second click shows it). The first answer of the inquiry marks it
+    answered and starts cooling."""
+    outcome = Outcome(claim.outcome)
+    with uow:
+        inquiry, rows, claimable = _lock_for_answer(
+            uow, claim.inquiry_id, {claim.search_id: outcome}
+        )
+        row = rows.get(claim.search_id)
+        if row is None:
+            raise NotFound(
+                f"search {claim.search_id} is not in inquiry {claim.inquiry_id}",
+                {"inquiry_id": claim.inquiry_id, "search_id": claim.search_id},
+            )
+        recorded_now = row.outcome is None
+        if recorded_now:
+            _apply(
+                uow,
+                inquiry,
+                rows,
+                {claim.search_id: outcome},
+                settings,
+                claimable=claimable,
+                channel="link",
+                notes=None,
+                now=as_of or utcnow(),
+                correlation_id=correlation_id,
+            )
+        assert row.outcome is not None
+        answer = LinkAnswer(
+            inquiry_id=claim.inquiry_id,
+            search_id=claim.search_id,
+            outcome=row.outcome,
+            recorded_now=recorded_now,
+            conflict=row.conflict,
+            replacement_offers=list(row.replacement_offers or []),
+        )
+        uow.commit()
+    return answer
+
+
+@dataclass(frozen=True)
+class LinkView:
+    """What an answer link's page shows before anything is recorded."""
+
+    inquiry_id: int
+    search_id: int
+    inquiry_status: str
+    recorded_outcome: str | None
+
+
+def link_view(uow: UnitOfWork, claim: LinkClaim) -> LinkView:
+    """The inquiry and patient a valid link points to (reads only: mail scanners open links
+    before people do)."""
+    with uow:
+        found = uow.session.execute(
+            select(Inquiry.status, InquiryPatient.outcome)
+            .join(InquiryPatient, InquiryPatient.inquiry_id == Inquiry.id)
+            .where(Inquiry.id == claim.inquiry_id, InquiryPatient.search_id == claim.search_id)
+        ).first()
+    if found is None:
+        raise NotFound(f"search {claim.search_id} is not in inquiry {claim.inquiry_id}")
+    return LinkView(claim.inquiry_id, claim.search_id, found.status, found.outcome)
+
+
+def _lock_for_answer(
+    uow: UnitOfWork, inquiry_id: int, outcomes: Mapping[int, Outcome]
+) -> tuple[Inquiry, dict[int, InquiryPatient], set[int]]:
+    """Lock what an answer may touch, in the one order (accepted searches still active,
+    then inquiries), and read the inquiry (404 unknown, 409 closed), its patients by search
+    id and the accepted searches it may claim."""
+    session = uow.session
+    claimable = lock_claimable(
+        uow, [sid for sid, outcome in outcomes.items() if outcome in ACCEPTING]
+    )
+    holding = select(InquiryPatient.inquiry_id).where(
+        InquiryPatient.search_id.in_(claimable), InquiryPatient.status == "open"
+    )
+    locked = (
+        session.execute(
+            select(Inquiry)
+            .where(
+                or_(
+                    Inquiry.id == inquiry_id,
+                    and_(Inquiry.status.in_(OPEN_INQUIRY_STATUSES), Inquiry.id.in_(holding)),
+                )
+            )
+            .order_by(Inquiry.id)
+            .with_for_update(of=Inquiry, key_share=True)
+            .execution_options(populate_existing=True)
+        )
+        .scalars()
+        .all()
+    )
+    inquiry = next((found for found in locked if found.id == inquiry_id), None)
+    if inquiry is None:
+        raise NotFound(f"inquiry {inquiry_id} does not exist")
+    if inquiry.status == "closed":
+        raise Conflict(
+            f"inquiry {inquiry_id} was closed without an answer (no_response); an answer can "
+            "no longer be recorded for it",
+            {"status": "closed", "response_type": inquiry.response_type},
+        )
+    rows = session.execute(
+        select(InquiryPatient)
+        .where(InquiryPatient.inquiry_id == inquiry_id)
+        .order_by(InquiryPatient.position)
+        .execution_options(populate_existing=True)
+    ).scalars()
+    return inquiry, {row.search_id: row for row in rows}, claimable
+
+
+def _check_exact_patients(
+    rows: Mapping[int, InquiryPatient], outcomes: Mapping[int, Outcome]
+) -> None:
+    missing = sorted(set(rows) - set(outcomes))
+    extra = sorted(set(outcomes) - set(rows))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing answers for search ids {missing}")
+        if extra:
+            parts.append(f"search ids {extra} are not in the inquiry")
+        raise RuleViolation(
+            "the answer must list exactly the inquiry's patients (withdrawn ones included)",
+            [
+                {
+                    "field": "patients",
+                    "message": "; ".join(parts),
+                    "missing_search_ids": missing,
+                    "extra_search_ids": extra,
+                }
+            ],
+        )
+
+
+def _check_recorded(rows: Mapping[int, InquiryPatient], outcomes: Mapping[int, Outcome]) -> None:
+    contradicted = {
+        sid: rows[sid].outcome
+        for sid, outcome in outcomes.items()
+        if rows[sid].outcome is not None and rows[sid].outcome != outcome
+    }
+    if contradicted:
+        raise Conflict(
+            "the inquiry was answered already with other outcomes; a recorded answer is not "
+            "changed (send the recorded outcomes to complete a partly answered inquiry)",
+            {"recorded": [{"search_id": s, "outcome": o} for s, o in sorted(contradicted.items())]},
+        )
+
+
+def _apply(
+    uow: UnitOfWork,
+    inquiry: Inquiry,
+    rows: Mapping[int, InquiryPatient],
+    outcomes: Mapping[int, Outcome],
+    settings: MatchingSettings,
+    *,
+    claimable: Collection[int],
+    channel: str,
+    notes: str | None,
+    now: datetime,
+    correlation_id: str | None,
+) -> None:
+    """Record outcomes not recorded yet, with their effects, then the inquiry's answer."""
+    finder = ReplacementFinder(uow, settings, now)
+    for search_id, outcome in outcomes.items():
+        conflict, offers = False, None
+        if outcome in EXCLUDING:
+            exclude_once(uow, search_id, inquiry.therapist_id, outcome.value, now)
+        elif outcome in ACCEPTING:
+            won = (
+                search_id in claimable
+                and rows[search_id].status != "withdrawn"
+                and claim_search(
+                    uow,
+                    search_id,
+                    inquiry.therapist_id,
+                    inquiry_id=inquiry.id,
+                    now=now,
+                    correlation_id=correlation_id,
+                )
+            )
+            if not won and not placed_with(uow, search_id, inquiry.therapist_id):
+                conflict = True
+                offers = finder.offers(inquiry.therapist_id, skip_search_ids=set(rows))
+        _record_outcome(uow, inquiry.id, search_id, outcome, now, conflict, offers)
+    _mark_answered(
+        uow, inquiry, settings, channel=channel, notes=notes, now=now, correlation_id=correlation_id
+    )
+
+
+def exclude_once(
+    uow: UnitOfWork, search_id: int, therapist_id: int, reason: str, now: datetime
+) -> None:
+    """Exclude the therapist from the search, once (a second exclusion changes nothing)."""
+    uow.session.execute(
+        pg_insert(SearchExclusion)
+        .values(search_id=search_id, therapist_id=therapist_id, reason=reason, created_at=now)
+        .on_conflict_do_nothing(
+            index_elements=[SearchExclusion.search_id, SearchExclusion.therapist_id]
+        )
+    )
+
+
+def _mark_answered(
+    uow: UnitOfWork,
+    inquiry: Inquiry,
+    settings: MatchingSettings,
+    *,
+    channel: str,
+    notes: str | None,
+    now: datetime,
+    correlation_id: str | None,
+) -> None:
+    """The inquiry answered (the first answer starts the practice's cooling), its response
+    type from every outcome recorded so far; inquiry.answered carries them all."""
+    session = uow.session
+    recorded = (
+        session.execute(
+            select(InquiryPatient)
+            .where(InquiryPatient.inquiry_id == inquiry.id, InquiryPatient.outcome.is_not(None))
+            .order_by(InquiryPatient.position)
+            .execution_options(populate_existing=True)
+        )
+        .scalars()
+        .all()
+    )
+    summary = response_type({p.search_id: Outcome(p.outcome) for p in recorded if p.outcome})
+    first_answer = inquiry.answered_at is None
+    values: dict[str, Any] = {"response_type": summary.value, "channel": channel, "updated_at": now}
+    if first_answer:
+        values.update(status="answered", answered_at=now)
+    if notes is not None:
+        values["notes"] = notes
+    session.execute(update(Inquiry).where(Inquiry.id == inquiry.id).values(**values))
+    session.refresh(inquiry)
+    if first_answer:
+        start_cooling(
+            uow,
+            inquiry,
+            now.date(),
+            cooling_period_days=settings.cooling_period_days,
+            correlation_id=correlation_id,
+        )
+    assert inquiry.answered_at is not None
+    uow.emit(
+        PendingEvent.of(
+            INQUIRY_ANSWERED,
+            producer=PRODUCER,
+            aggregate_id=inquiry.id,
+            payload=InquiryAnsweredPayload(
+                inquiry_id=inquiry.id,
+                therapist_id=inquiry.therapist_id,
+                practice_key=inquiry.practice_key,
+                response_type=summary.value,
+                channel=channel,  # type: ignore[arg-type]
+                answered_at=inquiry.answered_at,
+                patients=[
+                    AnsweredPatient(
+                        search_id=p.search_id,
+                        patient_id=p.patient_id,
+                        outcome=p.outcome,  # type: ignore[arg-type]
+                        conflict=p.conflict,
+                        replacement_offers=list(p.replacement_offers or []),
+                    )
+                    for p in recorded
+                ],
+            ),
+            correlation_id=correlation_id,
+        )
+    )
+
+
+def _record_outcome(
+    uow: UnitOfWork,
+    inquiry_id: int,
+    search_id: int,
+    outcome: Outcome,
+    now: datetime,
+    conflict: bool,
+    offers: list[int] | None,
+) -> None:
+    """The patient's outcome; an open patient becomes answered, a withdrawn one stays so."""
+    row = uow.session.get_one(
+        InquiryPatient, (inquiry_id, search_id), populate_existing=True, with_for_update=True
+    )
+    row.outcome = outcome.value
+    row.outcome_at = now
+    if row.status == "open":
+        row.status = "answered"
+    row.conflict = conflict
+    row.replacement_offers = offers
+    uow.session.flush()
+
+
+def _load_answer(uow: UnitOfWork, inquiry_id: int) -> InquiryAnswer:
+    inquiry = uow.session.get_one(Inquiry, inquiry_id, populate_existing=True)
+    rows = uow.session.execute(
+        select(InquiryPatient)
+        .where(InquiryPatient.inquiry_id == inquiry_id)
+        .order_by(InquiryPatient.position)
+        .execution_options(populate_existing=True)
+    ).scalars()
+    return InquiryAnswer(
+        id=inquiry.id,
+        therapist_id=inquiry.therapist_id,
+        practice_key=inquiry.practice_key,
+        status=inquiry.status,
+        answered_at=inquiry.answered_at,
+        response_type=inquiry.response_type,
+        channel=inquiry.channel,
+        original_size=inquiry.original_size,
+        current_size=inquiry.current_size,
+        patients=[
+            {
+                "search_id": row.search_id,
+                "patient_id": row.patient_id,
+                "position": row.position,
+                "status": row.status,
+                "outcome": row.outcome,
+                "conflict": row.conflict,
+                "replacement_offers": list(row.replacement_offers or []),
+            }
+            for row in rows
+        ],
+    )
