@@ -9,18 +9,25 @@ from flask_restful import Resource
 
 from matching_service import service
 from matching_service.schemas import (
+    BundleRunCreate,
+    BundleRunListQuery,
+    BundleRunOut,
     ContactRequest,
     ExclusionCreate,
     ExclusionOut,
+    InquiryCreate,
+    InquiryListQuery,
+    InquiryOut,
     SearchCreate,
     SearchDetailOut,
     SearchListQuery,
     SearchOut,
     SearchStatusChange,
 )
+from matching_service.service import bundle_runs, inquiries
 from matching_service.settings import MatchingSettings
 from shared.db import Database
-from shared.web import ResourceRoute, operation
+from shared.web import ResourceRoute, current_actor, operation
 
 
 class _MatchingResource(Resource):
@@ -106,6 +113,77 @@ class SearchExclusions(_SearchResource):
         return service.exclude_therapist(self.database.unit_of_work(), search_id, body)
 
 
+class BundleRunList(_MatchingResource):
+    """`/api/bundle-runs`"""
+
+    @operation(
+        "Run the bundler for a region, therapists or everywhere (a dry run writes only the "
+        "run's record)",
+        body=BundleRunCreate,
+        response=BundleRunOut,
+        status=201,
+    )
+    def post(self, body: BundleRunCreate) -> Any:
+        return bundle_runs.run_bundles(
+            self.database.unit_of_work(),
+            body,
+            settings=self.settings,
+            created_by=current_actor(),
+            correlation_id=g.request_id,
+        )
+
+    @operation(
+        "List bundle runs, newest first", query=BundleRunListQuery, response=BundleRunOut,
+        paginated=True,
+    )  # fmt: skip
+    def get(self, query: BundleRunListQuery) -> Any:
+        return bundle_runs.list_bundle_runs(self.database.unit_of_work(), query)
+
+
+class BundleRunItem(_MatchingResource):
+    """`/api/bundle-runs/{id}`"""
+
+    @operation("Get a bundle run as stored", response=BundleRunOut, errors=(404,))
+    def get(self, run_id: int) -> Any:
+        return bundle_runs.bundle_run(self.database.unit_of_work(), run_id)
+
+
+class InquiryList(_MatchingResource):
+    """`/api/inquiries`"""
+
+    @operation(
+        "Create an inquiry by hand (1..BUNDLE_MAX_SIZE patients; 409 names why the therapist "
+        "or a search may not be contacted, 422 the hard constraints a pair breaks)",
+        body=InquiryCreate,
+        response=InquiryOut,
+        status=201,
+        errors=(404, 409),
+    )
+    def post(self, body: InquiryCreate) -> Any:
+        return inquiries.create_inquiry(
+            self.database.unit_of_work(), body, settings=self.settings, correlation_id=g.request_id
+        )
+
+    @operation(
+        "List inquiries, newest first", query=InquiryListQuery, response=InquiryOut,
+        paginated=True,
+    )  # fmt: skip
+    def get(self, query: InquiryListQuery) -> Any:
+        return inquiries.list_inquiries(
+            self.database.unit_of_work(),
+            query,
+            follow_up_after_days=self.settings.follow_up_after_days,
+        )
+
+
+class InquiryItem(_MatchingResource):
+    """`/api/inquiries/{id}`"""
+
+    @operation("Get an inquiry with its patients", response=InquiryOut, errors=(404,))
+    def get(self, inquiry_id: int) -> Any:
+        return inquiries.inquiry_detail(self.database.unit_of_work(), inquiry_id)
+
+
 def routes(database: Database, settings: MatchingSettings) -> list[ResourceRoute]:
     """The resources of this service with their dependencies."""
     deps = {"database": database, "settings": settings}
@@ -116,4 +194,8 @@ def routes(database: Database, settings: MatchingSettings) -> list[ResourceRoute
             SearchContactRequests, "/api/patient-searches/<id:search_id>/contact-requests", deps
         ),
         ResourceRoute(SearchExclusions, "/api/patient-searches/<id:search_id>/exclusions", deps),
+        ResourceRoute(BundleRunList, "/api/bundle-runs", deps),
+        ResourceRoute(BundleRunItem, "/api/bundle-runs/<id:run_id>", deps),
+        ResourceRoute(InquiryList, "/api/inquiries", deps),
+        ResourceRoute(InquiryItem, "/api/inquiries/<id:inquiry_id>", deps),
     ]
