@@ -502,6 +502,8 @@ class BundleRunOut(BaseModel):
     therapists_considered: int
     inquiries_created: int
     seconds: float
+    # where the time went: read (projections), bundle (the algorithm), write (rows, events)
+    phase_seconds: dict[str, float]
     inquiries: list[BundleRunInquiryOut]
     left_out: list[BundleRunLeftOutOut]
     therapists_without_inquiry: list[BundleRunTherapistOut]

@@ -7,6 +7,8 @@ search, outcome) and when it stops being valid, signed with `ANSWER_LINK_SECRET`
 
 from __future__ import annotations
 
+import base64
+import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -37,6 +39,35 @@ def sign_link(
     """The URL-safe token of one answer link."""
     payload = [inquiry_id, search_id, Outcome(outcome).value, int(expires_at.timestamp())]
     return str(URLSafeSerializer(secret, salt=_SALT).dumps(payload))
+
+
+class LinkSigner:
+    """Signs many links with one key derivation (a bundle run signs tens of thousands).
+
+    Its tokens are `sign_link`'s, except that the payload is never zlib-compressed (for these
+    few dozen bytes compression almost never pays, and costs more than the rest of signing);
+    `verify_link` reads both forms.
+    """
+
+    def __init__(self, secret: str) -> None:
+        signer = URLSafeSerializer(secret, salt=_SALT).make_signer()
+        self._key = signer.derive_key()
+        self._digest = signer.digest_method().name  # by name: OpenSSL signs in one call
+        self._sep = signer.sep
+
+    def sign(
+        self, inquiry_id: int, search_id: int, outcome: Outcome | str, expires_at: datetime
+    ) -> str:
+        """The URL-safe token of one answer link."""
+        # compact JSON of [int, int, str, int], as the serializer writes it
+        payload = f'[{int(inquiry_id)},{int(search_id)},"{Outcome(outcome).value}",'
+        value = _base64(f"{payload}{int(expires_at.timestamp())}]".encode())
+        signature = hmac.digest(self._key, value, self._digest)
+        return (value + self._sep + _base64(signature)).decode("ascii")
+
+
+def _base64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 def verify_link(secret: str, token: str, now: datetime) -> LinkClaim:

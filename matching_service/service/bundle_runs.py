@@ -11,6 +11,7 @@ falls below BUNDLE_MIN_SIZE is not written.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 
 from matching_service.bundling import BundleResult, Strategy, propose_bundles
-from matching_service.bundling.model import SearchReason, TherapistReason
+from matching_service.bundling.model import Id, Search, SearchReason, TherapistReason
 from matching_service.models import BundleRun
 from matching_service.schemas import BundleRunCreate, BundleRunListQuery
 from matching_service.service import market
@@ -79,7 +80,9 @@ def run_bundles(
             therapist_ids=request.therapist_ids,
             postal_code_prefix=request.postal_code_prefix,
         )
+        phases = {"read": time.perf_counter() - started}
         proposed = propose_bundles(searches, therapists, config, today, Strategy.GLOBAL)
+        phases["bundle"] = time.perf_counter() - started - phases["read"]
         outcome = _explained(proposed)
         outcome.therapists_without_inquiry += _missing_therapists(
             uow, request.therapist_ids, {t.therapist_id for t in therapists}, today
@@ -99,15 +102,20 @@ def run_bundles(
             .returning(BundleRun.id)
         ).scalar_one()
         if not request.dry_run:
-            outcome = _write(uow, proposed, outcome, settings, as_of, run_id, correlation_id)
+            by_id = {search.search_id: search for search in searches}
+            outcome = _write(uow, proposed, by_id, outcome, settings, as_of, run_id, correlation_id)
         written = sum(1 for inquiry in outcome.inquiries if inquiry["id"] is not None)
+        seconds = time.perf_counter() - started
+        phases["write"] = seconds - phases["read"] - phases["bundle"]
         session.execute(
             update(BundleRun)
             .where(BundleRun.id == run_id)
             .values(
                 inquiries_created=written,
-                seconds=round(time.perf_counter() - started, 3),
+                seconds=round(seconds, 3),
                 result={
+                    # until the commit (which adds the outbox rows)
+                    "phase_seconds": {name: round(value, 3) for name, value in phases.items()},
                     "inquiries": outcome.inquiries,
                     "left_out": outcome.left_out,
                     "therapists_without_inquiry": outcome.therapists_without_inquiry,
@@ -156,6 +164,7 @@ def _missing_therapists(
 def _write(
     uow: UnitOfWork,
     proposed: BundleResult,
+    searches: Mapping[Id, Search],
     outcome: _Outcome,
     settings: MatchingSettings,
     as_of: datetime,
@@ -171,6 +180,7 @@ def _write(
         uow,
         planned,
         held,
+        searches,
         origin="bundle_run",
         settings=settings,
         as_of=as_of,
@@ -243,6 +253,8 @@ class BundleRunView:
             raise AttributeError(name)
         if name in ("inquiries", "left_out", "therapists_without_inquiry"):
             return self.run.result.get(name, [])
+        if name == "phase_seconds":
+            return self.run.result.get(name, {})
         return getattr(self.run, name)
 
 

@@ -8,18 +8,20 @@ never exceeded) hold whatever runs at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Integer, Table, and_, column, func, insert, select, update, values
+from sqlalchemy import Double, Integer, Table, and_, func, insert, literal, select, text, update
+from sqlalchemy import cast as cast_
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from matching_service.bundling.eligibility import age_on, eligible_pairs, prepare
 from matching_service.bundling.explain import travel_km, unmet_constraints
-from matching_service.bundling.model import BundleConfig, Search
+from matching_service.bundling.model import BundleConfig, Id, Search
 from matching_service.models import (
     OPEN_INQUIRY_STATUSES,
     Inquiry,
@@ -28,14 +30,12 @@ from matching_service.models import (
     PatientSearch,
     TherapistProjection,
 )
-from matching_service.placement.links import sign_link
+from matching_service.placement.links import LinkSigner
 from matching_service.placement.values import Outcome
 from matching_service.schemas import (
     INQUIRY_CREATED,
     InquiryCreate,
-    InquiryCreatedPayload,
     InquiryListQuery,
-    InquiryPatientSummary,
 )
 from matching_service.service import market
 from matching_service.settings import MatchingSettings
@@ -50,6 +50,9 @@ INQUIRY_WRITE_LOCK = 0x696E7175
 # the platform places statutorily insured patients; patient events carry no insurer
 INSURER_TYPE = "statutory"
 # Core table: its rows go in as one multi-row INSERT per thousand (no ORM objects)
+_INQUIRIES = cast(Table, Inquiry.__table__)
+# the unique index's predicate as literal SQL (an executemany takes no expanding IN list)
+_OPEN_INQUIRY = text("status IN (" + ", ".join(f"'{s}'" for s in OPEN_INQUIRY_STATUSES) + ")")
 _INQUIRY_PATIENTS = cast(Table, InquiryPatient.__table__)
 
 
@@ -89,7 +92,7 @@ def hold_searches(session: Session, search_ids: Sequence[int]) -> dict[int, Held
             PatientSearch.status,
             (PatientSearch.contact_budget - PatientSearch.contacts_used).label("left"),
         )
-        .where(PatientSearch.id.in_(sorted(set(search_ids))))
+        .where(PatientSearch.id == func.any(_int_array(sorted(set(search_ids)))))
         .order_by(PatientSearch.id)
         .with_for_update()
     )
@@ -111,6 +114,8 @@ class WrittenInquiry:
 
     inquiry_id: int
     therapist_id: int
+    practice_key: str
+    created_at: datetime
     search_ids: list[int]
 
 
@@ -126,6 +131,7 @@ def write_inquiries(
     uow: UnitOfWork,
     planned: Sequence[PlannedInquiry],
     held: dict[int, HeldSearch],
+    searches: Mapping[Id, Search],
     *,
     origin: str,
     settings: MatchingSettings,
@@ -142,38 +148,37 @@ def write_inquiries(
     session = uow.session
     now = utcnow()
     inserted = session.execute(
-        pg_insert(Inquiry)
-        .values(
-            [
-                {
-                    "bundle_run_id": bundle_run_id,
-                    "therapist_id": plan.therapist_id,
-                    "practice_key": plan.practice_key,
-                    "origin": origin,
-                    "status": "unsent",
-                    "original_size": len(plan.patients),
-                    "current_size": len(plan.patients),
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for plan in planned
-            ]
-        )
+        pg_insert(_INQUIRIES)
         # a practice with an open inquiry gets no second one (the partial unique index)
         .on_conflict_do_nothing(
             index_elements=[Inquiry.practice_key],
-            index_where=Inquiry.status.in_(OPEN_INQUIRY_STATUSES),
+            index_where=_OPEN_INQUIRY,
         )
-        .returning(Inquiry.id, Inquiry.practice_key)
+        .returning(Inquiry.id, Inquiry.practice_key, Inquiry.created_at),
+        [
+            {
+                "bundle_run_id": bundle_run_id,
+                "therapist_id": plan.therapist_id,
+                "practice_key": plan.practice_key,
+                "origin": origin,
+                "status": "unsent",
+                "original_size": len(plan.patients),
+                "current_size": len(plan.patients),
+                "created_at": now,
+                "updated_at": now,
+            }
+            for plan in planned
+        ],
     ).all()
-    inquiry_of = {row.practice_key: row.id for row in inserted}
+    inquiry_of = {row.practice_key: row for row in inserted}
     rows: list[dict[str, Any]] = []
     used: dict[int, int] = {}
     for plan in planned:
-        inquiry_id = inquiry_of.get(plan.practice_key)
-        if inquiry_id is None:
+        inserted_row = inquiry_of.get(plan.practice_key)
+        if inserted_row is None:
             result.practice_taken.append(plan)
             continue
+        inquiry_id = inserted_row.id
         for position, (search_id, km) in enumerate(plan.patients, start=1):
             rows.append(
                 {
@@ -187,26 +192,71 @@ def write_inquiries(
             )
             used[search_id] = used.get(search_id, 0) + 1
         search_ids = [search_id for search_id, _ in plan.patients]
-        result.written.append(WrittenInquiry(inquiry_id, plan.therapist_id, search_ids))
+        result.written.append(
+            WrittenInquiry(
+                inquiry_id,
+                plan.therapist_id,
+                plan.practice_key,
+                inserted_row.created_at,
+                search_ids,
+            )
+        )
     if not rows:
         return result
-    session.execute(insert(_INQUIRY_PATIENTS), rows)
-    counts = values(column("id", Integer), column("n", Integer), name="used").data(
-        sorted(used.items())
+    # one INSERT of every patient row, its columns as arrays (one parameter per column)
+    columns = ("inquiry_id", "search_id", "patient_id", "position", "distance_km")
+    session.execute(
+        insert(_INQUIRY_PATIENTS).from_select(
+            [*columns, "status"],
+            select(
+                *(_unnest([row[name] for row in rows], _ARRAY_OF[name]) for name in columns),
+                literal("open"),
+            ),
+        )
     )
+    # one UPDATE for all searches, its (id, count) pairs as two arrays
+    counts = select(
+        _unnest(list(used), _ARRAY_OF["search_id"]).label("id"),
+        _unnest(list(used.values()), _ARRAY_OF["search_id"]).label("n"),
+    ).subquery("used")
     session.execute(
         update(PatientSearch)
         .where(PatientSearch.id == counts.c.id)
         .values(contacts_used=PatientSearch.contacts_used + counts.c.n, updated_at=now)
+        # no loaded search objects to refresh: skip the ORM's per-row bookkeeping
+        .execution_options(synchronize_session=False)
     )
-    _emit_created(uow, result.written, rows, settings, as_of, origin, bundle_run_id, correlation_id)
+    _emit_created(
+        uow, result.written, rows, searches, settings, as_of, origin, bundle_run_id, correlation_id
+    )
     return result
+
+
+_ARRAY_OF = {
+    "inquiry_id": ARRAY(Integer),
+    "search_id": ARRAY(Integer),
+    "patient_id": ARRAY(Integer),
+    "position": ARRAY(Integer),
+    "distance_km": ARRAY(Double),
+}
+
+
+def _int_array(items: list[int]) -> Any:
+    """One parameter holding many ids (`= ANY(...)`: no IN list of thousands of parameters)."""
+    return cast_(literal(items, ARRAY(Integer)), ARRAY(Integer))
+
+
+def _unnest(items: list[Any], array_type: ARRAY) -> Any:
+    """The items as a set of rows; several in one SELECT list zip (PostgreSQL 10+)."""
+    # cast: psycopg2 sends a list of NULLs (or an empty list) without an element type
+    return func.unnest(cast_(literal(items, array_type), array_type))
 
 
 def _emit_created(
     uow: UnitOfWork,
     written: list[WrittenInquiry],
     rows: list[dict[str, Any]],
+    searches: Mapping[Id, Search],
     settings: MatchingSettings,
     as_of: datetime,
     origin: str,
@@ -214,56 +264,51 @@ def _emit_created(
     correlation_id: str | None,
 ) -> None:
     """One inquiry.created per written inquiry: anonymised patients with their answer links."""
-    patients = _patient_facts(uow.session, {row["patient_id"] for row in rows})
-    inquiries = uow.session.execute(
-        select(Inquiry.id, Inquiry.practice_key, Inquiry.created_at).where(
-            Inquiry.id.in_([w.inquiry_id for w in written])
-        )
-    )
-    held = {row.id: row for row in inquiries}
+    more = _patient_facts(uow.session, {row["patient_id"] for row in rows})
     by_inquiry: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         by_inquiry.setdefault(row["inquiry_id"], []).append(row)
-    secret = settings.answer_link_secret.get_secret_value()
+    signer = LinkSigner(settings.answer_link_secret.get_secret_value())
     expires_at = as_of + timedelta(days=settings.answer_link_days)
     base = settings.answer_link_base_url.rstrip("/")
     today = as_of.date()
     for inquiry in written:
-        summaries = []
+        summaries: list[dict[str, Any]] = []
         for row in by_inquiry[inquiry.inquiry_id]:
-            facts = patients[row["patient_id"]]
+            search, facts = searches[row["search_id"]], more[row["patient_id"]]
             links = {
                 outcome.value: f"{base}/answers/"
-                + sign_link(secret, inquiry.inquiry_id, row["search_id"], outcome, expires_at)
+                + signer.sign(inquiry.inquiry_id, row["search_id"], outcome, expires_at)
                 for outcome in Outcome
             }
             summaries.append(
-                InquiryPatientSummary(
-                    search_id=row["search_id"],
-                    patient_id=row["patient_id"],
-                    reference=f"PS-{row['search_id']}",
-                    position=row["position"],
-                    age=age_on(facts.birth_date, today),
-                    gender=facts.gender,
-                    diagnosis=facts.diagnosis,
-                    symptoms=list(facts.symptoms or []),
-                    insurer_type=INSURER_TYPE,
-                    availability=facts.availability,
-                    distance_km=row["distance_km"],
-                    two_year_rule_flag=facts.two_year_rule_flag,
-                    answer_links=links,
-                )
+                {
+                    "search_id": row["search_id"],
+                    "patient_id": row["patient_id"],
+                    "reference": f"PS-{row['search_id']}",
+                    "position": row["position"],
+                    "age": age_on(cast(date, search.birth_date), today),
+                    "gender": search.gender,
+                    "diagnosis": search.diagnosis,
+                    "symptoms": list(facts.symptoms or []),
+                    "insurer_type": INSURER_TYPE,
+                    "availability": search.availability,
+                    "distance_km": row["distance_km"],
+                    "two_year_rule_flag": facts.two_year_rule_flag,
+                    "answer_links": links,
+                }
             )
-        payload = InquiryCreatedPayload(
-            inquiry_id=inquiry.inquiry_id,
-            therapist_id=inquiry.therapist_id,
-            practice_key=held[inquiry.inquiry_id].practice_key,
-            origin=origin,  # type: ignore[arg-type]
-            bundle_run_id=bundle_run_id,
-            created_at=held[inquiry.inquiry_id].created_at,
-            answer_links_valid_until=expires_at,
-            patients=summaries,
-        )
+        # a plain dict: the event type validates it against InquiryCreatedPayload once
+        payload = {
+            "inquiry_id": inquiry.inquiry_id,
+            "therapist_id": inquiry.therapist_id,
+            "practice_key": inquiry.practice_key,
+            "origin": origin,
+            "bundle_run_id": bundle_run_id,
+            "created_at": inquiry.created_at,
+            "answer_links_valid_until": expires_at,
+            "patients": summaries,
+        }
         uow.emit(
             PendingEvent.of(
                 INQUIRY_CREATED,
@@ -276,18 +321,12 @@ def _emit_created(
 
 
 def _patient_facts(session: Session, patient_ids: set[int]) -> dict[int, Any]:
-    """What an inquiry tells about each patient, from the projection (one query)."""
+    """What an inquiry tells about each patient beyond what the bundler read (one query)."""
     p = PatientProjection
     rows = session.execute(
-        select(
-            p.patient_id,
-            p.birth_date,
-            p.gender,
-            p.diagnosis,
-            p.symptoms,
-            p.availability,
-            p.two_year_rule_flag,
-        ).where(p.patient_id.in_(sorted(patient_ids)))
+        select(p.patient_id, p.symptoms, p.two_year_rule_flag).where(
+            p.patient_id == func.any(_int_array(sorted(patient_ids)))
+        )
     )
     return {row.patient_id: row for row in rows}
 
@@ -356,6 +395,7 @@ def create_inquiry(
             uow,
             [plan],
             held,
+            searches,
             origin="manual",
             settings=settings,
             as_of=as_of,
