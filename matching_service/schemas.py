@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from shared.events import EventType
 from shared.web import MAX_ID, MultilineText, PageQuery
@@ -447,6 +454,20 @@ LOCATION_UNRESOLVED = EventType("location.unresolved", 1, LocationUnresolvedView
 
 # ---- bundle runs and inquiries
 
+
+AS_OF_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+AS_OF_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _plausible_moment(value: datetime) -> datetime:
+    if not AS_OF_EARLIEST <= value <= AS_OF_LATEST:
+        raise ValueError(f"must lie between {AS_OF_EARLIEST:%Y} and {AS_OF_LATEST:%Y}")
+    return value
+
+
+# a moment a use case runs at (default now): with a time zone, within this century
+AsOf = Annotated[AwareDatetime, AfterValidator(_plausible_moment)]
+
 PostalCodePrefix = Annotated[str, StringConstraints(pattern=r"^[0-9]{2,5}$")]
 
 
@@ -461,7 +482,7 @@ class BundleRunCreate(BaseModel):
     )
     dry_run: bool = False
     # the moment the run plans for (default now): cooling, waiting times and links count from it
-    as_of: datetime | None = None
+    as_of: AsOf | None = None
 
 
 class BundleRunInquiryOut(BaseModel):
@@ -568,4 +589,4 @@ class InquiryListQuery(PageQuery):
     # of the therapist's postal code (matching's projection)
     postal_code_prefix: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,5}$")] | None = None
     # the moment `overdue` is judged at (default now)
-    as_of: datetime | None = None
+    as_of: AsOf | None = None

@@ -344,6 +344,8 @@ def test_a_bad_run_request_is_422(client: Any, admin_headers: dict[str, str]) ->
         {"therapist_ids": []},
         {"therapist_ids": [0]},
         {"dry_run": "yes"},
+        {"as_of": "2026-03-02T09:00:00"},  # no time zone
+        {"as_of": "0001-01-01T00:00:00Z"},
         {"strategy": "baseline"},
     ):
         response = client.post("/api/bundle-runs", json=body, headers=admin_headers)

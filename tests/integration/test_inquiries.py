@@ -263,7 +263,13 @@ def test_inquiries_are_listed_by_therapist_status_overdue_and_region(
     )
     item = client.get(f"/api/inquiries?therapist_id={old}", headers=admin_headers).json["items"][0]
     assert item["patients"][0]["search_id"] == search
-    for query in ("status=open", "overdue=maybe", "postal_code_prefix=x", "therapist_id=0"):
+    for query in (
+        "status=open",
+        "overdue=maybe",
+        "postal_code_prefix=x",
+        "therapist_id=0",
+        "as_of=2026-03-02T09:00:00",
+    ):
         assert client.get(f"/api/inquiries?{query}", headers=admin_headers).status_code == 422
     assert client.get("/api/inquiries/2147483647", headers=admin_headers).status_code == 404
 
