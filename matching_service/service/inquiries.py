@@ -140,8 +140,14 @@ def write_inquiries(
     correlation_id: str | None = None,
 ) -> WriteResult:
     """Insert the inquiries and their patients in bulk, use one contact per inclusion and
-    emit one inquiry.created each, inside the caller's transaction (which holds the writer
-    lock and the searches' rows: the caller has checked status and budget)."""
+    emit one inquiry.created each, inside the caller's transaction.
+
+    The caller holds, in this order, `lock_inquiry_writes` (first in its transaction: a
+    writer that locked search rows before it could deadlock with a bundle run) and the
+    searches' rows (`hold_searches`), and has checked their status and budget. `searches`
+    are the bundler's values of the searches (what the event tells about each patient).
+    A plan whose practice has an open inquiry is not written (`practice_taken`).
+    """
     result = WriteResult()
     if not planned:
         return result
@@ -174,7 +180,7 @@ def write_inquiries(
     rows: list[dict[str, Any]] = []
     used: dict[int, int] = {}
     for plan in planned:
-        inserted_row = inquiry_of.get(plan.practice_key)
+        inserted_row = inquiry_of.pop(plan.practice_key, None)  # once: a practice, one inquiry
         if inserted_row is None:
             result.practice_taken.append(plan)
             continue

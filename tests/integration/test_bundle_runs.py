@@ -17,7 +17,14 @@ from matching_service.models import INFRA as MATCHING_INFRA
 from matching_service.placement.links import verify_link
 from matching_service.placement.values import Outcome
 from matching_service.schemas import BundleRunCreate
+from matching_service.service import market
 from matching_service.service.bundle_runs import run_bundles
+from matching_service.service.inquiries import (
+    PlannedInquiry,
+    hold_searches,
+    lock_inquiry_writes,
+    write_inquiries,
+)
 from matching_service.settings import MatchingSettings
 from shared.auth import BOOTSTRAP_ADMIN_NAME
 from shared.runtime import ServiceRuntime
@@ -350,3 +357,83 @@ def test_a_bad_run_request_is_422(client: Any, admin_headers: dict[str, str]) ->
     ):
         response = client.post("/api/bundle-runs", json=body, headers=admin_headers)
         assert response.status_code == 422, body
+
+
+def test_searches_changed_after_the_read_lose_their_places_at_write_time(
+    builder: MarketBuilder,
+    database: Any,
+    settings: MatchingSettings,
+    admin_engine: sa.Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    region = _region()
+    therapist_id, (cancelled, spent, kept) = _market(builder, region)
+    read = market.load_searches
+
+    def read_then_change(*args: Any, **kwargs: Any) -> Any:
+        searches = read(*args, **kwargs)
+        with admin_engine.begin() as connection:  # another writer, between read and write
+            connection.execute(
+                sa.text(
+                    "UPDATE matching_service.patient_searches SET status = 'cancelled' "
+                    "WHERE id = :cancelled; UPDATE matching_service.patient_searches "
+                    "SET contacts_used = contact_budget WHERE id = :spent"
+                ),
+                {"cancelled": cancelled, "spent": spent},
+            )
+        return searches
+
+    monkeypatch.setattr(market, "load_searches", read_then_change)
+    run = run_bundles(
+        database.unit_of_work(),
+        BundleRunCreate(postal_code_prefix=region),
+        settings=settings,
+        created_by="t",
+    )
+    assert run.inquiries == [] and run.inquiries_created == 0
+    assert {item["search_id"]: item["reason"] for item in run.left_out} == {
+        cancelled: "search_no_longer_active",
+        spent: "budget_used_up",
+        kept: "inquiry_below_minimum_at_write",  # one patient left, the minimum is two
+    }
+    assert run.therapists_without_inquiry == [
+        {"therapist_id": therapist_id, "reason": "inquiry_below_minimum_at_write"}
+    ]
+    assert _contacts_used(admin_engine, kept) == 0
+    assert (
+        _count(
+            admin_engine,
+            "SELECT count(*) FROM matching_service.inquiries WHERE therapist_id = :t",
+            t=therapist_id,
+        )
+        == 0
+    )
+
+
+def test_the_writer_skips_a_practice_that_has_an_open_inquiry(
+    builder: MarketBuilder, database: Any, settings: MatchingSettings, admin_engine: sa.Engine
+) -> None:
+    region = _region()
+    therapist_id, (first, second, _) = _market(builder, region)
+    insert_inquiry(admin_engine, therapist_id, [first], status="unsent")
+    with database.unit_of_work() as uow:
+        lock_inquiry_writes(uow.session)
+        held = hold_searches(uow.session, [second])
+        (search,) = market.load_searches(uow.session, search_ids=[second])
+        practice = market.contactability(uow.session, date.today(), [therapist_id])
+        plan = PlannedInquiry(therapist_id, practice[therapist_id].practice_key, ((second, 1.0),))
+        result = write_inquiries(
+            uow, [plan], held, {second: search}, origin="manual", settings=settings,
+            as_of=datetime.now(UTC),
+        )  # fmt: skip
+        uow.commit()
+    assert result.written == [] and result.practice_taken == [plan]
+    assert _contacts_used(admin_engine, second) == 0
+    assert (
+        _count(
+            admin_engine,
+            "SELECT count(*) FROM matching_service.inquiries WHERE therapist_id = :t",
+            t=therapist_id,
+        )
+        == 1
+    )
