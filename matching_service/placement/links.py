@@ -17,6 +17,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from .values import Outcome
 
 _SALT = "answer-link/v1"
+_OUTCOMES = tuple(outcome.value for outcome in Outcome)
 
 
 class InvalidLink(ValueError):
@@ -59,9 +60,19 @@ class LinkSigner:
         self, inquiry_id: int, search_id: int, outcome: Outcome | str, expires_at: datetime
     ) -> str:
         """The URL-safe token of one answer link."""
+        return self._token(int(inquiry_id), int(search_id), Outcome(outcome).value, expires_at)
+
+    def sign_every_outcome(
+        self, inquiry_id: int, search_id: int, expires_at: datetime
+    ) -> dict[str, str]:
+        """The tokens of one patient's links: outcome -> token, for every outcome."""
+        ids = (int(inquiry_id), int(search_id))
+        return {value: self._token(*ids, value, expires_at) for value in _OUTCOMES}
+
+    def _token(self, inquiry_id: int, search_id: int, outcome: str, expires_at: datetime) -> str:
         # compact JSON of [int, int, str, int], as the serializer writes it
-        payload = f'[{int(inquiry_id)},{int(search_id)},"{Outcome(outcome).value}",'
-        value = _base64(f"{payload}{int(expires_at.timestamp())}]".encode())
+        payload = f'[{inquiry_id},{search_id},"{outcome}",{int(expires_at.timestamp())}]'
+        value = _base64(payload.encode())
         signature = hmac.digest(self._key, value, self._digest)
         return (value + self._sep + _base64(signature)).decode("ascii")
 

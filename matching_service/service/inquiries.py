@@ -31,7 +31,6 @@ from matching_service.models import (
     TherapistProjection,
 )
 from matching_service.placement.links import LinkSigner
-from matching_service.placement.values import Outcome
 from matching_service.schemas import (
     INQUIRY_CREATED,
     InquiryCreate,
@@ -75,28 +74,40 @@ def lock_inquiry_writes(session: Session) -> None:
 
 @dataclass(frozen=True, slots=True)
 class HeldSearch:
-    """A search row locked for this transaction."""
+    """A search row locked for this transaction, with what an inquiry tells of its patient
+    beyond the bundler's values."""
 
     search_id: int
     patient_id: int
     status: str
     budget_left: int
+    symptoms: list[str]
+    two_year_rule_flag: bool
 
 
 def hold_searches(session: Session, search_ids: Sequence[int]) -> dict[int, HeldSearch]:
     """Lock the searches' rows (in id order: no deadlock between writers) and read them."""
+    s, p = PatientSearch, PatientProjection
     rows = session.execute(
         select(
-            PatientSearch.id,
-            PatientSearch.patient_id,
-            PatientSearch.status,
-            (PatientSearch.contact_budget - PatientSearch.contacts_used).label("left"),
+            s.id,
+            s.patient_id,
+            s.status,
+            (s.contact_budget - s.contacts_used).label("left"),
+            p.symptoms,
+            p.two_year_rule_flag,
         )
-        .where(PatientSearch.id == func.any(_int_array(sorted(set(search_ids)))))
-        .order_by(PatientSearch.id)
-        .with_for_update()
+        .join(p, p.patient_id == s.patient_id)
+        .where(s.id == func.any(_int_array(sorted(set(search_ids)))))
+        .order_by(s.id)
+        .with_for_update(of=s)  # the searches' rows only; projections stay free to update
     )
-    return {row.id: HeldSearch(row.id, row.patient_id, row.status, row.left) for row in rows}
+    return {
+        row.id: HeldSearch(
+            row.id, row.patient_id, row.status, row.left, row.symptoms or [], row.two_year_rule_flag
+        )
+        for row in rows
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +244,16 @@ def write_inquiries(
         .execution_options(synchronize_session=False)
     )
     _emit_created(
-        uow, result.written, rows, searches, settings, as_of, origin, bundle_run_id, correlation_id
+        uow,
+        result.written,
+        rows,
+        held,
+        searches,
+        settings,
+        as_of,
+        origin,
+        bundle_run_id,
+        correlation_id,
     )
     return result
 
@@ -262,6 +282,7 @@ def _emit_created(
     uow: UnitOfWork,
     written: list[WrittenInquiry],
     rows: list[dict[str, Any]],
+    held: dict[int, HeldSearch],
     searches: Mapping[Id, Search],
     settings: MatchingSettings,
     as_of: datetime,
@@ -270,7 +291,6 @@ def _emit_created(
     correlation_id: str | None,
 ) -> None:
     """One inquiry.created per written inquiry: anonymised patients with their answer links."""
-    more = _patient_facts(uow.session, {row["patient_id"] for row in rows})
     by_inquiry: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         by_inquiry.setdefault(row["inquiry_id"], []).append(row)
@@ -281,12 +301,9 @@ def _emit_created(
     for inquiry in written:
         summaries: list[dict[str, Any]] = []
         for row in by_inquiry[inquiry.inquiry_id]:
-            search, facts = searches[row["search_id"]], more[row["patient_id"]]
-            links = {
-                outcome.value: f"{base}/answers/"
-                + signer.sign(inquiry.inquiry_id, row["search_id"], outcome, expires_at)
-                for outcome in Outcome
-            }
+            search, facts = searches[row["search_id"]], held[row["search_id"]]
+            tokens = signer.sign_every_outcome(inquiry.inquiry_id, row["search_id"], expires_at)
+            links = {outcome: f"{base}/answers/{token}" for outcome, token in tokens.items()}
             summaries.append(
                 {
                     "search_id": row["search_id"],
@@ -296,7 +313,7 @@ def _emit_created(
                     "age": age_on(cast(date, search.birth_date), today),
                     "gender": search.gender,
                     "diagnosis": search.diagnosis,
-                    "symptoms": list(facts.symptoms or []),
+                    "symptoms": facts.symptoms,
                     "insurer_type": INSURER_TYPE,
                     "availability": search.availability,
                     "distance_km": row["distance_km"],
@@ -324,17 +341,6 @@ def _emit_created(
                 correlation_id=correlation_id,
             )
         )
-
-
-def _patient_facts(session: Session, patient_ids: set[int]) -> dict[int, Any]:
-    """What an inquiry tells about each patient beyond what the bundler read (one query)."""
-    p = PatientProjection
-    rows = session.execute(
-        select(p.patient_id, p.symptoms, p.two_year_rule_flag).where(
-            p.patient_id == func.any(_int_array(sorted(patient_ids)))
-        )
-    )
-    return {row.patient_id: row for row in rows}
 
 
 # ---------------------------------------------------------------- manual inquiries

@@ -65,6 +65,8 @@ def test_the_batch_signer_signs_what_verify_link_accepts(ids: tuple[int, int]) -
         claim = verify_link(SECRET, token, NOW)
         assert (claim.inquiry_id, claim.search_id, claim.outcome) == (*ids, outcome)
         assert claim.expires_at == expires
+    every = signer.sign_every_outcome(*ids, expires)
+    assert every == {outcome.value: signer.sign(*ids, outcome, expires) for outcome in Outcome}
     # the same token as sign_link's wherever compression does not shorten the payload
     assert signer.sign(7, 42, "accepted", expires) == sign_link(SECRET, 7, 42, "accepted", expires)
     with pytest.raises(InvalidLink):
