@@ -12,6 +12,7 @@ from matching_service.schemas import (
     BundleRunCreate,
     BundleRunListQuery,
     BundleRunOut,
+    BundleRunSummaryOut,
     ContactRequest,
     ExclusionCreate,
     ExclusionOut,
@@ -133,8 +134,8 @@ class BundleRunList(_MatchingResource):
         )
 
     @operation(
-        "List bundle runs, newest first", query=BundleRunListQuery, response=BundleRunOut,
-        paginated=True,
+        "List bundle runs, newest first (their lists are in the detail)",
+        query=BundleRunListQuery, response=BundleRunSummaryOut, paginated=True,
     )  # fmt: skip
     def get(self, query: BundleRunListQuery) -> Any:
         return bundle_runs.list_bundle_runs(self.database.unit_of_work(), query)

@@ -507,8 +507,8 @@ class BundleRunTherapistOut(BaseModel):
     reason: str
 
 
-class BundleRunOut(BaseModel):
-    """A bundle run as stored: what it considered, created and left out."""
+class BundleRunSummaryOut(BaseModel):
+    """A bundle run as listed: its request and figures (the lists are in the detail)."""
 
     model_config = ConfigDict(from_attributes=True)
 
@@ -525,6 +525,11 @@ class BundleRunOut(BaseModel):
     seconds: float
     # where the time went: read (projections), bundle (the algorithm), write (rows, events)
     phase_seconds: dict[str, float]
+
+
+class BundleRunOut(BundleRunSummaryOut):
+    """A bundle run as stored: what it considered, created and left out, and why."""
+
     inquiries: list[BundleRunInquiryOut]
     left_out: list[BundleRunLeftOutOut]
     therapists_without_inquiry: list[BundleRunTherapistOut]

@@ -203,7 +203,6 @@ def write_inquiries(
                     "search_id": search_id,
                     "patient_id": held[search_id].patient_id,
                     "position": position,
-                    "status": "open",
                     "distance_km": km,
                 }
             )

@@ -341,6 +341,8 @@ def test_runs_are_listed_newest_first(client: Any, admin_headers: dict[str, str]
     page = client.get("/api/bundle-runs?per_page=2", headers=admin_headers).json
     assert [item["id"] for item in page["items"]] == [newer["id"], older["id"]]
     assert page["total"] >= 2 and page["per_page"] == 2
+    assert "left_out" not in page["items"][0]  # the lists are in the detail
+    assert page["items"][0]["searches_considered"] == newer["searches_considered"]
     assert client.get("/api/bundle-runs/2147483647", headers=admin_headers).status_code == 404
 
 
