@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench-events bench-bundles bench-import bench-geocoding token migrate clean
+.PHONY: run test lint bench-events bench-bundles bench-matching bench-import bench-geocoding token migrate clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -35,6 +35,10 @@ bench-events: $(STAMP)
 ## bundle algorithm at three market sizes
 bench-bundles: $(STAMP)
 	PYTHONPATH=. $(PY) benchmarks/bench_bundles.py
+
+## one real bundle run end to end (10,000 searches, 2,000 therapists; embedded PostgreSQL unless BENCH_DATABASE_URL)
+bench-matching: $(STAMP)
+	PYTHONPATH=. $(PY) benchmarks/bench_matching.py
 
 ## directory import: 40,000 therapists generated, imported, imported again (PLZ_DATA or ../shared/data)
 bench-import: $(STAMP)

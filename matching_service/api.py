@@ -13,6 +13,10 @@ from matching_service.placement.links import InvalidLink, LinkClaim, verify_link
 from matching_service.schemas import (
     AnalyticsQuery,
     AnalyticsSummaryOut,
+    BundleRunCreate,
+    BundleRunListQuery,
+    BundleRunOut,
+    BundleRunSummaryOut,
     ContactabilityOut,
     ContactabilityQuery,
     ContactLogOut,
@@ -22,6 +26,9 @@ from matching_service.schemas import (
     ExclusionCreate,
     ExclusionOut,
     InquiryAnswerOut,
+    InquiryCreate,
+    InquiryListQuery,
+    InquiryOut,
     InquiryResponseIn,
     PlacementIn,
     SearchCreate,
@@ -31,7 +38,14 @@ from matching_service.schemas import (
     SearchStatusChange,
     TrialOutcomeIn,
 )
-from matching_service.service import analytics, answers, contactability, placements
+from matching_service.service import (
+    analytics,
+    answers,
+    bundle_runs,
+    contactability,
+    inquiries,
+    placements,
+)
 from matching_service.service.contact_log import contact_log, contact_log_csv
 from matching_service.settings import MatchingSettings
 from shared.auth import Role
@@ -257,6 +271,77 @@ class SearchPlacements(_MatchingResource):
         )
 
 
+class BundleRunList(_MatchingResource):
+    """`/api/bundle-runs`"""
+
+    @operation(
+        "Run the bundler for a region, therapists or everywhere (a dry run writes only the "
+        "run's record)",
+        body=BundleRunCreate,
+        response=BundleRunOut,
+        status=201,
+    )
+    def post(self, body: BundleRunCreate) -> Any:
+        return bundle_runs.run_bundles(
+            self.database.unit_of_work(),
+            body,
+            settings=self.settings,
+            created_by=current_actor(),
+            correlation_id=g.request_id,
+        )
+
+    @operation(
+        "List bundle runs, newest first (their lists are in the detail)",
+        query=BundleRunListQuery, response=BundleRunSummaryOut, paginated=True,
+    )  # fmt: skip
+    def get(self, query: BundleRunListQuery) -> Any:
+        return bundle_runs.list_bundle_runs(self.database.unit_of_work(), query)
+
+
+class BundleRunItem(_MatchingResource):
+    """`/api/bundle-runs/{id}`"""
+
+    @operation("Get a bundle run as stored", response=BundleRunOut, errors=(404,))
+    def get(self, run_id: int) -> Any:
+        return bundle_runs.bundle_run(self.database.unit_of_work(), run_id)
+
+
+class InquiryList(_MatchingResource):
+    """`/api/inquiries`"""
+
+    @operation(
+        "Create an inquiry by hand (1..BUNDLE_MAX_SIZE patients; 409 names why the therapist "
+        "or a search may not be contacted, 422 the hard constraints a pair breaks)",
+        body=InquiryCreate,
+        response=InquiryOut,
+        status=201,
+        errors=(404, 409),
+    )
+    def post(self, body: InquiryCreate) -> Any:
+        return inquiries.create_inquiry(
+            self.database.unit_of_work(), body, settings=self.settings, correlation_id=g.request_id
+        )
+
+    @operation(
+        "List inquiries, newest first", query=InquiryListQuery, response=InquiryOut,
+        paginated=True,
+    )  # fmt: skip
+    def get(self, query: InquiryListQuery) -> Any:
+        return inquiries.list_inquiries(
+            self.database.unit_of_work(),
+            query,
+            follow_up_after_days=self.settings.follow_up_after_days,
+        )
+
+
+class InquiryItem(_MatchingResource):
+    """`/api/inquiries/{id}`"""
+
+    @operation("Get an inquiry with its patients", response=InquiryOut, errors=(404,))
+    def get(self, inquiry_id: int) -> Any:
+        return inquiries.inquiry_detail(self.database.unit_of_work(), inquiry_id)
+
+
 def routes(database: Database, settings: MatchingSettings) -> list[ResourceRoute]:
     """The resources of this service with their dependencies."""
     deps = {"database": database, "settings": settings}
@@ -276,6 +361,10 @@ def routes(database: Database, settings: MatchingSettings) -> list[ResourceRoute
             SearchTrialOutcome, "/api/patient-searches/<id:search_id>/trial-outcome", deps
         ),
         ResourceRoute(SearchPlacements, "/api/patient-searches/<id:search_id>/placements", deps),
+        ResourceRoute(BundleRunList, "/api/bundle-runs", deps),
+        ResourceRoute(BundleRunItem, "/api/bundle-runs/<id:run_id>", deps),
+        ResourceRoute(InquiryList, "/api/inquiries", deps),
+        ResourceRoute(InquiryItem, "/api/inquiries/<id:inquiry_id>", deps),
     ]
 
 

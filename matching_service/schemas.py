@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -102,7 +103,10 @@ class SearchDetailOut(SearchOut):
     contact_budget_left: int
     placed_therapist_id: int | None
     exclusions: list[ExclusionOut]
-    inquiries: list[dict[str, Any]] = Field(description="the search's inquiries (none yet)")
+    inquiries: list[dict[str, Any]] = Field(
+        description="every inquiry the search is in, oldest first: inquiry_id, therapist_id, "
+        "status, created_at, sent_at, and the patient's patient_status and outcome there"
+    )
 
 
 # ---------------------------------------------------------------- consumed events
@@ -729,3 +733,148 @@ class AnalyticsSummaryOut(BaseModel):
     searches_waiting_over_30_days: int = Field(
         description="active searches now whose `waiting_since` is more than 30 days ago"
     )
+
+
+# ---- bundle runs and inquiries
+
+
+AS_OF_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+AS_OF_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _plausible_moment(value: datetime) -> datetime:
+    if not AS_OF_EARLIEST <= value <= AS_OF_LATEST:
+        raise ValueError(f"must lie between {AS_OF_EARLIEST:%Y} and {AS_OF_LATEST:%Y}")
+    return value
+
+
+# a moment a use case runs at (default now): with a time zone, within this century
+AsOf = Annotated[AwareDatetime, AfterValidator(_plausible_moment)]
+
+PostalCodePrefix = Annotated[str, StringConstraints(pattern=r"^[0-9]{2,5}$")]
+
+
+class BundleRunCreate(BaseModel):
+    """Body of `POST /api/bundle-runs`: a region, a list of therapists, or everywhere."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    postal_code_prefix: PostalCodePrefix | None = None
+    therapist_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(
+        default=None, min_length=1, max_length=10_000
+    )
+    dry_run: bool = False
+    # the moment the run plans for (default now): cooling, waiting times and links count from it
+    as_of: AsOf | None = None
+
+
+class BundleRunInquiryOut(BaseModel):
+    """One inquiry of a run (`id` null in a dry run), its patients in position order."""
+
+    id: int | None
+    therapist_id: int
+    search_ids: list[int]
+
+
+class BundleRunLeftOutOut(BaseModel):
+    """A search of the run in no inquiry, and why."""
+
+    search_id: int
+    reason: str
+
+
+class BundleRunTherapistOut(BaseModel):
+    """A therapist of the run without an inquiry, and why."""
+
+    therapist_id: int
+    reason: str
+
+
+class BundleRunSummaryOut(BaseModel):
+    """A bundle run as listed: its request and figures (the lists are in the detail)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    dry_run: bool
+    as_of: datetime
+    postal_code_prefix: str | None
+    therapist_ids: list[int] | None
+    created_by: str
+    created_at: datetime
+    searches_considered: int
+    therapists_considered: int
+    inquiries_created: int
+    seconds: float
+    # where the time went: read (projections), bundle (the algorithm), write (rows, events)
+    phase_seconds: dict[str, float]
+
+
+class BundleRunOut(BundleRunSummaryOut):
+    """A bundle run as stored: what it considered, created and left out, and why."""
+
+    inquiries: list[BundleRunInquiryOut]
+    left_out: list[BundleRunLeftOutOut]
+    therapists_without_inquiry: list[BundleRunTherapistOut]
+
+
+class BundleRunListQuery(PageQuery):
+    """Pagination of `GET /api/bundle-runs` (newest first)."""
+
+
+class InquiryCreate(BaseModel):
+    """Body of `POST /api/inquiries`: staff bundle patients for one therapist by hand."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    therapist_id: int = Field(ge=1, le=MAX_ID)
+    # 1 .. BUNDLE_MAX_SIZE distinct searches (the maximum is a setting: checked by the service)
+    search_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=100)
+
+
+class InquiryPatientOut(BaseModel):
+    """One patient of an inquiry, at its position, with the therapist's answer."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    search_id: int
+    patient_id: int
+    position: int
+    status: Literal["open", "withdrawn", "answered"]
+    outcome: Outcome | None
+    conflict: bool
+    replacement_offers: list[int] | None
+
+
+class InquiryOut(BaseModel):
+    """An inquiry with its patients in position order."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    therapist_id: int
+    practice_key: str
+    origin: Literal["bundle_run", "manual", "replacement"]
+    bundle_run_id: int | None
+    status: InquiryStatus
+    created_at: datetime
+    sent_at: datetime | None
+    answered_at: datetime | None
+    response_type: ResponseType | None
+    channel: Literal["email", "phone", "link"] | None
+    original_size: int
+    current_size: int
+    patients: list[InquiryPatientOut]
+
+
+class InquiryListQuery(PageQuery):
+    """Filters of `GET /api/inquiries` (newest first)."""
+
+    therapist_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    status: InquiryStatus | None = None
+    # sent, unanswered and sent more than FOLLOW_UP_AFTER_DAYS before `as_of`
+    overdue: bool | None = None
+    # of the therapist's postal code (matching's projection)
+    postal_code_prefix: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,5}$")] | None = None
+    # the moment `overdue` is judged at (default now)
+    as_of: AsOf | None = None

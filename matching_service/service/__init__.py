@@ -15,6 +15,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from matching_service.models import (
     OPEN_SEARCH_STATUSES,
     Base,
+    Inquiry,
+    InquiryPatient,
     Location,
     PatientProjection,
     PatientSearch,
@@ -200,7 +202,8 @@ class SearchDetail:
 
     search: PatientSearch
     exclusions: list[SearchExclusion]
-    inquiries: list[dict[str, Any]] = field(default_factory=list)  # none until bundling
+    # every inquiry the search is in, oldest first, with the patient's status there
+    inquiries: list[dict[str, Any]] = field(default_factory=list)
 
     def __getattr__(self, name: str) -> Any:
         """The search's own columns (id, status, waiting_since, ...) read through."""
@@ -274,7 +277,36 @@ def _detail(uow: UnitOfWork, search: PatientSearch) -> SearchDetail:
         .scalars()
         .all()
     )
-    return SearchDetail(search, list(exclusions))
+    return SearchDetail(search, list(exclusions), _search_inquiries(uow, search.id))
+
+
+def _search_inquiries(uow: UnitOfWork, search_id: int) -> list[dict[str, Any]]:
+    rows = uow.session.execute(
+        select(
+            Inquiry.id,
+            Inquiry.therapist_id,
+            Inquiry.status,
+            Inquiry.created_at,
+            Inquiry.sent_at,
+            InquiryPatient.status.label("patient_status"),
+            InquiryPatient.outcome,
+        )
+        .join(InquiryPatient, InquiryPatient.inquiry_id == Inquiry.id)
+        .where(InquiryPatient.search_id == search_id)
+        .order_by(Inquiry.created_at, Inquiry.id)
+    )
+    return [
+        {
+            "inquiry_id": row.id,
+            "therapist_id": row.therapist_id,
+            "status": row.status,
+            "created_at": row.created_at,
+            "sent_at": row.sent_at,
+            "patient_status": row.patient_status,
+            "outcome": row.outcome,
+        }
+        for row in rows
+    ]
 
 
 _STATUS_EVENTS: dict[SearchStatus, EventType] = {

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import and_, exists, func, literal, or_, select
+from sqlalchemy import Integer, and_, cast, exists, func, literal, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from matching_service.bundling.model import Search, Therapist
@@ -288,9 +289,11 @@ def _exclusions(session: Session, search_ids: list[int]) -> dict[int, list[int]]
     """Therapists excluded per search (one query)."""
     if not search_ids:
         return {}
+    ids = ARRAY(Integer)
     rows = session.execute(
         select(SearchExclusion.search_id, SearchExclusion.therapist_id).where(
-            SearchExclusion.search_id.in_(search_ids)
+            # one array parameter: a region has thousands of searches
+            SearchExclusion.search_id == func.any(cast(literal(search_ids, ids), ids))
         )
     )
     excluded: dict[int, list[int]] = {}

@@ -42,6 +42,25 @@ def test_bundle_benchmark_writes_one_record_per_size_and_strategy(tmp_path: Path
     assert records["global"]["covered"] >= records["baseline"]["covered"]
 
 
+def test_matching_benchmark_runs_one_bundle_run_and_checks_what_it_wrote(
+    pg_admin_url: str, tmp_path: Path
+) -> None:
+    target = tmp_path / "matching.json"
+    output = _run(
+        ["benchmarks/bench_matching.py", "--searches", "300", "--therapists", "60",
+         "--json", str(target)],
+        BENCH_DATABASE_URL=pg_admin_url,
+        LOG_LEVEL="WARNING",
+    )  # fmt: skip
+    assert "bundle run: " in output and "where the time goes: " in output
+    record = json.loads(target.read_text())
+    assert (record["searches"], record["therapists"]) == (300, 60)
+    assert record["inquiries"] > 0
+    assert record["outbox_rows"] == record["inquiries"]
+    assert record["contacts_used"] == record["inquiry_patients"] >= 3 * record["inquiries"]
+    assert {"read_s", "bundle_s", "write_s", "seconds"} <= set(record)
+
+
 def test_events_benchmark_prints_throughput_and_latency(
     pg_admin_url: str, kafka_bootstrap: str
 ) -> None:

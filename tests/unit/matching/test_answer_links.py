@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from matching_service.placement.links import InvalidLink, sign_link, verify_link
+from matching_service.placement.links import InvalidLink, LinkSigner, sign_link, verify_link
 from matching_service.placement.values import Outcome
 
 SECRET = "x" * 32
@@ -54,3 +54,20 @@ def test_a_token_of_another_secret_is_refused() -> None:
 def test_garbage_is_refused(garbage: str) -> None:
     with pytest.raises(InvalidLink):
         verify_link(SECRET, garbage, NOW)
+
+
+@pytest.mark.parametrize("ids", [(7, 42), (1_234_567, 89), (2**31 - 1, 2**31 - 1)])
+def test_the_batch_signer_signs_what_verify_link_accepts(ids: tuple[int, int]) -> None:
+    signer = LinkSigner(SECRET)
+    expires = NOW + timedelta(days=21)
+    for outcome in Outcome:
+        token = signer.sign(*ids, outcome, expires)
+        claim = verify_link(SECRET, token, NOW)
+        assert (claim.inquiry_id, claim.search_id, claim.outcome) == (*ids, outcome)
+        assert claim.expires_at == expires
+    every = signer.sign_every_outcome(*ids, expires)
+    assert every == {outcome.value: signer.sign(*ids, outcome, expires) for outcome in Outcome}
+    # the same token as sign_link's wherever compression does not shorten the payload
+    assert signer.sign(7, 42, "accepted", expires) == sign_link(SECRET, 7, 42, "accepted", expires)
+    with pytest.raises(InvalidLink):
+        verify_link("y" * 32, signer.sign(7, 42, "accepted", expires), NOW)
