@@ -481,42 +481,11 @@ class InquiryResponseIn(BaseModel):
         return patients
 
 
-class InquiryAnswerPatientOut(BaseModel):
-    """One patient of an answered inquiry."""
-
-    search_id: int
-    patient_id: int
-    position: int
-    status: Literal["open", "withdrawn", "answered"]
-    outcome: Outcome | None
-    # accepted after another therapist had claimed the patient
-    conflict: bool
-    replacement_offers: list[int]
-
-
 class AnswerConflictOut(BaseModel):
     """An acceptance that lost: the patient is no longer available; these are offered."""
 
     search_id: int
     replacement_offers: list[int]
-
-
-class InquiryAnswerOut(BaseModel):
-    """An inquiry with its recorded answer and the conflicts it produced."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    therapist_id: int
-    practice_key: str
-    status: InquiryStatus
-    answered_at: datetime | None
-    response_type: ResponseType | None
-    channel: Literal["email", "phone", "link"] | None
-    original_size: int
-    current_size: int
-    patients: list[InquiryAnswerPatientOut]
-    conflicts: list[AnswerConflictOut]
 
 
 class TrialOutcomeIn(BaseModel):
@@ -865,6 +834,15 @@ class InquiryOut(BaseModel):
     original_size: int
     current_size: int
     patients: list[InquiryPatientOut]
+
+
+class InquiryAnswerOut(InquiryOut):
+    """An inquiry with its recorded answer and the conflicts its acceptances met."""
+
+    conflicts: list[AnswerConflictOut] = Field(
+        description="acceptances of patients claimed by another therapist (or withdrawn from "
+        "this inquiry): each with replacement patients eligible for this therapist"
+    )
 
 
 class InquiryListQuery(PageQuery):

@@ -40,6 +40,7 @@ from matching_service.schemas import (
 )
 from matching_service.service import market
 from matching_service.service.cooling import start_cooling
+from matching_service.service.inquiries import InquiryDetail, inquiry_detail_in
 from matching_service.service.withdrawals import CLAIMED_ELSEWHERE, withdraw_search
 from matching_service.settings import MatchingSettings
 from shared.db import UnitOfWork, utcnow
@@ -196,26 +197,24 @@ def placed_with(uow: UnitOfWork, search_id: int, therapist_id: int) -> bool:
 
 @dataclass(frozen=True)
 class InquiryAnswer:
-    """An inquiry with its answer as `InquiryAnswerOut` shows it."""
+    """An inquiry with its answer as `InquiryAnswerOut` shows it: the inquiry's detail and
+    the conflicts its acceptances met."""
 
-    id: int
-    therapist_id: int
-    practice_key: str
-    status: str
-    answered_at: datetime | None
-    response_type: str | None
-    channel: str | None
-    original_size: int
-    current_size: int
-    patients: list[dict[str, Any]]
+    detail: InquiryDetail
+
+    def __getattr__(self, name: str) -> Any:
+        """The detail's fields (id, status, patients, ...) read through."""
+        if name == "detail":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.detail, name)
 
     @property
     def conflicts(self) -> list[dict[str, Any]]:
         """Acceptances that came after another claim, with the patients offered instead."""
         return [
-            {"search_id": p["search_id"], "replacement_offers": p["replacement_offers"]}
-            for p in self.patients
-            if p["conflict"]
+            {"search_id": p.search_id, "replacement_offers": list(p.replacement_offers or [])}
+            for p in self.detail.patients
+            if p.conflict
         ]
 
 
@@ -586,33 +585,5 @@ def _record_outcome(
 
 
 def _load_answer(uow: UnitOfWork, inquiry_id: int) -> InquiryAnswer:
-    inquiry = uow.session.get_one(Inquiry, inquiry_id, populate_existing=True)
-    rows = uow.session.execute(
-        select(InquiryPatient)
-        .where(InquiryPatient.inquiry_id == inquiry_id)
-        .order_by(InquiryPatient.position)
-        .execution_options(populate_existing=True)
-    ).scalars()
-    return InquiryAnswer(
-        id=inquiry.id,
-        therapist_id=inquiry.therapist_id,
-        practice_key=inquiry.practice_key,
-        status=inquiry.status,
-        answered_at=inquiry.answered_at,
-        response_type=inquiry.response_type,
-        channel=inquiry.channel,
-        original_size=inquiry.original_size,
-        current_size=inquiry.current_size,
-        patients=[
-            {
-                "search_id": row.search_id,
-                "patient_id": row.patient_id,
-                "position": row.position,
-                "status": row.status,
-                "outcome": row.outcome,
-                "conflict": row.conflict,
-                "replacement_offers": list(row.replacement_offers or []),
-            }
-            for row in rows
-        ],
-    )
+    uow.session.expire_all()  # the rows as the statements above left them
+    return InquiryAnswer(inquiry_detail_in(uow.session, inquiry_id))
