@@ -12,7 +12,7 @@ from flask_restful import Resource
 
 from communication_service.contacts import ContactDirectory
 from communication_service.schemas import (
-    CallListItem,
+    CallListOut,
     CallListQuery,
     CallOutcome,
     CallOutcomeOut,
@@ -62,7 +62,7 @@ class PhoneCallList(_CommunicationResource):
     @operation(
         "The call list of a day (Europe/Berlin), in slot order, with the numbers to call",
         query=CallListQuery,
-        response=CallListItem,
+        response=CallListOut,
     )
     def get(self, query: CallListQuery) -> Any:
         return calls.call_list(self.database.unit_of_work(), query, self.directory)

@@ -98,6 +98,13 @@ class CallListItem(PhoneCallOut):
     therapist_phone: str | None
 
 
+class CallListOut(BaseModel):
+    """`GET /api/phone-calls?date=...`: the day's calls in slot order."""
+
+    date: date
+    calls: list[CallListItem]
+
+
 CallNotes = Annotated[MultilineText, StringConstraints(min_length=1, max_length=2000)]
 
 

@@ -16,12 +16,18 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
+import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from flask import Flask
 from werkzeug.serving import make_server
 
+from communication_service.handlers import handlers_for
+from communication_service.settings import CommunicationSettings
+from shared.db import Database
 from shared.devstack import free_port
+from shared.events import Envelope, EventType
 from tests.conftest import SERVICE_TOKEN as SERVICE_TOKEN
+from tests.integration.test_therapist_api import therapist_body
 
 
 @dataclass
@@ -139,3 +145,50 @@ def inquiry_created(
         "answer_links_valid_until": (now + timedelta(days=21)).isoformat(),
         "patients": list(patients) or [patient_summary(new_id(), 1)],
     }
+
+
+def new_therapist(client: Any, headers: dict[str, str], **overrides: Any) -> dict[str, Any]:
+    """A therapist created through therapist_service's API."""
+    response = client.post("/api/therapists", json=therapist_body(**overrides), headers=headers)
+    assert response.status_code == 201, response.json
+    return dict(response.json)
+
+
+def feed(
+    database: Database,
+    settings: CommunicationSettings,
+    event: EventType,
+    payload: dict[str, Any],
+    producer: str = "matching_service",
+) -> Envelope:
+    """Build an event as its producer does and apply communication's handler to it."""
+    envelope = event.build(producer=producer, aggregate_id="1", payload=payload)
+    with database.unit_of_work() as uow:
+        handlers_for(settings)[envelope.event_type](uow, envelope)
+        uow.commit()
+    return envelope
+
+
+def table_rows(engine: sa.Engine, table: str, **where: Any) -> list[dict[str, Any]]:
+    """The rows of a communication_service table matching `where`, oldest first."""
+    condition = " AND ".join(f"{name} = :{name}" for name in where) or "true"
+    with engine.connect() as connection:
+        result = connection.execute(
+            sa.text(f"SELECT * FROM communication_service.{table} WHERE {condition} ORDER BY id"),
+            where,
+        )
+        return [dict(row._mapping) for row in result]
+
+
+def outbox_events(engine: sa.Engine, event_type: str, aggregate_id: int) -> list[dict[str, Any]]:
+    """The envelopes of communication's outbox of one type and aggregate."""
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                sa.text(
+                    "SELECT envelope FROM communication_service.outbox "
+                    "WHERE event_type = :type AND aggregate_id = :id ORDER BY id"
+                ),
+                {"type": event_type, "id": str(aggregate_id)},
+            ).scalars()
+        )

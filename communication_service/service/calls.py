@@ -28,6 +28,7 @@ from communication_service.schemas import (
     PHONE_CALL_FAILED,
     PHONE_CALL_SCHEDULED,
     CallListItem,
+    CallListOut,
     CallListQuery,
     CallOutcome,
     CallOutcomeOut,
@@ -286,9 +287,7 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start.astimezone(UTC), end.astimezone(UTC)
 
 
-def call_list(
-    uow: UnitOfWork, query: CallListQuery, directory: ContactDirectory
-) -> list[CallListItem]:
+def call_list(uow: UnitOfWork, query: CallListQuery, directory: ContactDirectory) -> CallListOut:
     """The calls of one local day in slot order, with whom to call and their number (a
     therapist_service that cannot answer leaves name and number empty)."""
     start, end = day_bounds(query.day)
@@ -330,4 +329,4 @@ def call_list(
                 }
             )
         )
-    return items
+    return CallListOut(date=query.day, calls=items)

@@ -5,160 +5,34 @@ weekly limit per practice, retries, overlapping runs, notices and the staff view
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from communication_service.app import create_app
 from communication_service.cli import main as cli_main
 from communication_service.cli import sender_of
-from communication_service.handlers import handlers_for
-from communication_service.models import INFRA
 from communication_service.rules import BERLIN, next_working_day
 from communication_service.service.sending import send_due_emails
 from communication_service.settings import CommunicationSettings
 from matching_service import schemas as matching
-from patient_service.app import create_app as create_patient_app
-from patient_service.settings import PatientSettings
-from shared.cli import ensure_service_token
-from shared.db import Database, role_url
-from shared.events import Envelope, EventType
-from shared.runtime import ServiceRuntime
+from shared.db import Database
+from shared.events import EventType
 from tests.communication_support import (
-    SERVICE_TOKEN,
     SmtpSink,
+    feed,
     inquiry_created,
     monday,
     new_id,
+    new_therapist,
+    outbox_events,
     patient_summary,
-    served,
-    smtp_server,
+    table_rows,
 )
 from tests.helpers import patient_body
-from tests.integration.test_therapist_api import therapist_body
-from therapist_service.app import create_app as create_therapist_app
-from therapist_service.settings import TherapistSettings
 
 pytestmark = pytest.mark.integration
-
-
-def _settings(cls: type[Any], database_url: str, **values: Any) -> Any:
-    service = cls.model_fields["service_name"].default
-    return cls(
-        database_url=role_url(database_url, service),
-        kafka_bootstrap_servers="127.0.0.1:9",  # nothing here publishes: events stay in outboxes
-        log_json=False,
-        **values,
-    )
-
-
-@pytest.fixture(scope="module")
-def contacts(database_url: str) -> Iterator[tuple[str, str]]:
-    """therapist_service and patient_service over HTTP, accepting the service token."""
-    ensure_service_token(database_url, SERVICE_TOKEN)
-    therapists = create_therapist_app(_settings(TherapistSettings, database_url))
-    patients = create_patient_app(_settings(PatientSettings, database_url))
-    with served(therapists) as therapist_url, served(patients) as patient_url:
-        yield therapist_url, patient_url
-
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[tuple[SmtpSink, int]]:
-    with smtp_server() as server:
-        yield server
-
-
-@pytest.fixture
-def sink(smtp: tuple[SmtpSink, int]) -> SmtpSink:
-    sink = smtp[0]
-    sink.refusals.clear()
-    sink.delay = 0.0
-    return sink
-
-
-@pytest.fixture(scope="module")
-def settings(
-    database_url: str, contacts: tuple[str, str], smtp: tuple[SmtpSink, int]
-) -> CommunicationSettings:
-    therapist_url, patient_url = contacts
-    return _settings(
-        CommunicationSettings,
-        database_url,
-        service_token=SERVICE_TOKEN,
-        therapist_service_url=therapist_url,
-        patient_service_url=patient_url,
-        smtp_port=smtp[1],
-        mail_from="Vermittlung <vermittlung@example.org>",
-        platform_phone="030 9876543",
-    )
-
-
-@pytest.fixture(scope="module")
-def database(settings: CommunicationSettings) -> Iterator[Database]:
-    database = ServiceRuntime.build(settings, INFRA).database
-    yield database
-    database.dispose()
-
-
-@pytest.fixture(scope="module")
-def therapist_client(database_url: str) -> Any:
-    return create_therapist_app(_settings(TherapistSettings, database_url)).test_client()
-
-
-@pytest.fixture(scope="module")
-def patient_client(database_url: str) -> Any:
-    return create_patient_app(_settings(PatientSettings, database_url)).test_client()
-
-
-@pytest.fixture(scope="module")
-def client(settings: CommunicationSettings) -> Any:
-    return create_app(settings).test_client()
-
-
-def _therapist(client: Any, headers: dict[str, str], **overrides: Any) -> dict[str, Any]:
-    response = client.post("/api/therapists", json=therapist_body(**overrides), headers=headers)
-    assert response.status_code == 201, response.json
-    return response.json
-
-
-def _feed(
-    database: Database,
-    settings: CommunicationSettings,
-    event: EventType,
-    payload: dict[str, Any],
-    producer: str = "matching_service",
-) -> Envelope:
-    envelope = event.build(producer=producer, aggregate_id="1", payload=payload)
-    with database.unit_of_work() as uow:
-        handlers_for(settings)[envelope.event_type](uow, envelope)
-        uow.commit()
-    return envelope
-
-
-def _emails(engine: sa.Engine, **where: Any) -> list[dict[str, Any]]:
-    condition = " AND ".join(f"{name} = :{name}" for name in where)
-    with engine.connect() as connection:
-        rows = connection.execute(
-            sa.text(f"SELECT * FROM communication_service.emails WHERE {condition} ORDER BY id"),
-            where,
-        )
-        return [dict(row._mapping) for row in rows]
-
-
-def _events(engine: sa.Engine, event_type: str, aggregate_id: int) -> list[dict[str, Any]]:
-    with engine.connect() as connection:
-        return list(
-            connection.execute(
-                sa.text(
-                    "SELECT envelope FROM communication_service.outbox "
-                    "WHERE event_type = :type AND aggregate_id = :id ORDER BY id"
-                ),
-                {"type": event_type, "id": str(aggregate_id)},
-            ).scalars()
-        )
 
 
 def _send(database: Database, settings: CommunicationSettings, when: datetime) -> dict[str, int]:
@@ -177,7 +51,7 @@ def _inquiry_email(
     *patients: dict[str, Any],
 ) -> int:
     payload = inquiry_created(therapist_id, practice_key, *patients)
-    _feed(database, settings, matching.INQUIRY_CREATED, payload)
+    feed(database, settings, matching.INQUIRY_CREATED, payload)
     return int(payload["inquiry_id"])
 
 
@@ -192,7 +66,7 @@ def test_inquiry_email_is_queued_then_sent_with_german_text_html_headers_and_lin
     admin_headers: dict[str, str],
     admin_engine: sa.Engine,
 ) -> None:
-    therapist = _therapist(therapist_client, admin_headers, last_name="Größer")
+    therapist = new_therapist(therapist_client, admin_headers, last_name="Größer")
     first, second = new_id(), new_id()
     inquiry_id = _inquiry_email(
         database,
@@ -202,7 +76,7 @@ def test_inquiry_email_is_queued_then_sent_with_german_text_html_headers_and_lin
         patient_summary(first, 1),
         patient_summary(second, 2, symptoms=["<b>Übelkeit</b> & mehr"]),
     )
-    [queued] = _emails(admin_engine, inquiry_id=inquiry_id)
+    [queued] = table_rows(admin_engine, "emails", inquiry_id=inquiry_id)
     assert queued["status"] == "queued" and queued["body_text"] is None
     assert sink.to(therapist["email"]) == []  # queued, not sent
 
@@ -226,10 +100,10 @@ def test_inquiry_email_is_queued_then_sent_with_german_text_html_headers_and_lin
     assert "&lt;b&gt;Übelkeit&lt;/b&gt; &amp; mehr" in html and "<b>Übelkeit" not in html
     assert "<b>Übelkeit</b> & mehr" in text
 
-    [sent] = _emails(admin_engine, inquiry_id=inquiry_id)
+    [sent] = table_rows(admin_engine, "emails", inquiry_id=inquiry_id)
     assert sent["status"] == "sent" and sent["to_address"] == therapist["email"]
     assert sent["sent_at"] == monday() and sent["subject"] == message["Subject"]
-    [event] = _events(admin_engine, "email.sent", sent["id"])
+    [event] = outbox_events(admin_engine, "email.sent", sent["id"])
     view = matching.EmailSentView.model_validate(event["payload"])
     assert (view.kind, view.inquiry_id, view.therapist_id) == (
         "inquiry",
@@ -245,7 +119,7 @@ def test_therapist_informed_about_the_platform_gets_no_introduction(
     therapist_client: Any,
     admin_headers: dict[str, str],
 ) -> None:
-    therapist = _therapist(
+    therapist = new_therapist(
         therapist_client, admin_headers, informed_about_platform=True, salutation="Herr", title=None
     )
     _inquiry_email(database, settings, therapist["id"], _practice())
@@ -261,9 +135,9 @@ def test_a_redelivered_inquiry_created_queues_one_email(
     database: Database, settings: CommunicationSettings, admin_engine: sa.Engine
 ) -> None:
     payload = inquiry_created(new_id(), _practice())
-    _feed(database, settings, matching.INQUIRY_CREATED, payload)
-    _feed(database, settings, matching.INQUIRY_CREATED, payload)
-    assert len(_emails(admin_engine, inquiry_id=payload["inquiry_id"])) == 1
+    feed(database, settings, matching.INQUIRY_CREATED, payload)
+    feed(database, settings, matching.INQUIRY_CREATED, payload)
+    assert len(table_rows(admin_engine, "emails", inquiry_id=payload["inquiry_id"])) == 1
 
 
 # ---------------------------------------------------------------- weekly limit
@@ -278,25 +152,29 @@ def test_one_inquiry_email_per_practice_per_week_the_rest_waits(
     admin_engine: sa.Engine,
 ) -> None:
     practice = _practice()
-    one = _therapist(therapist_client, admin_headers)
-    two = _therapist(therapist_client, admin_headers)
+    one = new_therapist(therapist_client, admin_headers)
+    two = new_therapist(therapist_client, admin_headers)
     first = _inquiry_email(database, settings, one["id"], practice)
     second = _inquiry_email(database, settings, two["id"], practice)
     start = monday()
 
     _send(database, settings, start)
-    [sent] = [e for e in _emails(admin_engine, practice_key=practice) if e["status"] == "sent"]
+    [sent] = [
+        e
+        for e in table_rows(admin_engine, "emails", practice_key=practice)
+        if e["status"] == "sent"
+    ]
     assert sent["inquiry_id"] == first
-    [waiting] = _emails(admin_engine, inquiry_id=second)
+    [waiting] = table_rows(admin_engine, "emails", inquiry_id=second)
     assert waiting["status"] == "queued"
     assert waiting["next_attempt_at"] == start + timedelta(days=7)
 
     _send(database, settings, start + timedelta(days=6, hours=23))
-    assert _emails(admin_engine, inquiry_id=second)[0]["status"] == "queued"
+    assert table_rows(admin_engine, "emails", inquiry_id=second)[0]["status"] == "queued"
     assert sink.to(two["email"]) == []
 
     _send(database, settings, start + timedelta(days=7))
-    assert _emails(admin_engine, inquiry_id=second)[0]["status"] == "sent"
+    assert table_rows(admin_engine, "emails", inquiry_id=second)[0]["status"] == "sent"
     assert len(sink.to(two["email"])) == 1
 
 
@@ -309,7 +187,7 @@ def test_conflict_notice_answers_the_therapist_and_ignores_the_weekly_limit(
     admin_engine: sa.Engine,
 ) -> None:
     practice = _practice()
-    therapist = _therapist(therapist_client, admin_headers)
+    therapist = new_therapist(therapist_client, admin_headers)
     claimed, offer_one, offer_two = new_id(), new_id(), new_id()
     inquiry_id = _inquiry_email(
         database, settings, therapist["id"], practice, patient_summary(claimed, 1)
@@ -332,7 +210,7 @@ def test_conflict_notice_answers_the_therapist_and_ignores_the_weekly_limit(
             }
         ],
     }
-    _feed(database, settings, matching.INQUIRY_ANSWERED, answered)
+    feed(database, settings, matching.INQUIRY_ANSWERED, answered)
 
     _send(
         database, settings, monday() + timedelta(days=1, hours=1)
@@ -344,7 +222,7 @@ def test_conflict_notice_answers_the_therapist_and_ignores_the_weekly_limit(
     assert f"Referenz PS-{claimed} ist nicht mehr verfügbar" in text
     assert f"PS-{offer_one}, PS-{offer_two}" in text
     assert "antworten Sie einfach" in text
-    [row] = _emails(admin_engine, inquiry_id=inquiry_id, kind="conflict")
+    [row] = table_rows(admin_engine, "emails", inquiry_id=inquiry_id, kind="conflict")
     assert row["status"] == "sent"
 
 
@@ -359,21 +237,21 @@ def test_a_temporary_smtp_failure_is_retried_after_a_backoff(
     admin_headers: dict[str, str],
     admin_engine: sa.Engine,
 ) -> None:
-    therapist = _therapist(therapist_client, admin_headers)
+    therapist = new_therapist(therapist_client, admin_headers)
     inquiry_id = _inquiry_email(database, settings, therapist["id"], _practice())
     start = monday()
     sink.refuse_next("451 4.3.0 try again later")
 
     assert _send(database, settings, start).get("retry") == 1
-    [row] = _emails(admin_engine, inquiry_id=inquiry_id)
+    [row] = table_rows(admin_engine, "emails", inquiry_id=inquiry_id)
     assert (row["status"], row["attempts"]) == ("queued", 1)
     assert row["last_error"] == "SMTPRecipientsRefused 451"
     assert row["next_attempt_at"] == start + timedelta(minutes=1)
 
     _send(database, settings, start + timedelta(seconds=30))
-    assert _emails(admin_engine, inquiry_id=inquiry_id)[0]["status"] == "queued"
+    assert table_rows(admin_engine, "emails", inquiry_id=inquiry_id)[0]["status"] == "queued"
     _send(database, settings, start + timedelta(minutes=1))
-    [row] = _emails(admin_engine, inquiry_id=inquiry_id)
+    [row] = table_rows(admin_engine, "emails", inquiry_id=inquiry_id)
     assert (row["status"], row["attempts"]) == ("sent", 2)
     assert len(sink.to(therapist["email"])) == 1
 
@@ -386,14 +264,14 @@ def test_a_refused_recipient_fails_for_good_with_email_failed(
     admin_headers: dict[str, str],
     admin_engine: sa.Engine,
 ) -> None:
-    therapist = _therapist(therapist_client, admin_headers)
+    therapist = new_therapist(therapist_client, admin_headers)
     inquiry_id = _inquiry_email(database, settings, therapist["id"], _practice())
     sink.refuse_next("550 5.1.1 mailbox unknown")
 
     assert _send(database, settings, monday()).get("failed") == 1
-    [row] = _emails(admin_engine, inquiry_id=inquiry_id)
+    [row] = table_rows(admin_engine, "emails", inquiry_id=inquiry_id)
     assert (row["status"], row["last_error"]) == ("failed", "SMTPRecipientsRefused 550")
-    [event] = _events(admin_engine, "email.failed", row["id"])
+    [event] = outbox_events(admin_engine, "email.failed", row["id"])
     assert event["payload"]["inquiry_id"] == inquiry_id
     assert therapist["email"] not in str(event)  # the error class only, no address
 
@@ -406,7 +284,7 @@ def test_two_overlapping_send_runs_send_every_email_once(
     admin_headers: dict[str, str],
     admin_engine: sa.Engine,
 ) -> None:
-    therapists = [_therapist(therapist_client, admin_headers) for _ in range(6)]
+    therapists = [new_therapist(therapist_client, admin_headers) for _ in range(6)]
     shared_practice = _practice()
     for index, therapist in enumerate(therapists):
         # the last two share a practice: only one of them may be written to this week
@@ -431,7 +309,9 @@ def test_two_overlapping_send_runs_send_every_email_once(
     assert received[:4] == [1, 1, 1, 1]
     assert sorted(received[4:]) == [0, 1]
     assert all(report.get("sent", 0) >= 1 for report in reports)  # both runs did work
-    sent = [e for e in _emails(admin_engine, practice_key=shared_practice) if e["sent_at"]]
+    sent = [
+        e for e in table_rows(admin_engine, "emails", practice_key=shared_practice) if e["sent_at"]
+    ]
     assert len(sent) == 1
 
 
@@ -446,7 +326,7 @@ def test_a_therapist_without_email_gets_a_call_instead(
     admin_headers: dict[str, str],
     admin_engine: sa.Engine,
 ) -> None:
-    therapist = _therapist(
+    therapist = new_therapist(
         therapist_client,
         admin_headers,
         email=None,
@@ -459,7 +339,9 @@ def test_a_therapist_without_email_gets_a_call_instead(
     # sent on a Monday at 10:00 local: the first slot is the next working day, 09:00 local
     sent_at = monday(2) + timedelta(hours=1)
     assert _send(database, settings, sent_at).get("replaced_by_call") == 1
-    assert _emails(admin_engine, inquiry_id=inquiry_id)[0]["status"] == "replaced_by_call"
+    assert (
+        table_rows(admin_engine, "emails", inquiry_id=inquiry_id)[0]["status"] == "replaced_by_call"
+    )
     with admin_engine.connect() as connection:
         [call] = connection.execute(
             sa.text("SELECT * FROM communication_service.phone_calls WHERE inquiry_id = :id"),
@@ -478,7 +360,7 @@ def test_withdrawal_notice_to_a_therapist_who_received_the_patient(
     therapist_client: Any,
     admin_headers: dict[str, str],
 ) -> None:
-    therapist = _therapist(therapist_client, admin_headers)
+    therapist = new_therapist(therapist_client, admin_headers)
     practice, search_id = _practice(), new_id()
     inquiry_id = _inquiry_email(
         database, settings, therapist["id"], practice, patient_summary(search_id, 1)
@@ -494,7 +376,7 @@ def test_withdrawal_notice_to_a_therapist_who_received_the_patient(
         "inform_therapist": True,
         "current_size": 0,
     }
-    _feed(database, settings, matching.INQUIRY_PATIENT_WITHDRAWN, withdrawn)
+    feed(database, settings, matching.INQUIRY_PATIENT_WITHDRAWN, withdrawn)
     _send(database, settings, monday() + timedelta(days=1))
 
     [_, notice] = sink.to(therapist["email"])
@@ -514,7 +396,7 @@ def test_a_patient_withdrawn_before_sending_leaves_the_queued_inquiry_email(
     admin_headers: dict[str, str],
     admin_engine: sa.Engine,
 ) -> None:
-    therapist = _therapist(therapist_client, admin_headers)
+    therapist = new_therapist(therapist_client, admin_headers)
     practice, kept, gone = _practice(), new_id(), new_id()
     inquiry_id = _inquiry_email(
         database,
@@ -534,13 +416,13 @@ def test_a_patient_withdrawn_before_sending_leaves_the_queued_inquiry_email(
         "inform_therapist": False,
         "current_size": 1,
     }
-    _feed(database, settings, matching.INQUIRY_PATIENT_WITHDRAWN, withdrawn)
+    feed(database, settings, matching.INQUIRY_PATIENT_WITHDRAWN, withdrawn)
     _send(database, settings, monday())
 
     [message] = sink.to(therapist["email"])  # no withdrawal notice: they never saw the patient
     text = message.get_body(("plain",)).get_content()
     assert f"PS-{kept}" in text and f"PS-{gone}" not in text
-    assert len(_emails(admin_engine, inquiry_id=inquiry_id)) == 1
+    assert len(table_rows(admin_engine, "emails", inquiry_id=inquiry_id)) == 1
 
 
 def _patient(client: Any, headers: dict[str, str], **overrides: Any) -> dict[str, Any]:
@@ -577,7 +459,7 @@ def test_patients_who_consented_hear_when_the_search_starts_and_a_place_is_found
     search_id = new_id()
     for patient, search in ((consented, search_id), (silent, new_id())):
         for event in (matching.SEARCH_STARTED, matching.SEARCH_CLAIMED):
-            _feed(database, settings, event, _search_event(event, patient["id"], search))
+            feed(database, settings, event, _search_event(event, patient["id"], search))
 
     report = _send(database, settings, monday())
 
@@ -593,7 +475,7 @@ def test_patients_who_consented_hear_when_the_search_starts_and_a_place_is_found
     )
     assert "einen Therapieplatz für Sie angeboten" in found.get_body(("plain",)).get_content()
     assert sink.to(silent["email"]) == []
-    rows = _emails(admin_engine, patient_id=silent["id"])
+    rows = table_rows(admin_engine, "emails", patient_id=silent["id"])
     assert {(row["status"], row["last_error"]) for row in rows} == {
         ("cancelled", "no_email_or_consent")
     }
@@ -609,7 +491,7 @@ def test_staff_list_emails_by_filters_and_read_one_with_its_content(
     therapist_client: Any,
     admin_headers: dict[str, str],
 ) -> None:
-    therapist = _therapist(therapist_client, admin_headers)
+    therapist = new_therapist(therapist_client, admin_headers)
     inquiry_id = _inquiry_email(database, settings, therapist["id"], _practice())
     queued = client.get(
         f"/api/emails?therapist_id={therapist['id']}&status=queued", headers=admin_headers
@@ -648,7 +530,7 @@ def test_send_emails_command_sends_as_of_the_given_moment(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    therapist = _therapist(therapist_client, admin_headers)
+    therapist = new_therapist(therapist_client, admin_headers)
     inquiry_id = _inquiry_email(database, settings, therapist["id"], _practice())
     for name in (
         "database_url",
@@ -664,7 +546,7 @@ def test_send_emails_command_sends_as_of_the_given_moment(
     when = monday(3)
     assert cli_main(["send-emails", "--as-of", when.replace(tzinfo=None).isoformat()]) == 0
     assert "sent" in capsys.readouterr().out
-    [row] = _emails(admin_engine, inquiry_id=inquiry_id)
+    [row] = table_rows(admin_engine, "emails", inquiry_id=inquiry_id)
     assert row["sent_at"] == when
     with pytest.raises(SystemExit) as refused:
         cli_main(["send-emails", "--as-of", "yesterday"])
