@@ -3,6 +3,8 @@
 - `send-emails [--as-of DATETIME] [--limit N]`: send the queued emails that are due (at most
   one inquiry email per practice per EMAIL_MIN_DAYS_BETWEEN days; the rest waits); exit 1
   when an email failed for good.
+- `queue-weekly-updates [--as-of DATETIME]`: queue for every patient whose inquiries went out
+  in the last 7 days how many went out (sent by the next `send-emails`; once per ISO week).
 - everything else: the platform commands (tokens, outbox, migrate) for this schema.
 """
 
@@ -18,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 from communication_service.contacts import directory_of
 from communication_service.mailer import Mailer
 from communication_service.models import INFRA
+from communication_service.service import emails
 from communication_service.service.sending import Sender, send_due_emails
 from communication_service.settings import CommunicationSettings
 from shared.cli import main as platform_main
@@ -102,7 +105,33 @@ def send_emails_command(argv: Sequence[str]) -> int:
     return 1 if report["failed"] else 0
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"send-emails": send_emails_command}
+def queue_weekly_updates_command(argv: Sequence[str]) -> int:
+    """`queue-weekly-updates [--as-of DATETIME]`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m communication_service.cli queue-weekly-updates",
+        description="Queue the weekly update to patients: how many practices were asked for "
+        "them in the 7 days up to --as-of (sent to patients with an email and consent).",
+    )
+    parser.add_argument(
+        "--as-of", type=as_of_argument, help="the end of the week (default: now, UTC)"
+    )
+    args = parser.parse_args(argv)
+    runtime = ServiceRuntime.build(load_settings(CommunicationSettings), INFRA)
+    try:
+        queued = emails.queue_weekly_updates(runtime.database.unit_of_work(), as_of=args.as_of)
+    except OperationalError as exc:
+        print(f"cannot reach the database: {exc.orig}", file=sys.stderr)
+        return 1
+    finally:
+        runtime.database.dispose()
+    print(f"{queued} weekly updates queued")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "send-emails": send_emails_command,
+    "queue-weekly-updates": queue_weekly_updates_command,
+}
 
 
 if __name__ == "__main__":

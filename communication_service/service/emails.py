@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from communication_service.contacts import ContactDirectory
@@ -200,6 +200,55 @@ def place_found(uow: UnitOfWork, search: SearchChangedView) -> int | None:
         context={"search_id": search.search_id, "reference": reference_of(search.search_id)},
         patient_id=search.patient_id,
     )
+
+
+WEEKLY_INQUIRIES = text(
+    """
+    SELECT (patient->>'patient_id')::int AS patient_id,
+           max((patient->>'search_id')::int) AS search_id,
+           count(*) AS inquiries
+    FROM communication_service.emails AS email,
+         jsonb_array_elements(email.context->'patients') AS patient
+    WHERE email.kind = 'inquiry'
+      AND (
+        (email.status = 'sent' AND email.sent_at > :since AND email.sent_at <= :until)
+        OR (
+          email.status = 'replaced_by_call'
+          AND EXISTS (
+            SELECT 1 FROM communication_service.phone_calls AS call
+            WHERE call.inquiry_id = email.inquiry_id AND call.purpose = 'inquiry'
+              AND call.status = 'reached'
+              AND call.completed_at > :since AND call.completed_at <= :until
+          )
+        )
+      )
+    GROUP BY 1
+    """
+)
+
+
+def queue_weekly_updates(uow: UnitOfWork, *, as_of: datetime | None = None) -> int:
+    """Queue for every patient whose inquiries went out in the 7 days up to `as_of` how many
+    went out (the count only; once per patient and ISO week); how many were queued."""
+    as_of = as_of or utcnow()
+    year, week, _ = as_of.isocalendar()
+    queued = 0
+    with uow:
+        counts = uow.session.execute(
+            WEEKLY_INQUIRIES, {"since": as_of - timedelta(days=7), "until": as_of}
+        ).all()
+        for patient_id, search_id, inquiries in counts:
+            email_id = queue_email(
+                uow,
+                kind="inquiries_this_week",
+                send_key=f"inquiries_this_week:{patient_id}:{year}-W{week:02d}",
+                context={"count": inquiries, "reference": reference_of(search_id)},
+                patient_id=patient_id,
+                as_of=as_of,
+            )
+            queued += email_id is not None
+        uow.commit()
+    return queued
 
 
 def list_emails(uow: UnitOfWork, query: EmailListQuery) -> Page:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from communication_service.cli import main as cli_main
 from communication_service.cli import sender_of
 from communication_service.rules import BERLIN, next_working_day
+from communication_service.service import emails
 from communication_service.service.sending import send_due_emails
 from communication_service.settings import CommunicationSettings
 from matching_service import schemas as matching
@@ -479,6 +480,38 @@ def test_patients_who_consented_hear_when_the_search_starts_and_a_place_is_found
     assert {(row["status"], row["last_error"]) for row in rows} == {
         ("cancelled", "no_email_or_consent")
     }
+
+
+def test_patients_hear_weekly_how_many_practices_were_asked_count_only(
+    database: Database,
+    settings: CommunicationSettings,
+    sink: SmtpSink,
+    patient_client: Any,
+    therapist_client: Any,
+    admin_headers: dict[str, str],
+    admin_engine: sa.Engine,
+) -> None:
+    patient = _patient(patient_client, admin_headers, consent_at="2026-11-01T08:00:00Z")
+    search_id = new_id()
+    start = monday()
+    for offset in (0, 1):
+        practice_therapist = new_therapist(therapist_client, admin_headers)
+        summary = patient_summary(search_id, 1, patient_id=patient["id"])
+        _inquiry_email(database, settings, practice_therapist["id"], _practice(), summary)
+        _send(database, settings, start + timedelta(days=offset))
+    week_end = start + timedelta(days=4)
+
+    assert emails.queue_weekly_updates(database.unit_of_work(), as_of=week_end) >= 1
+    assert emails.queue_weekly_updates(database.unit_of_work(), as_of=week_end) == 0  # once
+    [queued] = table_rows(admin_engine, "emails", patient_id=patient["id"])
+    assert queued["kind"] == "inquiries_this_week" and queued["context"]["count"] == 2
+    _send(database, settings, week_end)
+
+    [update] = sink.to(patient["email"])
+    assert update["Subject"] == f"Ihre Suche (PS-{search_id}): 2 Praxen in dieser Woche angefragt"
+    text = update.get_body(("plain",)).get_content()
+    assert "in dieser Woche haben wir 2 Praxen" in text
+    assert "Beispiel" not in text.split("\n", 1)[1]  # no therapist named, the count only
 
 
 # ---------------------------------------------------------------- staff views and CLI
