@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask_restful import Resource
+from werkzeug.exceptions import ServiceUnavailable
 
-from communication_service.contacts import ContactDirectory
+from communication_service.contacts import ContactDirectory, ContactUnavailable
 from communication_service.schemas import (
     CallListOut,
     CallListQuery,
@@ -75,18 +76,24 @@ class PhoneCallItem(_CommunicationResource):
         "Record a call's outcome; a call that did not reach the therapist is booked again",
         body=CallOutcome,
         response=CallOutcomeOut,
-        errors=(404, 409),
+        errors=(404, 409, 503),
     )
     def patch(self, call_id: int, body: CallOutcome) -> Any:
-        return calls.record_outcome(
-            self.database.unit_of_work(),
-            call_id,
-            body,
-            self.directory,
-            slot_minutes=self.settings.phone_slot_minutes,
-            horizon_days=self.settings.phone_search_horizon_days,
-            max_attempts=self.settings.max_call_attempts,
-        )
+        try:
+            return calls.record_outcome(
+                self.database.unit_of_work(),
+                call_id,
+                body,
+                self.directory,
+                slot_minutes=self.settings.phone_slot_minutes,
+                horizon_days=self.settings.phone_search_horizon_days,
+                max_attempts=self.settings.max_call_attempts,
+            )
+        except ContactUnavailable:
+            raise ServiceUnavailable(
+                "therapist_service cannot answer now (phone hours for the next attempt); "
+                "nothing was recorded: try again"
+            ) from None
 
 
 def routes(

@@ -279,6 +279,8 @@ class InquiryPatientWithdrawnView(BaseModel):
     patient_id: int = Field(ge=1, le=MAX_ID)
     reason: str = Field(max_length=100)
     inform_therapist: bool
+    # patients still offered in the inquiry (0: nobody left to talk about)
+    current_size: int | None = Field(default=None, ge=0)
 
 
 class AnsweredPatientView(BaseModel):

@@ -10,7 +10,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from communication_service.contacts import ContactDirectory
-from communication_service.models import Email
+from communication_service.models import Email, PhoneCall
 from communication_service.rules import reference_of
 from communication_service.schemas import (
     EMAIL_QUEUED,
@@ -94,27 +94,20 @@ def queue_inquiry_email(uow: UnitOfWork, inquiry: InquiryCreatedView) -> int | N
 
 def withdraw_patient(uow: UnitOfWork, withdrawn: InquiryPatientWithdrawnView) -> int | None:
     """inquiry.patient_withdrawn: a therapist who received the patient is told; an inquiry
-    email not sent yet loses the patient (and is cancelled with the last one, with its
-    calls)."""
-    if withdrawn.inform_therapist:
-        return queue_email(
-            uow,
-            kind="withdrawal",
-            send_key=f"withdrawal:{withdrawn.inquiry_id}:{withdrawn.search_id}",
-            context={
-                "inquiry_id": withdrawn.inquiry_id,
-                "reference": reference_of(withdrawn.search_id),
-                "reason": withdrawn.reason,
-            },
-            therapist_id=withdrawn.therapist_id,
-            inquiry_id=withdrawn.inquiry_id,
-            practice_key=withdrawn.practice_key,
-        )
+    email not sent yet, and the inquiry's scheduled calls, lose the patient; with nobody
+    left, the email and the calls are cancelled."""
+    reference = reference_of(withdrawn.search_id)
+    uow.session.execute(
+        update(PhoneCall)
+        .where(PhoneCall.inquiry_id == withdrawn.inquiry_id, PhoneCall.status == "scheduled")
+        .values(patient_references=PhoneCall.patient_references.op("-")(reference))
+    )
     email = uow.session.execute(
         select(Email)
         .where(Email.send_key == f"inquiry:{withdrawn.inquiry_id}", Email.status == "queued")
         .with_for_update()
     ).scalar_one_or_none()
+    remaining = withdrawn.current_size
     if email is not None:
         patients = [
             patient
@@ -122,10 +115,26 @@ def withdraw_patient(uow: UnitOfWork, withdrawn: InquiryPatientWithdrawnView) ->
             if patient["search_id"] != withdrawn.search_id
         ]
         email.context = {**email.context, "patients": patients}
+        remaining = len(patients) if remaining is None else remaining
         if not patients:
             email.status = "cancelled"
-            calls.cancel_calls(uow, withdrawn.inquiry_id, "withdrawn", utcnow())
-    return None
+    if remaining == 0:
+        calls.cancel_calls(uow, withdrawn.inquiry_id, "withdrawn", utcnow())
+    if not withdrawn.inform_therapist:
+        return None
+    return queue_email(
+        uow,
+        kind="withdrawal",
+        send_key=f"withdrawal:{withdrawn.inquiry_id}:{withdrawn.search_id}",
+        context={
+            "inquiry_id": withdrawn.inquiry_id,
+            "reference": reference,
+            "reason": withdrawn.reason,
+        },
+        therapist_id=withdrawn.therapist_id,
+        inquiry_id=withdrawn.inquiry_id,
+        practice_key=withdrawn.practice_key,
+    )
 
 
 def inquiry_answered(uow: UnitOfWork, answered: InquiryAnsweredView) -> int | None:

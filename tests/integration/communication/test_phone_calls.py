@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from communication_service.app import create_app
 from communication_service.contacts import ContactDirectory, directory_of
 from communication_service.models import PhoneCall
 from communication_service.rules import BERLIN, next_working_day
@@ -19,6 +20,7 @@ from communication_service.service import calls
 from communication_service.settings import CommunicationSettings
 from matching_service import schemas as matching
 from shared.db import Database
+from shared.devstack import free_port
 from tests.communication_support import feed, new_id, new_therapist, outbox_events, table_rows
 
 pytestmark = pytest.mark.integration
@@ -370,3 +372,65 @@ def test_the_call_list_of_a_day_names_whom_to_call_in_slot_order(
     ] == [booked[2].id if booked[2] else None]
     missing = client.get("/api/phone-calls", headers=admin_headers)
     assert missing.status_code == 422 and "date" in str(missing.json)
+
+
+def test_withdrawn_patients_leave_the_call_and_the_last_one_cancels_it(
+    database: Database,
+    directory: ContactDirectory,
+    settings: CommunicationSettings,
+    therapist_client: Any,
+    admin_headers: dict[str, str],
+    admin_engine: sa.Engine,
+) -> None:
+    therapist_id = _therapist_with_hours(therapist_client, admin_headers, {"thu": ["12:00-13:00"]})
+    kept, gone = new_id(), new_id()
+    due = _due(therapist_id, kept, gone)
+    call = _follow_up(database, directory, due, local("2027-03-10", "07:00"))
+    assert call is not None
+
+    def withdraw(search_id: int, current_size: int) -> None:
+        payload = {
+            "inquiry_id": due.inquiry_id,
+            "therapist_id": therapist_id,
+            "practice_key": f"p{therapist_id}",
+            "search_id": search_id,
+            "patient_id": new_id(),
+            "reason": "claimed_elsewhere",
+            "inform_therapist": True,
+            "current_size": current_size,
+        }
+        feed(database, settings, matching.INQUIRY_PATIENT_WITHDRAWN, payload)
+
+    withdraw(gone, 1)
+    [row] = table_rows(admin_engine, "phone_calls", inquiry_id=due.inquiry_id)
+    assert (row["status"], row["patient_references"]) == ("scheduled", [f"PS-{kept}"])
+    withdraw(kept, 0)
+    [row] = table_rows(admin_engine, "phone_calls", inquiry_id=due.inquiry_id)
+    assert row["status"] == "cancelled"
+    [event] = outbox_events(admin_engine, "phone_call.cancelled", call.id)
+    assert event["payload"]["reason"] == "withdrawn"
+
+
+def test_an_outcome_is_not_recorded_while_therapist_service_cannot_answer(
+    database: Database,
+    directory: ContactDirectory,
+    settings: CommunicationSettings,
+    therapist_client: Any,
+    admin_headers: dict[str, str],
+    admin_engine: sa.Engine,
+) -> None:
+    therapist_id = _therapist_with_hours(therapist_client, admin_headers, {"thu": ["12:00-13:00"]})
+    call = _follow_up(database, directory, _due(therapist_id), local("2027-03-10", "07:00"))
+    assert call is not None
+    unreachable = settings.model_copy(
+        update={"therapist_service_url": f"http://127.0.0.1:{free_port()}"}
+    )
+    client = create_app(unreachable).test_client()
+
+    response = client.patch(
+        f"/api/phone-calls/{call.id}", json={"outcome": "not_reached"}, headers=admin_headers
+    )
+    assert response.status_code == 503
+    assert "nothing was recorded" in response.json["error"]["message"]
+    [row] = table_rows(admin_engine, "phone_calls", id=call.id)
+    assert row["status"] == "scheduled"
