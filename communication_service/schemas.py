@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from shared.events import EventType
 from shared.web import MAX_ID, MultilineText, PageQuery
@@ -19,6 +27,27 @@ EmailStatus = Literal["queued", "sent", "failed", "cancelled", "replaced_by_call
 CallPurpose = Literal["inquiry", "follow_up"]
 CallStatus = Literal["scheduled", "reached", "not_reached", "cancelled"]
 
+
+def _calendar_date(value: object) -> object:
+    # a query string is text: '0' must not become 1970-01-01 (pydantic's lax int -> date)
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ValueError("must be a date YYYY-MM-DD")
+    if not isinstance(value, str | date):
+        raise ValueError("must be a date YYYY-MM-DD")
+    return value
+
+
+def _in_range(value: date) -> date:
+    if not FIRST_DAY <= value <= LAST_DAY:
+        raise ValueError(f"must be between {FIRST_DAY} and {LAST_DAY}")
+    return value
+
+
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(9998, 12, 31)
+# a day in a query string: YYYY-MM-DD only, far enough from the calendar's ends that its
+# bounds in any time zone exist
+QueryDate = Annotated[date, BeforeValidator(_calendar_date), AfterValidator(_in_range)]
+
 # ---------------------------------------------------------------- emails
 
 
@@ -31,7 +60,7 @@ class EmailListQuery(PageQuery):
     patient_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     inquiry_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     # `date` in the query string (the attribute name would hide the type)
-    day: date | None = Field(default=None, alias="date")
+    day: QueryDate | None = Field(default=None, alias="date")
 
 
 class EmailOut(BaseModel):
@@ -70,7 +99,7 @@ class CallListQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    day: date = Field(alias="date")
+    day: QueryDate = Field(alias="date")
     status: CallStatus | None = None
 
 
