@@ -19,6 +19,7 @@ from communication_service.service.sending import send_due_emails
 from communication_service.settings import CommunicationSettings
 from matching_service import schemas as matching
 from shared.db import Database
+from shared.devstack import free_port
 from shared.events import EventType
 from tests.communication_support import (
     SmtpSink,
@@ -255,6 +256,33 @@ def test_a_temporary_smtp_failure_is_retried_after_a_backoff(
     [row] = table_rows(admin_engine, "emails", inquiry_id=inquiry_id)
     assert (row["status"], row["attempts"]) == ("sent", 2)
     assert len(sink.to(therapist["email"])) == 1
+
+
+def test_an_unreachable_smtp_server_is_a_temporary_failure(
+    database: Database,
+    settings: CommunicationSettings,
+    therapist_client: Any,
+    admin_headers: dict[str, str],
+    admin_engine: sa.Engine,
+) -> None:
+    therapist = new_therapist(therapist_client, admin_headers)
+    inquiry_id = _inquiry_email(database, settings, therapist["id"], _practice())
+    down = settings.model_copy(update={"smtp_port": free_port()})  # nobody listens there
+    start = monday()
+
+    send_due_emails(database, sender_of(down), as_of=start)
+    [row] = table_rows(admin_engine, "emails", inquiry_id=inquiry_id)
+    assert (row["status"], row["attempts"], row["last_error"]) == (
+        "queued",
+        1,
+        "ConnectionRefusedError",
+    )
+    send_due_emails(database, sender_of(down), as_of=start + timedelta(minutes=1))
+    [row] = table_rows(admin_engine, "emails", inquiry_id=inquiry_id)
+    assert row["next_attempt_at"] == start + timedelta(minutes=3)  # waits 1, then 2 minutes
+
+    _send(database, settings, start + timedelta(minutes=3))
+    assert table_rows(admin_engine, "emails", inquiry_id=inquiry_id)[0]["status"] == "sent"
 
 
 def test_a_refused_recipient_fails_for_good_with_email_failed(
