@@ -20,6 +20,7 @@ from communication_service.mailer import DeliveryFailed, Mailer
 from communication_service.messages import (
     PATIENT_NOTICES,
     RenderedEmail,
+    TherapistContact,
     inquiry_email,
     patient_notice,
     therapist_notice,
@@ -93,7 +94,7 @@ def _send_one(uow: UnitOfWork, email: Email, sender: Sender, as_of: datetime) ->
         recipient = _render(email, sender)
     except ContactUnavailable:
         return _retry_later(uow, email, "ContactUnavailable", sender.max_attempts, as_of)
-    if isinstance(recipient, str):
+    if isinstance(recipient, Unsendable):
         return _not_sendable(uow, email, recipient, sender, as_of)
     address, rendered = recipient
     message = sender.mailer.compose(rendered, to=address, send_key=email.send_key, sent_at=as_of)
@@ -142,24 +143,32 @@ def _practice_free_from(
     return None if last is None else last + window
 
 
-def _render(email: Email, sender: Sender) -> tuple[str, RenderedEmail] | str:
+@dataclass(frozen=True)
+class Unsendable:
+    """Why an email cannot go to its recipient (and the therapist's contact data, if known)."""
+
+    reason: str
+    therapist: TherapistContact | None = None
+
+
+def _render(email: Email, sender: Sender) -> tuple[str, RenderedEmail] | Unsendable:
     """Address and content, or why the recipient cannot get this email."""
     phone = sender.platform_phone
     if email.patient_id is not None:
         patient = sender.directory.patient(email.patient_id)
         if patient is None:
-            return "patient_unknown"
+            return Unsendable("patient_unknown")
         if not patient.email or not patient.consented:
-            return "no_email_or_consent"
+            return Unsendable("no_email_or_consent")
         return patient.email, patient_notice(
             email.kind, email.context, patient, platform_phone=phone
         )
     assert email.therapist_id is not None
     therapist = sender.directory.therapist(email.therapist_id)
     if therapist is None:
-        return "therapist_unknown"
+        return Unsendable("therapist_unknown")
     if not therapist.email:
-        return "no_email"
+        return Unsendable("no_email", therapist)
     if email.kind == "inquiry":
         rendered = inquiry_email(email.context, therapist, platform_phone=phone)
     else:
@@ -167,19 +176,21 @@ def _render(email: Email, sender: Sender) -> tuple[str, RenderedEmail] | str:
     return therapist.email, rendered
 
 
-def _not_sendable(uow: UnitOfWork, email: Email, why: str, sender: Sender, as_of: datetime) -> str:
-    if why == "no_email" and email.kind == "inquiry":
+def _not_sendable(
+    uow: UnitOfWork, email: Email, why: Unsendable, sender: Sender, as_of: datetime
+) -> str:
+    therapist = why.therapist
+    if therapist is not None and email.kind == "inquiry":
         # a therapist without email is called instead (matching counts the reached call)
-        therapist = sender.directory.therapist(email.therapist_id)  # type: ignore[arg-type]
         assert email.inquiry_id is not None and email.therapist_id is not None
         email.status = "replaced_by_call"
-        email.last_error = why
+        email.last_error = why.reason
         calls.book_call(
             uow,
             therapist_id=email.therapist_id,
             inquiry_id=email.inquiry_id,
             purpose="inquiry",
-            phone_hours=therapist.phone_hours if therapist is not None else {},
+            phone_hours=therapist.phone_hours,
             window=retry_window(as_of, sender.horizon_days),
             slot_minutes=sender.slot_minutes,
             references=[
@@ -187,12 +198,12 @@ def _not_sendable(uow: UnitOfWork, email: Email, why: str, sender: Sender, as_of
             ],
         )
         return "replaced_by_call"
-    if email.kind in PATIENT_NOTICES or why == "no_email":
+    if email.kind in PATIENT_NOTICES or therapist is not None:
         # nobody to write to (no address or no consent): nothing failed, nothing to send
         email.status = "cancelled"
-        email.last_error = why
+        email.last_error = why.reason
         return "cancelled"
-    return _fail(uow, email, why, as_of, attempts=email.attempts)
+    return _fail(uow, email, why.reason, as_of, attempts=email.attempts)
 
 
 def _retry_later(
