@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/mypy shared */rules.py */service.py matching_service/service matching_service/placement matching_service/bundling \
+	$(VENV)/bin/mypy shared patient_service/rules.py therapist_service/rules.py geocoding_service/rules.py */service.py matching_service/service communication_service matching_service/placement matching_service/bundling \
 		matching_service/simulation therapist_service/directory benchmarks
 
 ## outbox -> Kafka -> consumer throughput and latency

@@ -8,7 +8,7 @@ can never become markup; the text part is rendered without HTML escaping.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -81,6 +81,20 @@ class TherapistContact:
     email: str | None
     phone: str | None
     informed_about_platform: bool
+    phone_hours: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PatientContact:
+    """What a message to a patient needs from patient_service (fetched when sending)."""
+
+    patient_id: int
+    salutation: str | None
+    first_name: str
+    last_name: str
+    email: str | None
+    # patients are written to only with their consent on record
+    consented: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,4 +195,49 @@ def inquiry_email(
             "valid_until": _german_date(inquiry.get("answer_links_valid_until")),
             "platform_phone": platform_phone,
         },
+    )
+
+
+WITHDRAWAL_REASONS = {
+    "claimed_elsewhere": "Sie hat inzwischen bei einer anderen Praxis einen Platz gefunden.",
+    "search_succeeded": "Sie hat inzwischen bei einer anderen Praxis einen Platz gefunden.",
+    "search_cancelled": "Sie sucht zurzeit keinen Therapieplatz mehr.",
+}
+# the kinds written to therapists and to patients, each with its own template
+THERAPIST_NOTICES = ("withdrawal", "conflict")
+PATIENT_NOTICES = ("search_started", "inquiries_this_week", "place_found")
+
+
+def therapist_notice(
+    kind: str, context: Mapping[str, Any], therapist: TherapistContact, *, platform_phone: str
+) -> RenderedEmail:
+    """A withdrawal or conflict notice to a therapist (context as queued from the event)."""
+    if kind not in THERAPIST_NOTICES:
+        raise ValueError(f"not a therapist notice: {kind}")
+    why = WITHDRAWAL_REASONS.get(
+        str(context.get("reason")), "Sie wird über diese Anfrage nicht mehr vermittelt."
+    )
+    return render(
+        kind,
+        {**context, "greeting": greeting(therapist), "why": why, "platform_phone": platform_phone},
+    )
+
+
+def patient_greeting(patient: PatientContact) -> str:
+    """German salutation line for a patient."""
+    if patient.salutation == "Frau":
+        return f"Sehr geehrte Frau {patient.last_name},"
+    if patient.salutation == "Herr":
+        return f"Sehr geehrter Herr {patient.last_name},"
+    return f"Guten Tag {patient.first_name} {patient.last_name},"
+
+
+def patient_notice(
+    kind: str, context: Mapping[str, Any], patient: PatientContact, *, platform_phone: str
+) -> RenderedEmail:
+    """A notification to a patient: search started, inquiries this week, place found."""
+    if kind not in PATIENT_NOTICES:
+        raise ValueError(f"not a patient notice: {kind}")
+    return render(
+        kind, {**context, "greeting": patient_greeting(patient), "platform_phone": platform_phone}
     )

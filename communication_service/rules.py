@@ -100,3 +100,8 @@ def earliest_free_slot(
         if not any(abs(slot - call) < length for call in busy):
             return slot
     return None
+
+
+def reference_of(search_id: int) -> str:
+    """The reference a therapist quotes for a patient of an inquiry."""
+    return f"PS-{search_id}"

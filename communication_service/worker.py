@@ -1,8 +1,9 @@
-"""Worker process of communication_service: outbox relay (and consumer once it subscribes)."""
+"""Worker process of communication_service: outbox relay and consumer of inquiry and search
+events."""
 
 from __future__ import annotations
 
-from communication_service.handlers import HANDLERS, SUBSCRIPTIONS
+from communication_service.handlers import SUBSCRIPTIONS, handlers_for
 from communication_service.models import INFRA
 from communication_service.schemas import TOPIC
 from communication_service.settings import CommunicationSettings
@@ -16,7 +17,7 @@ def main() -> None:
         INFRA,
         topics_produced=[TOPIC],
         subscriptions=SUBSCRIPTIONS,
-        handlers=HANDLERS,
+        handlers=handlers_for,
     )
 
 

@@ -351,6 +351,8 @@ def main() -> int:
             if service == "matching_service":
                 env["ANSWER_LINK_SECRET"] = _dev_secret(var, "answer-link-secret")
                 env.setdefault("ANSWER_LINK_BASE_URL", f"http://127.0.0.1:{ports[service]}")
+            if service == "communication_service":
+                env.update(communication_env(ports))
             short = service.removesuffix("_service")
             manager.add_process(
                 short,
@@ -365,6 +367,20 @@ def main() -> int:
         _banner(database_url, bootstrap, var, ports)
         manager.loop()
         return int(manager.returncode or 0)
+
+
+def communication_env(ports: dict[str, int]) -> dict[str, str]:
+    """Where communication_service sends mail (the SMTP sink unless SMTP_HOST is set) and
+    reads contact data (the dev therapist and patient services)."""
+    env = {
+        "THERAPIST_SERVICE_URL": f"http://127.0.0.1:{ports['therapist_service']}",
+        "PATIENT_SERVICE_URL": f"http://127.0.0.1:{ports['patient_service']}",
+    }
+    if not os.environ.get("SMTP_HOST"):
+        env["SMTP_HOST"] = "127.0.0.1"
+        env["SMTP_PORT"] = os.environ.get("DEV_SMTP_PORT", "1025")
+        env["SMTP_STARTTLS"] = "false"
+    return env
 
 
 def _quote(part: str) -> str:

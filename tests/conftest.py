@@ -21,6 +21,7 @@ from shared.settings import SERVICES, ServiceSettings
 
 ADMIN_TOKEN = "test-admin-token-0123456789-abcdefghijklmnop"  # BOOTSTRAP_ADMIN_TOKEN: >= 32
 ANSWER_LINK_SECRET = "test-answer-link-secret-0123456789abcdef"
+SERVICE_TOKEN = "test-service-token-0123456789-abcdefghijkl"  # what SERVICE_TOKEN holds
 
 # CI runs each property test on the same examples (a gate must not depend on luck);
 # local runs keep exploring new random examples.
@@ -108,6 +109,8 @@ def make_settings(database_url: str, kafka_bootstrap: str, topic_prefix: str) ->
         }
         if "answer_link_secret" in cls.model_fields:
             values["answer_link_secret"] = ANSWER_LINK_SECRET
+        if "service_token" in cls.model_fields:
+            values["service_token"] = SERVICE_TOKEN
         values.update(overrides)
         return cls(**values)
 

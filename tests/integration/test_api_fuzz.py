@@ -20,6 +20,8 @@ from flask import Flask
 from hypothesis import HealthCheck, settings
 from schemathesis import Case, CheckContext, Response
 
+from communication_service.app import create_app as create_communication_app
+from communication_service.settings import CommunicationSettings
 from geocoding_service.app import create_app as create_geocoding_app
 from geocoding_service.settings import GeocodingSettings
 from matching_service import service as matching_service
@@ -33,12 +35,12 @@ from patient_service.app import create_app as create_patient_app
 from patient_service.settings import PatientSettings
 from shared.cli import ensure_bootstrap_admin
 from shared.db import role_url
-from shared.devstack import drop_database, ensure_database
+from shared.devstack import drop_database, ensure_database, free_port
 from shared.errors import Conflict
 from shared.migrations import upgrade_all
 from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
-from tests.conftest import ADMIN_TOKEN, ANSWER_LINK_SECRET
+from tests.conftest import ADMIN_TOKEN, ANSWER_LINK_SECRET, SERVICE_TOKEN
 from tests.helpers import location_resolved
 from therapist_service.app import create_app as create_therapist_app
 from therapist_service.settings import TherapistSettings
@@ -75,13 +77,10 @@ def _served_schema(
     (schemathesis 4.32's lazy `pytest.from_fixture` loader reads `Node._nodeid`, which
     pytest 9.2 no longer has.)
     """
-    secrets = (
-        {"answer_link_secret": ANSWER_LINK_SECRET}
-        if "answer_link_secret" in (settings_cls.model_fields)
-        else {}
-    )
+    secrets = {"service_token": SERVICE_TOKEN, "answer_link_secret": ANSWER_LINK_SECRET}
+    required = {name: value for name, value in secrets.items() if name in settings_cls.model_fields}
     unused = settings_cls(
-        database_url="postgresql://unused@127.0.0.1:1/unused", log_json=False, **secrets
+        database_url="postgresql://unused@127.0.0.1:1/unused", log_json=False, **required
     )
     return schemathesis.openapi.from_wsgi(
         "/openapi.json", create_app(unused), config=schemathesis.Config.from_dict(FUZZ_CONFIG)
@@ -92,6 +91,7 @@ PATIENT_API = _served_schema(create_patient_app, PatientSettings)
 MATCHING_API = _served_schema(create_matching_app, MatchingSettings)
 THERAPIST_API = _served_schema(create_therapist_app, TherapistSettings)
 GEOCODING_API = _served_schema(create_geocoding_app, GeocodingSettings)
+COMMUNICATION_API = _served_schema(create_communication_app, CommunicationSettings)
 
 
 @pytest.fixture(scope="module")
@@ -274,4 +274,24 @@ def test_geocoding_api_never_fails_with_5xx_and_keeps_the_error_shape(
     case: Case, geocoding_app: Flask
 ) -> None:
     response = case.call_and_validate(app=geocoding_app, additional_checks=[error_shape])
+    assert response.status_code < 500
+
+
+@pytest.fixture
+def communication_app(make_settings: Any, fuzz_database: str) -> Flask:
+    settings = make_settings(
+        CommunicationSettings,
+        database_url=role_url(fuzz_database, "communication_service"),
+        # nobody listens there: the call list shows no names, nothing fails
+        therapist_service_url=f"http://127.0.0.1:{free_port()}",
+    )
+    return _connected(create_communication_app(settings), COMMUNICATION_API)
+
+
+@COMMUNICATION_API.parametrize()
+@shared_app
+def test_communication_api_never_fails_with_5xx_and_keeps_the_error_shape(
+    case: Case, communication_app: Flask
+) -> None:
+    response = case.call_and_validate(app=communication_app, additional_checks=[error_shape])
     assert response.status_code < 500

@@ -1,1 +1,0 @@
-"""Use cases of communication_service (none yet)."""
