@@ -323,6 +323,7 @@ def main() -> int:
 
     from shared.cli import ensure_bootstrap_admin, ensure_service_token
     from shared.migrations import upgrade_all
+    from shared.pgbouncer import PgBouncer
 
     var = Path(os.environ.get("DEV_DATA_DIR", ROOT / "var"))
     var.mkdir(parents=True, exist_ok=True)
@@ -343,8 +344,14 @@ def main() -> int:
             manager.add_process(name, " ".join(_quote(part) for part in command))
         gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
         ports = dev_ports()
+        # the services (not the migrations) reach PostgreSQL through PgBouncer, as in production
+        bouncer = (
+            PgBouncer(database_url).start() if os.environ.get("DEV_PGBOUNCER") == "1" else None
+        )
+        service_url = bouncer.url_for(database_url) if bouncer is not None else database_url
+        envs = {}
         for service in SERVICES:
-            env = process_env(service, database_url, bootstrap)
+            env = process_env(service, service_url, bootstrap)
             env["SERVICE_TOKEN"] = service_secret
             if service == "geocoding_service":
                 env["PLZ_DATA"] = plz_data  # the default source of its admin import
@@ -353,6 +360,7 @@ def main() -> int:
                 env.setdefault("ANSWER_LINK_BASE_URL", f"http://127.0.0.1:{ports[service]}")
             if service == "communication_service":
                 env.update(communication_env(ports))
+            envs[service] = env
             short = service.removesuffix("_service")
             manager.add_process(
                 short,
@@ -364,9 +372,30 @@ def main() -> int:
             manager.add_process(
                 f"{short}-worker", f"{sys.executable} -m {service}.worker", env=env, cwd=str(ROOT)
             )
+        manager.add_process(
+            "scheduler",
+            f"{sys.executable} -m shared.scheduler",
+            env=scheduler_env(envs),
+            cwd=str(ROOT),
+        )
         _banner(database_url, bootstrap, var, ports)
-        manager.loop()
+        try:
+            manager.loop()
+        finally:
+            if bouncer is not None:
+                bouncer.stop()
         return int(manager.returncode or 0)
+
+
+def scheduler_env(envs: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The scheduler's environment: every service's settings, with each service's database
+    login as `<SERVICE>_DATABASE_URL` (shared.scheduler gives each command its own)."""
+    merged: dict[str, str] = {}
+    for service, env in envs.items():
+        merged.update(env)
+        merged[f"{service.upper()}_DATABASE_URL"] = env["DATABASE_URL"]
+    merged.pop("DATABASE_URL", None)
+    return merged
 
 
 def communication_env(ports: dict[str, int]) -> dict[str, str]:

@@ -3,6 +3,9 @@ its own service's database login and no other service's password."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +14,7 @@ import pytest
 
 from shared.scheduler import (
     DEFAULT_CRONTAB,
+    ROOT,
     CrontabError,
     Job,
     Scheduler,
@@ -117,3 +121,20 @@ def test_the_shipped_crontab_parses() -> None:
     jobs = parse_crontab(DEFAULT_CRONTAB.read_text())
     assert {job.argv[2] for job in jobs} >= {"communication_service.cli", "matching_service.cli"}
     assert all(job.argv[0] == "python" for job in jobs)
+
+
+@pytest.mark.parametrize(
+    "job", parse_crontab(DEFAULT_CRONTAB.read_text()), ids=lambda job: " ".join(job.argv[2:])
+)
+def test_every_shipped_command_exists_and_takes_as_of(job: Job) -> None:
+    module, command = job.argv[2], job.argv[3]
+    result = subprocess.run(
+        [sys.executable, "-m", module, command, "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--as-of" in result.stdout
