@@ -255,7 +255,9 @@ def infrastructure(var: Path) -> Iterator[tuple[str, str, list[tuple[str, list[s
         extra.append(("broker", tansu_command(port)))
     if not os.environ.get("SMTP_HOST"):
         mail = var / "mail"
-        mail.mkdir(parents=True, exist_ok=True)
+        # a Maildir (aiosmtpd's Mailbox handler writes through tmp/ into new/)
+        for part in ("tmp", "new", "cur"):
+            (mail / part).mkdir(parents=True, exist_ok=True)
         smtp_port = os.environ.get("DEV_SMTP_PORT", "1025")
         extra.append(
             (
@@ -433,7 +435,7 @@ def _banner(database_url: str, bootstrap: str, var: Path, ports: dict[str, int])
         "",
         f"  database   {masked_url(database_url)}",
         f"  broker     {bootstrap}",
-        f"  data       {var} (PostgreSQL data in pgdata/, mails in mail/)",
+        f"  data       {var} (PostgreSQL data in pgdata/, mails in mail/new/)",
         "",
         "  admin token: BOOTSTRAP_ADMIN_TOKEN, else the content of " + str(var / "admin-token"),
         "               (stored hashed as the revocable admin token 'bootstrap-admin')",

@@ -153,9 +153,11 @@ def schedule_follow_up(
     horizon_days: int,
     as_of: datetime | None = None,
 ) -> PhoneCall | None:
-    """inquiry.follow_up_due: a follow-up call from the next working day on (None when the
-    therapist has no phone hours in the horizon, reported by phone_call.failed)."""
-    as_of = as_of or utcnow()
+    """inquiry.follow_up_due: a follow-up call from the working day after the follow-up fell
+    due (None when the therapist has no phone hours in the horizon, reported by
+    phone_call.failed). A follow-up run with a future `--as-of` books from that day on; one
+    handled late, or backfilled, from now."""
+    as_of = max(as_of or utcnow(), due.due_since)
     therapist = directory.therapist(due.therapist_id)
     phone_hours = therapist.phone_hours if therapist is not None else {}
     return book_call(

@@ -5,7 +5,7 @@ day's call list."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pytest
@@ -334,6 +334,38 @@ def test_follow_up_due_books_a_call_on_the_next_working_day(
     day = next_working_day(datetime.now(BERLIN).date())
     assert call["scheduled_at"] == datetime.combine(day, time(9), BERLIN).astimezone(UTC)
     assert call["patient_references"] == [f"PS-{search_id}"]
+
+
+def test_a_follow_up_due_in_the_future_is_booked_from_that_day(
+    database: Database,
+    settings: CommunicationSettings,
+    therapist_client: Any,
+    admin_headers: dict[str, str],
+    admin_engine: sa.Engine,
+) -> None:
+    """A follow-up run with a future --as-of (operators, tests) books from its day on."""
+    weekdays = ("mon", "tue", "wed", "thu", "fri")
+    therapist_id = _therapist_with_hours(
+        therapist_client, admin_headers, {day: ["09:00-10:00"] for day in weekdays}
+    )
+    inquiry_id = new_id()
+    due_since = datetime.now(UTC) + timedelta(days=10)
+    feed(
+        database,
+        settings,
+        matching.INQUIRY_FOLLOW_UP_DUE,
+        {
+            "inquiry_id": inquiry_id,
+            "therapist_id": therapist_id,
+            "practice_key": f"p{therapist_id}",
+            "sent_at": (due_since - timedelta(days=7)).isoformat(),
+            "due_since": due_since.isoformat(),
+            "search_ids": [new_id()],
+        },
+    )
+    [call] = table_rows(admin_engine, "phone_calls", inquiry_id=inquiry_id)
+    day = next_working_day(due_since.astimezone(BERLIN).date())
+    assert call["scheduled_at"] == datetime.combine(day, time(9), BERLIN).astimezone(UTC)
 
 
 # ---------------------------------------------------------------- the call list
