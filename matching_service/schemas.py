@@ -247,7 +247,8 @@ class InquiryPatientSummary(BaseModel):
     availability: dict[str, list[str]]
     distance_km: float | None
     two_year_rule_flag: bool
-    # outcome -> signed URL that records that answer for this patient
+    # outcome -> signed URL that records that answer for this patient (accepted,
+    # rejected_capacity, rejected_unsuitable, rejected_other)
     answer_links: dict[str, str]
 
 

@@ -17,7 +17,14 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from .values import Outcome
 
 _SALT = "answer-link/v1"
-_OUTCOMES = tuple(outcome.value for outcome in Outcome)
+# the answers a therapist gives from an inquiry email; `in_trial_sessions` and `no_show`
+# come later, and staff record them
+LINK_OUTCOMES = (
+    Outcome.ACCEPTED.value,
+    Outcome.REJECTED_CAPACITY.value,
+    Outcome.REJECTED_UNSUITABLE.value,
+    Outcome.REJECTED_OTHER.value,
+)
 
 
 class InvalidLink(ValueError):
@@ -65,9 +72,9 @@ class LinkSigner:
     def sign_every_outcome(
         self, inquiry_id: int, search_id: int, expires_at: datetime
     ) -> dict[str, str]:
-        """The tokens of one patient's links: outcome -> token, for every outcome."""
+        """The tokens of one patient's links: outcome -> token, for every link outcome."""
         ids = (int(inquiry_id), int(search_id))
-        return {value: self._token(*ids, value, expires_at) for value in _OUTCOMES}
+        return {value: self._token(*ids, value, expires_at) for value in LINK_OUTCOMES}
 
     def _token(self, inquiry_id: int, search_id: int, outcome: str, expires_at: datetime) -> str:
         # compact JSON of [int, int, str, int], as the serializer writes it

@@ -14,8 +14,7 @@ import sqlalchemy as sa
 
 from matching_service.app import create_app as create_matching_app
 from matching_service.models import INFRA as MATCHING_INFRA
-from matching_service.placement.links import verify_link
-from matching_service.placement.values import Outcome
+from matching_service.placement.links import LINK_OUTCOMES, verify_link
 from matching_service.schemas import BundleRunCreate
 from matching_service.service import market
 from matching_service.service.bundle_runs import run_bundles
@@ -179,7 +178,7 @@ def test_a_run_writes_inquiries_with_positions_uses_budget_and_emits_signed_link
         ["low_mood"],
     )
     assert first["two_year_rule_flag"] is False and first["distance_km"] is not None
-    assert set(first["answer_links"]) == {outcome.value for outcome in Outcome}
+    assert set(first["answer_links"]) == set(LINK_OUTCOMES)
     for outcome, url in first["answer_links"].items():
         prefix = f"{settings.answer_link_base_url}/answers/"
         assert url.startswith(prefix)

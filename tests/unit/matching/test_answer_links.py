@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from matching_service.placement.links import InvalidLink, LinkSigner, sign_link, verify_link
+from matching_service.placement.links import (
+    LINK_OUTCOMES,
+    InvalidLink,
+    LinkSigner,
+    sign_link,
+    verify_link,
+)
 from matching_service.placement.values import Outcome
 
 SECRET = "x" * 32
@@ -66,7 +72,8 @@ def test_the_batch_signer_signs_what_verify_link_accepts(ids: tuple[int, int]) -
         assert (claim.inquiry_id, claim.search_id, claim.outcome) == (*ids, outcome)
         assert claim.expires_at == expires
     every = signer.sign_every_outcome(*ids, expires)
-    assert every == {outcome.value: signer.sign(*ids, outcome, expires) for outcome in Outcome}
+    assert every == {outcome: signer.sign(*ids, outcome, expires) for outcome in LINK_OUTCOMES}
+    assert set(LINK_OUTCOMES) == set(Outcome) - {Outcome.IN_TRIAL_SESSIONS, Outcome.NO_SHOW}
     # the same token as sign_link's wherever compression does not shorten the payload
     assert signer.sign(7, 42, "accepted", expires) == sign_link(SECRET, 7, 42, "accepted", expires)
     with pytest.raises(InvalidLink):
