@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..bundling import Strategy
 from .engine import Simulation
 
 
@@ -42,6 +43,8 @@ def summarise(sim: Simulation) -> dict:
 
     return {
         "strategy": sim.strategy.value,
+        # the baseline never looks at the history
+        "history": "used" if sim.use_history and sim.strategy is Strategy.GLOBAL else "ignored",
         "seed": p.seed,
         "patients": patients,
         "therapists": len(w.therapists),
