@@ -41,6 +41,7 @@ COLUMNS = [
     ("placed_within_60_share", "<=60 d", "{:.1%}"),
     ("inquiries_per_placement", "inq/place", "{:.2f}"),
     ("slots_per_placement", "slots/place", "{:.2f}"),
+    ("conflicts_per_placement", "conflicts/place", "{:.2f}"),
     ("conflict_rate", "conflicts", "{:.1%}"),
     ("contacts_per_therapist_month", "contacts/ther/mo", "{:.2f}"),
     ("cooling_violations", "cooling viol.", "{}"),
@@ -70,7 +71,7 @@ HELP = {
     "opening_every_days": "A: mean days between places a therapist could give the platform",
     "opening_lasts_days": "A: days an unclaimed place stays open before other channels fill it",
     "opening_rate_spread": "A: how much therapists differ in how often a place comes free "
-    "(sigma of a lognormal factor on the interval; 0 = all alike)",
+    "(sigma of a lognormal factor with mean 1 on the rate; 0 = all alike)",
     "flag_share": "A: share of therapists who set potentially_available while a place is free",
     "answer_probability": "A: share of inquiries answered by email without a call",
     "answer_within_days": "emailed answers arrive 1..N days after sending (SPEC §7: 7)",

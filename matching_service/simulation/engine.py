@@ -60,14 +60,12 @@ class Simulation:
             zip(market.integers(0, last_arrival, len(patients)).tolist(), patients, strict=True),
             key=lambda item: (item[0], item[1].search_id),
         )
-        # Therapists differ in how often a place comes free (A: a mean-preserving lognormal
-        # factor on the interval; spread 0 = all alike); a separate stream keeps the other
-        # draws the same whatever the spread.
+        # Therapists differ in how often a place comes free (A: a lognormal factor on the
+        # rate with mean 1, so the market has as many places whatever the spread; spread 0 =
+        # all alike); a separate stream keeps the other draws the same whatever the spread.
         spread = np.random.default_rng([params.seed, 3])
-        factor = np.exp(
-            spread.normal(0.0, 1.0, len(self.therapist_list)) * params.opening_rate_spread
-            - params.opening_rate_spread**2 / 2
-        )
+        sigma = params.opening_rate_spread
+        factor = np.exp(sigma**2 / 2 - spread.normal(0.0, 1.0, len(self.therapist_list)) * sigma)
         self.opening_days = {
             str(t.therapist_id): _opening_days(
                 market.exponential(params.opening_every_days, params.days // 5 + 5) * f,
