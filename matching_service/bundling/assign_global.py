@@ -48,14 +48,11 @@ class Assignment:
         del self.assigned[p][t]
 
 
-def choose_representatives(prep: Prepared, deg: np.ndarray, min_size: int) -> np.ndarray:
-    """Per practice the therapist most likely open among those with enough eligible
-    patients, then the one with most eligible patients (ties: lowest id)."""
+def choose_representatives(prep: Prepared, deg: np.ndarray) -> np.ndarray:
+    """Per practice the therapist with most eligible patients; ties: the likeliest open,
+    then lowest id. (Openness first could drop the only therapist a patient reaches.)"""
     best: dict[str, int] = {}
-    rank = {
-        t: (bool(deg[t] >= min_size), int(prep.t_open[t]), int(deg[t]))
-        for t in np.flatnonzero(prep.t_usable).tolist()
-    }
+    rank = {t: (int(deg[t]), int(prep.t_open[t])) for t in np.flatnonzero(prep.t_usable).tolist()}
     for t, value in rank.items():
         key = prep.practice[t]
         if key not in best or value > rank[best[key]]:
@@ -94,7 +91,7 @@ def assign_global(prep: Prepared, pairs: Pairs, config: BundleConfig) -> Assignm
     """Run all phases of the global strategy and return the bundles."""
     n_p, n_t = len(prep.searches), len(prep.therapists)
     deg_all = np.bincount(pairs.therapist, minlength=n_t)
-    is_rep = choose_representatives(prep, deg_all, config.bundle_min_size)
+    is_rep = choose_representatives(prep, deg_all)
     viable = is_rep & (deg_all >= config.bundle_min_size)
     keep = viable[pairs.therapist]
     p, t = pairs.patient[keep], pairs.therapist[keep]

@@ -93,7 +93,7 @@ def _left_out(
     n_p = len(prep.searches)
     to_viable = np.bincount(pairs.patient[viable_t[pairs.therapist]], minlength=n_p)
     if strategy is Strategy.GLOBAL:
-        rep_t = viable_t & choose_representatives(prep, deg, config.bundle_min_size)
+        rep_t = viable_t & choose_representatives(prep, deg)
         to_rep = np.bincount(pairs.patient[rep_t[pairs.therapist]], minlength=n_p)
     else:
         to_rep = to_viable

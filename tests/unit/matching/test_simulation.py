@@ -110,18 +110,17 @@ def test_the_simulation_keeps_each_therapists_answer_history() -> None:
 
 
 def test_history_reaches_the_bundler_and_changes_its_choices() -> None:
-    params = replace(TINY, days=120, opening_rate_spread=1.0, flag_share=0.5)
+    params = replace(TINY, days=120, patients=80, opening_rate_spread=1.0)  # history only
     areas = synthetic_areas(np.random.default_rng(0), 400)
     runs = {}
     for use in (True, False):
         sim = Simulation(params, areas, Strategy.GLOBAL, use_history=use)
         sim.run()
-        runs[use] = [e for e in sim.w.events if e[0] == "inquiry_sent"]
+        runs[use] = sim.w.events
         assert summarise(sim)["history"] == ("used" if use else "ignored")
-    # the first day has no history yet: both runs send the same inquiries
-    assert [e for e in runs[True] if e[1] == runs[True][0][1]] == [
-        e for e in runs[False] if e[1] == runs[False][0][1]
-    ]
+    # before the first answer no history tells therapists apart: both runs go the same way
+    first = next(e[1] for e in runs[True] if e[0] == "answer_recorded")
+    assert [e for e in runs[True] if e[1] < first] == [e for e in runs[False] if e[1] < first]
     assert runs[True] != runs[False]
 
 
