@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from matching_service.bundling import BundleConfig, Search, Therapist, propose_bundles
+from matching_service.bundling.__main__ import main as cli_main
 from matching_service.bundling.market_io import MarketError, parse_market
 from matching_service.bundling.model import HistoryEntry
 from matching_service.bundling.openness import openness, openness_level
@@ -171,3 +174,37 @@ def test_history_never_puts_a_newer_patient_before_a_longer_waiting_one() -> Non
     result = propose_bundles(searches, [_therapist("near", 13.41), far], ONE_BUNDLE, TODAY)
     assert [i.search_ids for i in result.inquiries] == [["s3", "s2"]]
     assert result.inquiries[0].therapist_id == "far"
+
+
+def _cli_market(history: list) -> dict:
+    searches = [
+        {
+            "search_id": f"s{i}",
+            "lat": 52.5,
+            "lon": 13.40,
+            "max_travel_km": 15,
+            "waiting_since": f"2026-02-{10 + i:02d}T09:00:00Z",
+        }
+        for i in (1, 2)
+    ]
+    return {
+        "today": TODAY.isoformat(),
+        "config": {"bundle_min_size": 2, "bundle_max_size": 2, "max_inquiries_per_patient": 1},
+        "searches": searches,
+        "therapists": [
+            {"therapist_id": "near", "lat": 52.5, "lon": 13.41},
+            {"therapist_id": "far", "lat": 52.5, "lon": 13.45, "answer_history": history},
+        ],
+    }
+
+
+def test_the_cli_reads_histories_and_names_a_bad_field(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    source, target = tmp_path / "market.json", tmp_path / "result.json"
+    source.write_text(json.dumps(_cli_market([_entry(accepted=1)])))
+    assert cli_main(["--input", str(source), "--output", str(target)]) == 0
+    assert [i["therapist_id"] for i in json.loads(target.read_text())["inquiries"]] == ["far"]
+    source.write_text(json.dumps(_cli_market([_entry(answered_on="2026-01-01")])))
+    assert cli_main(["--input", str(source), "--output", str(target)]) == 2
+    assert "therapists[1].answer_history[0].answered_on: must not be before sent_on" in (
+        capsys.readouterr().err
+    )
