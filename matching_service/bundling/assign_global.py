@@ -72,16 +72,17 @@ def _preference_order(
     config: BundleConfig,
     n_t: int,
 ) -> np.ndarray:
-    """Pair order: patient, then likelier open therapist, scarce therapist, more overlap,
-    nearer, lower id."""
+    """Pair order: patient, then scarce therapist, likelier open, more overlap, nearer,
+    lower id. (Openness before scarcity lost coverage in generated markets: a patient with
+    other options took the only therapist others could reach.)"""
     p, t = p.astype(np.int64), t.astype(np.int64)
     closed = LEVEL_RANGE - t_open[t].astype(np.int64)  # 0 = most likely open
     ratio = np.maximum(deg[t] / config.bundle_max_size, 1.0)
     bucket = np.minimum(np.ceil(2.0 * np.log2(ratio)), 15).astype(np.int64)
     over = 63 - np.clip(overlap.astype(np.int64) // 2, 0, 63)
     dq = np.clip(np.rint(dist * 10.0), 0, 2047).astype(np.int64)
-    inner = (((closed * 16 + bucket) * 64 + over) * 2048 + dq) * n_t + t
-    span = (2 * LEVEL_RANGE + 1) * 16 * 64 * 2048 * n_t
+    inner = (((bucket * (2 * LEVEL_RANGE + 1) + closed) * 64 + over) * 2048 + dq) * n_t + t
+    span = 16 * (2 * LEVEL_RANGE + 1) * 64 * 2048 * n_t
     if len(p) and (int(p.max()) + 1) * span < 2**62:
         return np.argsort(p * span + inner, kind="stable")
     return np.lexsort((inner, p))
