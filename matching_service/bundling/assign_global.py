@@ -26,6 +26,8 @@ from .openness import LEVEL_RANGE
 # bounded in saturated regions, where long chains rarely pay off (see docs/matching-core.md).
 _COVER_EXPAND_LIMIT = 64
 _REPAIR_EXPAND_LIMIT = 256
+# Openness reorders a patient's candidates only within bands of this many kilometres.
+OPENNESS_BAND_KM = 5
 
 
 class Assignment:
@@ -72,17 +74,24 @@ def _preference_order(
     config: BundleConfig,
     n_t: int,
 ) -> np.ndarray:
-    """Pair order: patient, then scarce therapist, likelier open, more overlap, nearer,
-    lower id. (Openness before scarcity lost coverage in generated markets: a patient with
-    other options took the only therapist others could reach.)"""
+    """Pair order: patient, then scarce therapist, more overlap, distance band, likelier
+    open, nearer, lower id.
+
+    Openness only reorders therapists within the same OPENNESS_BAND_KM of distance: placed
+    before scarcity or across bands it lost coverage in generated markets (a patient with
+    other options took a far therapist another patient needed to fill a bundle).
+    """
     p, t = p.astype(np.int64), t.astype(np.int64)
+    levels = 2 * LEVEL_RANGE + 1
     closed = LEVEL_RANGE - t_open[t].astype(np.int64)  # 0 = most likely open
     ratio = np.maximum(deg[t] / config.bundle_max_size, 1.0)
     bucket = np.minimum(np.ceil(2.0 * np.log2(ratio)), 15).astype(np.int64)
     over = 63 - np.clip(overlap.astype(np.int64) // 2, 0, 63)
     dq = np.clip(np.rint(dist * 10.0), 0, 2047).astype(np.int64)
-    inner = (((bucket * (2 * LEVEL_RANGE + 1) + closed) * 64 + over) * 2048 + dq) * n_t + t
-    span = 16 * (2 * LEVEL_RANGE + 1) * 64 * 2048 * n_t
+    band = dq // (OPENNESS_BAND_KM * 10)
+    bands = 2047 // (OPENNESS_BAND_KM * 10) + 1
+    inner = ((((bucket * 64 + over) * bands + band) * levels + closed) * 2048 + dq) * n_t + t
+    span = 16 * 64 * bands * levels * 2048 * n_t
     if len(p) and (int(p.max()) + 1) * span < 2**62:
         return np.argsort(p * span + inner, kind="stable")
     return np.lexsort((inner, p))
