@@ -1,6 +1,7 @@
 """Benchmark one full bundling run (global and baseline) on realistic seeded markets.
 
 Usage: .venv/bin/python benchmarks/bench_bundles.py [--sizes small,city,germany] [--json FILE]
+       [--history]
 Times are the median of several runs; peak memory is the tracemalloc peak of one extra run
 (Python and numpy allocations made during the run, inputs excluded).
 """
@@ -13,15 +14,16 @@ import statistics
 import sys
 import time
 import tracemalloc
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from matching_service.bundling import BundleConfig, Strategy, propose_bundles
+from matching_service.bundling import BundleConfig, Strategy, Therapist, propose_bundles
+from matching_service.bundling.model import MAX_HISTORY_ENTRIES, HistoryEntry
 from matching_service.simulation.geography import (
     PostalAreas,
     load_postal_areas,
@@ -52,7 +54,7 @@ SIZES = {
 }
 
 
-def market(size: Size, areas: PostalAreas, seed: int) -> tuple[list, list]:
+def market(size: Size, areas: PostalAreas, seed: int, history: bool = False) -> tuple[list, list]:
     """Searches and therapists for a size; ~1 therapist per 2,000 inhabitants."""
     rng = np.random.default_rng(seed)
     if size.centre is not None:
@@ -61,7 +63,36 @@ def market(size: Size, areas: PostalAreas, seed: int) -> tuple[list, list]:
         areas = areas.nearest(*size.centre, count)
     therapists = make_therapists(rng, areas, size.therapists)
     searches = make_searches(rng, areas, size.searches, TODAY)
+    if history:
+        therapists = with_history(np.random.default_rng([seed, 1]), therapists)
     return searches, therapists
+
+
+def with_history(rng: np.random.Generator, therapists: list[Therapist]) -> list[Therapist]:
+    """Every therapist with up to 10 answered or unanswered inquiries; one in five flagged."""
+    out = []
+    for t in therapists:
+        entries = []
+        sent = TODAY
+        for _ in range(int(rng.integers(0, MAX_HISTORY_ENTRIES + 1))):
+            sent -= timedelta(days=int(rng.integers(28, 60)))
+            patients = int(rng.integers(3, 7))
+            answered = rng.random() < 0.8
+            accepted = int(answered and rng.random() < 0.3)
+            capacity = int(rng.integers(0, patients - accepted + 1)) if answered else 0
+            entries.append(
+                HistoryEntry(
+                    sent_on=sent,
+                    answered_on=sent + timedelta(days=3) if answered else None,
+                    patients=patients,
+                    accepted=accepted,
+                    rejected_capacity=capacity,
+                    rejected_other=patients - accepted - capacity if answered else 0,
+                )
+            )
+        flagged = bool(rng.random() < 0.2)
+        out.append(replace(t, answer_history=tuple(entries), potentially_available=flagged))
+    return out
 
 
 def measure(size: Size, strategy: Strategy, searches: list, therapists: list) -> dict:
@@ -102,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write one record per size and strategy")
     parser.add_argument("--seed", type=int, default=20260302)
     parser.add_argument("--zipcodes", type=Path, help="postal-code CSV (default ../shared/data)")
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="give every therapist a seeded answer history (0-10 entries; one in five flagged)",
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.sizes.split(",") if n.strip()]
     unknown = [n for n in names if n not in SIZES]
@@ -117,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     records = []
     for name in names:
         size = SIZES[name]
-        searches, therapists = market(size, areas, args.seed)
+        searches, therapists = market(size, areas, args.seed, args.history)
         for strategy in (Strategy.GLOBAL, Strategy.BASELINE):
             rec = measure(size, strategy, searches, therapists)
             records.append(rec)

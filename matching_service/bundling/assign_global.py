@@ -20,11 +20,14 @@ import numpy as np
 
 from .eligibility import Pairs, Prepared, pair_overlap
 from .model import BundleConfig
+from .openness import LEVEL_RANGE
 
 # Augmenting searches stop after expanding this many full therapists: keeps the worst case
 # bounded in saturated regions, where long chains rarely pay off (see docs/matching-core.md).
 _COVER_EXPAND_LIMIT = 64
 _REPAIR_EXPAND_LIMIT = 256
+# Openness reorders a patient's candidates only within bands of this many kilometres.
+OPENNESS_BAND_KM = 5
 
 
 class Assignment:
@@ -48,11 +51,13 @@ class Assignment:
 
 
 def choose_representatives(prep: Prepared, deg: np.ndarray) -> np.ndarray:
-    """Per practice the therapist with most eligible patients (ties: lowest id)."""
+    """Per practice the therapist with most eligible patients; ties: the likeliest open,
+    then lowest id. (Openness first could drop the only therapist a patient reaches.)"""
     best: dict[str, int] = {}
-    for t in np.flatnonzero(prep.t_usable).tolist():
+    rank = {t: (int(deg[t]), int(prep.t_open[t])) for t in np.flatnonzero(prep.t_usable).tolist()}
+    for t, value in rank.items():
         key = prep.practice[t]
-        if key not in best or deg[t] > deg[best[key]]:
+        if key not in best or value > rank[best[key]]:
             best[key] = t
     is_rep = np.zeros(len(prep.therapists), dtype=bool)
     is_rep[list(best.values())] = True
@@ -65,17 +70,28 @@ def _preference_order(
     dist: np.ndarray,
     overlap: np.ndarray,
     deg: np.ndarray,
+    t_open: np.ndarray,
     config: BundleConfig,
     n_t: int,
 ) -> np.ndarray:
-    """Pair order: patient, then scarce therapist, more overlap, nearer, lower id."""
+    """Pair order: patient, then scarce therapist, more overlap, distance band, likelier
+    open, nearer, lower id.
+
+    Openness only reorders therapists within the same OPENNESS_BAND_KM of distance: placed
+    before scarcity or across bands it lost coverage in generated markets (a patient with
+    other options took a far therapist another patient needed to fill a bundle).
+    """
     p, t = p.astype(np.int64), t.astype(np.int64)
+    levels = 2 * LEVEL_RANGE + 1
+    closed = LEVEL_RANGE - t_open[t].astype(np.int64)  # 0 = most likely open
     ratio = np.maximum(deg[t] / config.bundle_max_size, 1.0)
     bucket = np.minimum(np.ceil(2.0 * np.log2(ratio)), 15).astype(np.int64)
     over = 63 - np.clip(overlap.astype(np.int64) // 2, 0, 63)
     dq = np.clip(np.rint(dist * 10.0), 0, 2047).astype(np.int64)
-    inner = ((bucket * 64 + over) * 2048 + dq) * n_t + t
-    span = 16 * 64 * 2048 * n_t
+    band = dq // (OPENNESS_BAND_KM * 10)
+    bands = 2047 // (OPENNESS_BAND_KM * 10) + 1
+    inner = ((((bucket * 64 + over) * bands + band) * levels + closed) * 2048 + dq) * n_t + t
+    span = 16 * 64 * bands * levels * 2048 * n_t
     if len(p) and (int(p.max()) + 1) * span < 2**62:
         return np.argsort(p * span + inner, kind="stable")
     return np.lexsort((inner, p))
@@ -97,7 +113,7 @@ def assign_global(prep: Prepared, pairs: Pairs, config: BundleConfig) -> Assignm
     top = np.arange(len(p)) - starts[p] < config.candidate_limit
     p, t, dist = p[top], t[top], dist[top]
     overlap = pair_overlap(prep, p, t)
-    order = _preference_order(p, t, dist, overlap, deg, config, n_t)
+    order = _preference_order(p, t, dist, overlap, deg, prep.t_open, config, n_t)
     p, t = p[order], t[order]
     cand_start = np.searchsorted(p, np.arange(n_p + 1)).tolist()
     by_t = np.argsort(t, kind="stable")
@@ -312,7 +328,7 @@ def _colleague_fallback(
     ]
     if not colleagues:
         return
-    colleagues.sort(key=lambda t: (-int(deg_all[t]), t))
+    colleagues.sort(key=lambda t: (-int(prep.t_open[t]), -int(deg_all[t]), t))
     is_colleague = np.zeros(len(prep.therapists), dtype=bool)
     is_colleague[colleagues] = True
     mask = is_colleague[pairs.therapist]

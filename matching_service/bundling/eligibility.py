@@ -16,6 +16,7 @@ from .geo import (
     unit_vectors,
 )
 from .model import METHODS, BundleConfig, Search, Therapist, Weekly, id_sort_key
+from .openness import openness_levels
 from .weekly import WORDS, weekly_mask
 
 _GENDER_CODE = {"male": 1, "female": 2, "diverse": 3, "unspecified": 4}
@@ -76,6 +77,8 @@ class Prepared:
     t_lat: np.ndarray
     t_lon: np.ndarray
     t_hours: np.ndarray
+    # openness level per therapist (bundling/openness.py; zeros when history is not used)
+    t_open: np.ndarray
 
     @property
     def s_has_avail(self) -> np.ndarray:
@@ -131,6 +134,7 @@ def prepare(
         t_lat=np.array([nan if t.lat is None else t.lat for t in t_order], dtype=np.float64),
         t_lon=np.array([nan if t.lon is None else t.lon for t in t_order], dtype=np.float64),
         t_hours=_weekly_matrix([t.working_hours for t in t_order]),
+        t_open=openness_levels(t_order, today, config.use_answer_history),
     )
 
 

@@ -11,10 +11,12 @@ from typing import Any
 
 from .model import (
     GENDERS,
+    MAX_HISTORY_ENTRIES,
     METHODS,
     TRAVEL_MODES,
     BundleConfig,
     BundleResult,
+    HistoryEntry,
     Id,
     Search,
     Therapist,
@@ -164,7 +166,12 @@ def parse_config(raw: Any) -> BundleConfig:
         for mode, factor in raw_detour.items():
             _choice(mode, f"config.detour_factor.{mode}", TRAVEL_MODES)
             detour[mode] = _number(factor, f"config.detour_factor.{mode}", 1e-6)
-    return BundleConfig(lo, hi, per_patient, detour)
+    use_history = _optional(
+        _get(raw, "use_answer_history", "config"),
+        lambda v: _bool(v, "config.use_answer_history"),
+        default.use_answer_history,
+    )
+    return BundleConfig(lo, hi, per_patient, detour, use_answer_history=use_history)
 
 
 def parse_search(raw: Any, where: str, config: BundleConfig) -> Search:
@@ -251,6 +258,41 @@ def _contactable(raw: Mapping[str, Any], where: str) -> tuple[bool, str | None]:
     return flag, None
 
 
+def parse_history_entry(raw: Any, where: str) -> HistoryEntry:
+    """One answer-history entry: an earlier inquiry and its answer's outcome counts."""
+    if not isinstance(raw, Mapping):
+        raise MarketError(f"{where}: must be an object")
+    sent_on = _date(_get(raw, "sent_on", where, required=True), f"{where}.sent_on")
+    answered_on = _optional(
+        _get(raw, "answered_on", where), lambda v: _date(v, f"{where}.answered_on")
+    )
+    if answered_on is not None and answered_on < sent_on:
+        raise MarketError(f"{where}.answered_on: must not be before sent_on")
+    patients = _integer(_get(raw, "patients", where, required=True), f"{where}.patients", 1)
+    counts = {
+        key: _optional(_get(raw, key, where), partial(_integer, where=f"{where}.{key}", lo=0), 0)
+        for key in ("accepted", "rejected_capacity", "rejected_other")
+    }
+    if sum(counts.values()) > patients:
+        raise MarketError(
+            f"{where}.patients: accepted + rejected_capacity + rejected_other must not exceed it"
+        )
+    return HistoryEntry(sent_on, answered_on, patients, **counts)
+
+
+def parse_answer_history(raw: Any, where: str) -> tuple[HistoryEntry, ...]:
+    """A therapist's answer history (missing or null: none), returned newest first."""
+    if raw is _MISSING or raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise MarketError(f"{where}: must be a list of history entries")
+    if len(raw) > MAX_HISTORY_ENTRIES:
+        raise MarketError(f"{where}: must have at most {MAX_HISTORY_ENTRIES} entries")
+    entries = [parse_history_entry(e, f"{where}[{i}]") for i, e in enumerate(raw)]
+    # Stable: entries sent on the same day keep their given order.
+    return tuple(sorted(entries, key=lambda e: e.sent_on, reverse=True))
+
+
 def parse_therapist(raw: Any, where: str) -> Therapist:
     """One therapist object of a market."""
     if not isinstance(raw, Mapping):
@@ -300,6 +342,14 @@ def parse_therapist(raw: Any, where: str) -> Therapist:
         working_hours=_weekly(_get(raw, "working_hours", where), f"{where}.working_hours"),
         contactable=contactable,
         not_contactable_reason=reason,
+        potentially_available=_optional(
+            _get(raw, "potentially_available", where),
+            lambda v: _bool(v, f"{where}.potentially_available"),
+            False,
+        ),
+        answer_history=parse_answer_history(
+            _get(raw, "answer_history", where), f"{where}.answer_history"
+        ),
     )
 
 

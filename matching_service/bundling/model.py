@@ -56,6 +56,9 @@ class BundleConfig:
     # Candidates kept per patient for the global assignment (nearest-best first); bounds the
     # work in dense cities where a patient can reach thousands of therapists.
     candidate_limit: int = 64
+    # Prefer therapists whose answer history and availability flag suggest an opening
+    # (bundling/openness.py); False ranks as if no therapist had any history.
+    use_answer_history: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,25 @@ class Search:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One earlier inquiry to a therapist and how it was answered (SPEC §6 answer history).
+
+    `answered_on` is None while unanswered and when closed without an answer;
+    `rejected_other` counts every rejection other than for capacity.
+    """
+
+    sent_on: date
+    answered_on: date | None
+    patients: int
+    accepted: int = 0
+    rejected_capacity: int = 0
+    rejected_other: int = 0
+
+
+MAX_HISTORY_ENTRIES = 10
+
+
+@dataclass(frozen=True, slots=True)
 class Therapist:
     """A therapist of the run with the preferences that act as hard constraints."""
 
@@ -98,6 +120,10 @@ class Therapist:
     working_hours: Weekly | None = None
     contactable: bool = True
     not_contactable_reason: str | None = None
+    # the therapist's own flag: may have a place free
+    potentially_available: bool = False
+    # newest first, at most MAX_HISTORY_ENTRIES
+    answer_history: tuple[HistoryEntry, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from matching_service.models import (
     TherapistProjection,
 )
 from matching_service.service import _location_reason
+from matching_service.service.history import answer_histories
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +141,8 @@ def load_therapists(
     postal_code_prefix: str | None = None,
     only_contactable: bool = False,
 ) -> list[Therapist]:
-    """Active therapists as the bundler sees them, by id, with their contactability on `today`.
+    """Active therapists as the bundler sees them, by id, with their contactability on `today`,
+    their potentially_available flag and answer history (service/history.py).
 
     Without a location row for their current postal code `lat`/`lon` are None (the bundler
     leaves them out with `no_location`).
@@ -172,8 +174,11 @@ def load_therapists(
         statement = statement.where(t.therapist_id.in_(list(therapist_ids)))
     if postal_code_prefix:
         statement = statement.where(t.postal_code.startswith(postal_code_prefix, autoescape=True))
+    rows = session.execute(statement).all()
+    narrowed = therapist_ids is not None or bool(postal_code_prefix)
+    histories = answer_histories(session, [row.therapist_id for row in rows] if narrowed else None)
     therapists = []
-    for row in session.execute(statement):
+    for row in rows:
         reason = "cooling" if row.cooling_until is not None else None
         if row.open_inquiry:
             reason = "open_inquiry" if reason is None else f"{reason}, open_inquiry"
@@ -195,6 +200,8 @@ def load_therapists(
                 working_hours=row.working_hours,
                 contactable=reason is None,
                 not_contactable_reason=reason,
+                potentially_available=row.potentially_available,
+                answer_history=histories.get(row.therapist_id, ()),
             )
         )
     return therapists

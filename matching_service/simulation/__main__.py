@@ -32,6 +32,7 @@ from .model import Parameters
 
 COLUMNS = [
     ("strategy", "strategy", "{}"),
+    ("history", "history", "{}"),
     ("patients", "patients", "{}"),
     ("median_days", "median d", "{:.0f}"),
     ("p90_days", "p90 d", "{:.0f}"),
@@ -40,6 +41,7 @@ COLUMNS = [
     ("placed_within_60_share", "<=60 d", "{:.1%}"),
     ("inquiries_per_placement", "inq/place", "{:.2f}"),
     ("slots_per_placement", "slots/place", "{:.2f}"),
+    ("conflicts_per_placement", "conflicts/place", "{:.2f}"),
     ("conflict_rate", "conflicts", "{:.1%}"),
     ("contacts_per_therapist_month", "contacts/ther/mo", "{:.2f}"),
     ("cooling_violations", "cooling viol.", "{}"),
@@ -68,6 +70,9 @@ HELP = {
     "centre_lon": "region centre longitude",
     "opening_every_days": "A: mean days between places a therapist could give the platform",
     "opening_lasts_days": "A: days an unclaimed place stays open before other channels fill it",
+    "opening_rate_spread": "A: how much therapists differ in how often a place comes free "
+    "(sigma of a lognormal factor with mean 1 on the rate; 0 = all alike)",
+    "flag_share": "A: share of therapists who set potentially_available while a place is free",
     "answer_probability": "A: share of inquiries answered by email without a call",
     "answer_within_days": "emailed answers arrive 1..N days after sending (SPEC §7: 7)",
     "phone_reach_probability": "A: chance a follow-up call reaches the therapist",
@@ -105,6 +110,13 @@ def parser() -> argparse.ArgumentParser:
         )
     ap.add_argument("--strategy", choices=[s.value for s in Strategy], default="global")
     ap.add_argument("--compare", action="store_true", help="run baseline and global side by side")
+    ap.add_argument(
+        "--history",
+        choices=["used", "ignored", "both"],
+        default="used",
+        help="whether the global strategy ranks therapists by their answer history "
+        "(both: run it each way on the same seed)",
+    )
     ap.add_argument("--zipcodes", type=Path, help="postal-code CSV (default ../shared/data)")
     ap.add_argument("--json", type=Path, help="write one record per strategy (a JSON list)")
     return ap
@@ -123,11 +135,17 @@ def main(argv: list[str] | None = None) -> int:
 
     areas = load_postal_areas(args.zipcodes) or synthetic_areas(np.random.default_rng(args.seed))
     strategies = [Strategy.BASELINE, Strategy.GLOBAL] if args.compare else [Strategy(args.strategy)]
+    uses = {"used": [True], "ignored": [False], "both": [False, True]}[args.history]
+    runs = [
+        (strategy, use)
+        for strategy in strategies
+        for use in (uses if strategy is Strategy.GLOBAL else [False])
+    ]
     print(f"geography: {areas.source}; seed {params.seed}; {params.days} days")
     records = []
-    for strategy in strategies:
+    for strategy, use in runs:
         began = time.perf_counter()
-        sim = Simulation(params, areas, strategy)
+        sim = Simulation(params, areas, strategy, use_history=use)
         sim.run()
         record = summarise(sim)
         record["seconds"] = round(time.perf_counter() - began, 1)

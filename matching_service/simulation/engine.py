@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import numpy as np
 
 from ..bundling import BundleConfig, Strategy, propose_bundles
-from ..bundling.model import Search
+from ..bundling.model import MAX_HISTORY_ENTRIES, HistoryEntry, Search
 from ..placement import (
     InquiryState,
     Outcome,
@@ -38,9 +39,16 @@ from .population import make_searches, make_therapists
 class Simulation:
     """One strategy on one seeded market; run() fills the world and its event log."""
 
-    def __init__(self, params: Parameters, areas: PostalAreas, strategy: Strategy) -> None:
+    def __init__(
+        self,
+        params: Parameters,
+        areas: PostalAreas,
+        strategy: Strategy,
+        use_history: bool = True,
+    ) -> None:
         self.p = params
         self.strategy = strategy
+        self.use_history = use_history
         market = np.random.default_rng([params.seed, 1])
         region = areas.nearest(
             params.centre_lat, params.centre_lon, max(3, round(params.therapists * 2000 / 7700))
@@ -52,15 +60,37 @@ class Simulation:
             zip(market.integers(0, last_arrival, len(patients)).tolist(), patients, strict=True),
             key=lambda item: (item[0], item[1].search_id),
         )
+        # Therapists differ in how often a place comes free (A: a lognormal factor on the
+        # rate with mean 1, so the market has as many places whatever the spread; spread 0 =
+        # all alike); a separate stream keeps the other draws the same whatever the spread.
+        spread = np.random.default_rng([params.seed, 3])
+        sigma = params.opening_rate_spread
+        factor = np.exp(sigma**2 / 2 - spread.normal(0.0, 1.0, len(self.therapist_list)) * sigma)
         self.opening_days = {
-            str(t.therapist_id): np.cumsum(
-                market.exponential(params.opening_every_days, params.days // 5 + 5)
-            ).astype(int)
-            for t in self.therapist_list
+            str(t.therapist_id): _opening_days(
+                market.exponential(params.opening_every_days, params.days // 5 + 5) * f,
+                params.opening_every_days * f,
+                params.days,
+                spread,
+            )
+            for t, f in zip(self.therapist_list, factor.tolist(), strict=True)
+        }
+        # Therapists who keep their potentially_available flag current (A).
+        self.flag_keepers = {
+            str(t.therapist_id)
+            for t, keeps in zip(
+                self.therapist_list,
+                (spread.random(len(self.therapist_list)) < params.flag_share).tolist(),
+                strict=True,
+            )
+            if keeps
         }
         self.rng = np.random.default_rng([params.seed, 2])
         self.config = BundleConfig(
-            params.bundle_min_size, params.bundle_max_size, params.max_inquiries_per_patient
+            params.bundle_min_size,
+            params.bundle_max_size,
+            params.max_inquiries_per_patient,
+            use_answer_history=use_history,
         )
         self.settings = PlacementSettings(
             params.cooling_period_days, params.follow_up_after_days, params.email_min_days_between
@@ -72,6 +102,7 @@ class Simulation:
             # before day 0).
             self.w.therapists[str(t.therapist_id)] = replace(t, contactable=True)
             self.w.openings[str(t.therapist_id)] = []
+            self.w.history[str(t.therapist_id)] = []
 
     def day(self, d: int) -> datetime:
         """Calendar date of a simulation day (as a UTC timestamp at 09:00)."""
@@ -189,6 +220,15 @@ class Simulation:
             record.next_contactable_date - self.p.start
         ).days
         w.events.append(("answer_recorded", d, inq.state.practice_key, record.response_type.value))
+        counts = Counter(outcomes.values())
+        # An acceptance of a withdrawn patient (a conflict) still shows the therapist had room.
+        self._answered_in_history(
+            inq,
+            today,
+            accepted=int(chosen is not None),
+            rejected_capacity=counts[Outcome.REJECTED_CAPACITY],
+            rejected_other=counts[Outcome.REJECTED_UNSUITABLE],
+        )
         for sid in record.claimed:
             self._placed(d, str(sid), tid)
         if chosen is not None:
@@ -199,6 +239,27 @@ class Simulation:
             self.stats["conflicts"] += 1
             w.events.append(("conflict", d, sid, tid))
             self._replacement(d, tid, str(sid))
+
+    def _answered_in_history(
+        self,
+        inq: OpenInquiry,
+        today: date,
+        accepted: int,
+        rejected_capacity: int,
+        rejected_other: int,
+    ) -> None:
+        entries = self.w.history[str(inq.state.therapist_id)]
+        entries[inq.history_index] = replace(
+            entries[inq.history_index],
+            answered_on=today,
+            accepted=accepted,
+            rejected_capacity=rejected_capacity,
+            rejected_other=rejected_other,
+        )
+
+    def answer_history(self, tid: str) -> tuple[HistoryEntry, ...]:
+        """The therapist's answer history as the database would give it: newest first."""
+        return tuple(reversed(self.w.history[tid][-MAX_HISTORY_ENTRIES:]))
 
     def _replacement(self, d: int, tid: str, lost: str) -> None:
         # The conflict reply offers eligible patients; it answers the therapist's own
@@ -249,7 +310,14 @@ class Simulation:
             if contactability(contact, today, open_practices).contactable and email_allowed(
                 last_day, today, self.settings
             ):
-                therapists.append(t)
+                therapists.append(
+                    replace(
+                        t,
+                        potentially_available=str(t.therapist_id) in self.flag_keepers
+                        and bool(w.openings[str(t.therapist_id)]),
+                        answer_history=self.answer_history(str(t.therapist_id)),
+                    )
+                )
         searches = [
             replace(
                 w.profiles[sid],
@@ -271,8 +339,14 @@ class Simulation:
             )
             answers = self.rng.random() < self.p.answer_probability
             answer_day = d + int(self.rng.integers(1, self.p.answer_within_days + 1))
+            history = w.history[str(inquiry.therapist_id)]
+            history.append(HistoryEntry(sent_on=today, answered_on=None, patients=len(ids)))
             w.inquiries[iid] = OpenInquiry(
-                state, ids, answer_day if answers else None, self.p.phone_attempts
+                state,
+                ids,
+                answer_day if answers else None,
+                self.p.phone_attempts,
+                history_index=len(history) - 1,
             )
             for sid in ids:
                 w.searches[sid] = use_contact(w.searches[sid])
@@ -282,3 +356,14 @@ class Simulation:
             self.stats["inquiries"] += 1
             self.stats["slots"] += len(ids)
             w.events.append(("inquiry_sent", d, inquiry.practice_key, str(inquiry.therapist_id)))
+
+
+def _opening_days(
+    intervals: np.ndarray, mean: float, days: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Days on which a place comes free: cumulative intervals, extended to cover the run."""
+    moments = np.cumsum(intervals)
+    while moments[-1] < days:
+        more = rng.exponential(mean, len(intervals))
+        moments = np.concatenate([moments, moments[-1] + np.cumsum(more)])
+    return moments.astype(int)

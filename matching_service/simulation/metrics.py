@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..bundling import Strategy
 from .engine import Simulation
 
 
@@ -42,6 +43,8 @@ def summarise(sim: Simulation) -> dict:
 
     return {
         "strategy": sim.strategy.value,
+        # the baseline never looks at the history
+        "history": "used" if sim.use_history and sim.strategy is Strategy.GLOBAL else "ignored",
         "seed": p.seed,
         "patients": patients,
         "therapists": len(w.therapists),
@@ -54,6 +57,7 @@ def summarise(sim: Simulation) -> dict:
         "inquiries": sim.stats["inquiries"],
         "inquiries_per_placement": round(sim.stats["inquiries"] / max(placed, 1), 2),
         "slots_per_placement": round(sim.stats["slots"] / max(placed, 1), 2),
+        "conflicts_per_placement": round(sim.stats["conflicts"] / max(placed, 1), 3),
         "conflict_rate": round(sim.stats["conflicts"] / max(sim.stats["acceptances"], 1), 3),
         "contacts_per_therapist_month": round(
             sim.stats["inquiries"] / max(len(w.therapists), 1) / months, 3

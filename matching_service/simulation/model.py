@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
-from ..bundling.model import Search, Therapist
+from ..bundling.model import HistoryEntry, Search, Therapist
 from ..placement import InquiryState, SearchState
 
 
@@ -22,6 +22,8 @@ class Parameters:
     centre_lon: float = 12.3731
     opening_every_days: float = 30.0
     opening_lasts_days: int = 14
+    opening_rate_spread: float = 0.0
+    flag_share: float = 0.0
     answer_probability: float = 0.6
     answer_within_days: int = 7
     phone_reach_probability: float = 0.5
@@ -49,6 +51,8 @@ class OpenInquiry:
     original: tuple[str, ...]
     answer_day: int | None
     phone_attempts_left: int
+    # where the inquiry's entry sits in the therapist's answer history (oldest first)
+    history_index: int = -1
 
 
 @dataclass
@@ -67,5 +71,7 @@ class World:
     next_contactable: dict[str, int] = field(default_factory=dict)
     last_email: dict[str, int] = field(default_factory=dict)
     inquiries: dict[str, OpenInquiry] = field(default_factory=dict)
+    # per therapist every inquiry sent and its answer, oldest first
+    history: dict[str, list[HistoryEntry]] = field(default_factory=dict)
     events: list[tuple] = field(default_factory=list)
     counter: int = 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from hypothesis import strategies as st
@@ -59,6 +59,26 @@ def therapists(draw: st.DrawFn, index: int) -> dict[str, Any]:
         "prefers_group_therapy": draw(st.integers(0, 3)) == 0,
         "working_hours": draw(st.sampled_from([None, {"mon": ["08:00-10:00"]}])),
         "contactable": draw(st.sampled_from([True, True, True, False])),
+        # answer history and flag only rank therapists: every property must still hold
+        "potentially_available": draw(st.integers(0, 3)) == 0,
+        "answer_history": draw(st.lists(_history_entry(), max_size=3)),
+    }
+
+
+@st.composite
+def _history_entry(draw: st.DrawFn) -> dict[str, Any]:
+    sent = date.fromisoformat(TODAY) - timedelta(days=draw(st.integers(0, 200)))
+    answered = draw(st.sampled_from([None, 0, 3]))
+    patients = draw(st.integers(1, 6))
+    accepted = draw(st.integers(0, 1))
+    capacity = draw(st.integers(0, patients - accepted))
+    return {
+        "sent_on": sent.isoformat(),
+        "answered_on": None if answered is None else (sent + timedelta(answered)).isoformat(),
+        "patients": patients,
+        "accepted": accepted,
+        "rejected_capacity": capacity,
+        "rejected_other": patients - accepted - capacity,
     }
 
 
