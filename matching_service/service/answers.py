@@ -144,31 +144,38 @@ def claim_search(
 
 class ReplacementFinder:
     """Replacement offers for therapists whose acceptance lost (same hard rules as bundling,
-    with budget; cooling and the weekly email limit do not hold the reply back). The market
-    is read once per use case, when the first conflict needs it."""
+    with budget; cooling and the weekly email limit do not hold the reply back). The
+    searches within reach of a practice are read once per use case, when the first conflict
+    there needs them."""
 
     def __init__(self, uow: UnitOfWork, settings: MatchingSettings, now: datetime) -> None:
         self.uow, self.settings, self.today = uow, settings, now.date()
-        self._searches: list[Any] | None = None
+        # the candidates near each practice location asked about in this use case
+        self._searches: dict[tuple[float, float], list[Any]] = {}
 
     def offers(self, therapist_id: int, skip_search_ids: Collection[int]) -> list[int]:
         """Search ids eligible for the therapist, longest waiting first, at most a bundle."""
         session = self.uow.session
         therapists = market.load_therapists(session, self.today, therapist_ids=[therapist_id])
-        if not therapists:
-            return []  # not active (or unknown): nobody to offer patients to
-        if self._searches is None:
-            self._searches = market.load_searches(
-                session, max_open_inquiries=self.settings.max_open_inquiries_per_search
+        therapist = therapists[0] if therapists else None
+        if therapist is None or therapist.lat is None or therapist.lon is None:
+            return []  # not active, unknown or not located: nobody to offer patients to
+        near = (therapist.lat, therapist.lon)
+        searches = self._searches.get(near)
+        if searches is None:
+            # only patients within reach of the practice (not the whole country's)
+            searches = market.load_searches(
+                session, max_open_inquiries=self.settings.max_open_inquiries_per_search, near=near
             )
+            self._searches[near] = searches
         config = BundleConfig(
             bundle_min_size=self.settings.bundle_min_size,
             bundle_max_size=self.settings.bundle_max_size,
             max_inquiries_per_patient=self.settings.max_open_inquiries_per_search,
         )
         offered = replacement_offer(
-            therapists[0],
-            self._searches,
+            therapist,
+            searches,
             config,
             self.today,
             skip_search_ids=skip_search_ids,

@@ -7,6 +7,7 @@ the practice's cooling periods, its open inquiries and the therapist's location.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
@@ -207,18 +208,39 @@ def load_therapists(
     return therapists
 
 
+# the longest travel distance a patient may set (SPEC.md §2); a road is never shorter than
+# the great circle, so nobody farther away can be eligible
+MAX_TRAVEL_KM = 200.0
+_KM_PER_DEGREE = 111.19
+
+
+def _within_box(point: tuple[float, float], km: float) -> tuple[Any, ...]:
+    """Conditions: the location lies in the lat/lon box of `km` around `point`."""
+    lat, lon = point
+    dlat = km / _KM_PER_DEGREE
+    dlon = km / (_KM_PER_DEGREE * max(math.cos(math.radians(min(abs(lat) + dlat, 89.0))), 0.01))
+    return (
+        Location.lat.between(lat - dlat, lat + dlat),
+        Location.lon.between(lon - dlon, lon + dlon),
+    )
+
+
 def load_searches(
     session: Session,
     *,
     search_ids: Collection[int] | None = None,
     postal_code_prefix: str | None = None,
     max_open_inquiries: int | None = None,
+    near: tuple[float, float] | None = None,
 ) -> list[Search]:
     """Active searches as the bundler sees them, longest waiting first.
 
     `contact_budget` is what this run may use: the budget left, and no more than
     `max_open_inquiries` minus the open inquiries the search is in already. Without a
-    resolved location for the patient's current postal code `lat`/`lon` are None.
+    resolved location for the patient's current postal code `lat`/`lon` are None. `near`
+    (lat, lon) keeps only located patients within reach of that point: inside the box of
+    the longest travel distance a patient may set (a pre-filter; the bundler's distance
+    rules decide).
     """
     s, p = PatientSearch, PatientProjection
     open_inquiries = (
@@ -262,6 +284,8 @@ def load_searches(
         statement = statement.where(s.id.in_(list(search_ids)))
     if postal_code_prefix:
         statement = statement.where(p.postal_code.startswith(postal_code_prefix, autoescape=True))
+    if near is not None:
+        statement = statement.where(*_within_box(near, MAX_TRAVEL_KM))
     rows = session.execute(statement).all()
     excluded = _exclusions(session, [row.id for row in rows])
     searches = []

@@ -98,3 +98,15 @@ def test_searches_are_read_with_budget_exclusions_and_location(
     assert unlimited.contact_budget == search["contact_budget"] - 1
     assert therapist.lat is not None
     assert not therapist.contactable and therapist.not_contactable_reason == "open_inquiry"
+
+
+def test_searches_near_a_point_leave_out_patients_beyond_any_travel_distance(
+    builder: MarketBuilder, database: Any
+) -> None:
+    near = builder.search(lat=51.34, lon=12.37)  # Leipzig
+    within = builder.search(lat=52.52, lon=13.40, max_travel_km=200)  # Berlin, ~150 km
+    far = builder.search(lat=48.14, lon=11.58)  # Munich, ~360 km
+    ids = [near["id"], within["id"], far["id"]]
+    with database.session() as session:
+        found = market.load_searches(session, search_ids=ids, near=(51.34, 12.37))
+    assert {search.search_id for search in found} == {near["id"], within["id"]}
