@@ -97,7 +97,11 @@ class OutboxWriter:
                     "topic": event.topic,
                     "aggregate_id": event.envelope.aggregate_id,
                     "bucket": bucket_of(event.envelope.aggregate_id),
-                    "envelope": event.envelope.model_dump(mode="json"),
+                    # the payload is JSON-ready already (EventType.build dumped it once)
+                    "envelope": {
+                        **event.envelope.model_dump(mode="json", exclude={"payload"}),
+                        "payload": event.envelope.payload,
+                    },
                 }
                 for event in events
             ],
