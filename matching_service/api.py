@@ -387,7 +387,7 @@ def answer_link_pages(database: Database, settings: MatchingSettings) -> Bluepri
     pages = Blueprint("answer_links", __name__, template_folder="templates")
     secret = settings.answer_link_secret.get_secret_value()
 
-    @pages.route("/answers/<token>", methods=["GET", "POST"])
+    @pages.route("/answers/<path:token>", methods=["GET", "POST"])
     def answer_link(token: str) -> Response:
         try:
             claim = _verified(secret, token)

@@ -1,8 +1,12 @@
 """Signed, expiring answer links: one per inquiry, patient and outcome (SPEC.md §8).
 
-The token is the therapist's only authority, so it carries what it may record (inquiry,
-search, outcome) and when it stops being valid, signed with `ANSWER_LINK_SECRET`
-(HMAC-SHA256 through itsdangerous). Nothing in it identifies the patient beyond the ids.
+A link's token is the therapist's only authority: `<signed part>/<outcome>`, where the
+signed part names the inquiry, the search and when it stops being valid, signed with
+`ANSWER_LINK_SECRET` (HMAC-SHA256 through itsdangerous), and the outcome is one of the
+answers an email offers (`LINK_OUTCOMES`). One signature serves a patient's links: the
+therapist receives all of them, so signing the outcome too would grant nothing less, and a
+bundle run signs once per patient instead of once per link. Nothing in a token identifies
+the patient beyond the ids.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 
 from .values import Outcome
 
-_SALT = "answer-link/v1"
+_SALT = "answer-link/v2"
 # the answers a therapist gives from an inquiry email; `in_trial_sessions` and `no_show`
 # come later, and staff record them
 LINK_OUTCOMES = (
@@ -45,8 +49,16 @@ def sign_link(
     secret: str, inquiry_id: int, search_id: int, outcome: Outcome | str, expires_at: datetime
 ) -> str:
     """The URL-safe token of one answer link."""
-    payload = [inquiry_id, search_id, Outcome(outcome).value, int(expires_at.timestamp())]
-    return str(URLSafeSerializer(secret, salt=_SALT).dumps(payload))
+    payload = [inquiry_id, search_id, int(expires_at.timestamp())]
+    signed = str(URLSafeSerializer(secret, salt=_SALT).dumps(payload))
+    return f"{signed}/{_link_outcome(outcome)}"
+
+
+def _link_outcome(outcome: Outcome | str) -> str:
+    value = Outcome(outcome).value
+    if value not in LINK_OUTCOMES:
+        raise ValueError(f"{value} is not an answer a link records")
+    return value
 
 
 class LinkSigner:
@@ -67,18 +79,20 @@ class LinkSigner:
         self, inquiry_id: int, search_id: int, outcome: Outcome | str, expires_at: datetime
     ) -> str:
         """The URL-safe token of one answer link."""
-        return self._token(int(inquiry_id), int(search_id), Outcome(outcome).value, expires_at)
+        signed = self._signed(int(inquiry_id), int(search_id), expires_at)
+        return f"{signed}/{_link_outcome(outcome)}"
 
     def sign_every_outcome(
         self, inquiry_id: int, search_id: int, expires_at: datetime
     ) -> dict[str, str]:
-        """The tokens of one patient's links: outcome -> token, for every link outcome."""
-        ids = (int(inquiry_id), int(search_id))
-        return {value: self._token(*ids, value, expires_at) for value in LINK_OUTCOMES}
+        """The tokens of one patient's links: outcome -> token, for every link outcome
+        (one signature)."""
+        signed = self._signed(int(inquiry_id), int(search_id), expires_at)
+        return {value: f"{signed}/{value}" for value in LINK_OUTCOMES}
 
-    def _token(self, inquiry_id: int, search_id: int, outcome: str, expires_at: datetime) -> str:
-        # compact JSON of [int, int, str, int], as the serializer writes it
-        payload = f'[{inquiry_id},{search_id},"{outcome}",{int(expires_at.timestamp())}]'
+    def _signed(self, inquiry_id: int, search_id: int, expires_at: datetime) -> str:
+        # compact JSON of [int, int, int], as the serializer writes it
+        payload = f"[{inquiry_id},{search_id},{int(expires_at.timestamp())}]"
         value = _base64(payload.encode())
         signature = hmac.digest(self._key, value, self._digest)
         return (value + self._sep + _base64(signature)).decode("ascii")
@@ -90,16 +104,20 @@ def _base64(data: bytes) -> bytes:
 
 def verify_link(secret: str, token: str, now: datetime) -> LinkClaim:
     """The claim of a valid token, or InvalidLink (tampered, malformed or expired)."""
+    signed, _, outcome = token.rpartition("/")
     try:
-        payload = URLSafeSerializer(secret, salt=_SALT).loads(token)
+        payload = URLSafeSerializer(secret, salt=_SALT).loads(signed)
     except BadSignature:
         raise InvalidLink("the link is not valid (it may have been changed)") from None
     try:
-        inquiry_id, search_id, outcome, expires = payload
+        inquiry_id, search_id, expires = payload
         if not all(type(value) is int for value in (inquiry_id, search_id, expires)):
             raise TypeError
         claim = LinkClaim(
-            inquiry_id, search_id, Outcome(outcome), datetime.fromtimestamp(expires, UTC)
+            inquiry_id,
+            search_id,
+            Outcome(_link_outcome(outcome)),
+            datetime.fromtimestamp(expires, UTC),
         )
     except (TypeError, ValueError, OverflowError, OSError):
         raise InvalidLink("the link is not valid") from None

@@ -96,13 +96,13 @@ def test_confirming_a_link_records_the_answer_once(
     assert _coolings(admin_engine, inquiry_id) == 1
 
     # the second click, or a link of another outcome for the same patient, changes nothing
-    for url in (_link(inquiry_id, first, "accepted"), _link(inquiry_id, first, "no_show")):
+    for url in (_link(inquiry_id, first, "accepted"), _link(inquiry_id, first, "rejected_other")):
         repeated = client.post(url)
         assert repeated.status_code == 200
         assert "bereits" in _text(repeated) and "Zusage" in _text(repeated)
     assert inquiry_patient(admin_engine, inquiry_id, first).outcome == "accepted"
     assert len(events(admin_engine, "inquiry.answered", inquiry_id)) == 1
-    shown = client.get(_link(inquiry_id, first, "no_show"))
+    shown = client.get(_link(inquiry_id, first, "rejected_other"))
     assert "bereits erhalten" in _text(shown) and "<form" not in _text(shown)
 
     # another patient's link fills its outcome: no second cooling, the response type follows

@@ -66,15 +66,27 @@ def test_garbage_is_refused(garbage: str) -> None:
 def test_the_batch_signer_signs_what_verify_link_accepts(ids: tuple[int, int]) -> None:
     signer = LinkSigner(SECRET)
     expires = NOW + timedelta(days=21)
-    for outcome in Outcome:
+    for outcome in LINK_OUTCOMES:
         token = signer.sign(*ids, outcome, expires)
         claim = verify_link(SECRET, token, NOW)
         assert (claim.inquiry_id, claim.search_id, claim.outcome) == (*ids, outcome)
         assert claim.expires_at == expires
     every = signer.sign_every_outcome(*ids, expires)
     assert every == {outcome: signer.sign(*ids, outcome, expires) for outcome in LINK_OUTCOMES}
+    assert len({token.rpartition("/")[0] for token in every.values()}) == 1  # one signature
     assert set(LINK_OUTCOMES) == set(Outcome) - {Outcome.IN_TRIAL_SESSIONS, Outcome.NO_SHOW}
     # the same token as sign_link's wherever compression does not shorten the payload
     assert signer.sign(7, 42, "accepted", expires) == sign_link(SECRET, 7, 42, "accepted", expires)
     with pytest.raises(InvalidLink):
         verify_link("y" * 32, signer.sign(7, 42, "accepted", expires), NOW)
+
+
+def test_a_link_records_only_the_answers_an_email_offers() -> None:
+    token = sign_link(SECRET, 7, 42, "accepted", NOW + timedelta(days=1))
+    signed = token.rpartition("/")[0]
+    assert verify_link(SECRET, f"{signed}/rejected_other", NOW).outcome is Outcome.REJECTED_OTHER
+    for outcome in ("no_show", "in_trial_sessions", "", "accepted/x", "ACCEPTED"):
+        with pytest.raises(InvalidLink):
+            verify_link(SECRET, f"{signed}/{outcome}", NOW)
+    with pytest.raises(ValueError, match="not an answer a link records"):
+        sign_link(SECRET, 7, 42, "no_show", NOW)
