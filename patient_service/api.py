@@ -22,6 +22,7 @@ from patient_service.schemas import (
 )
 from shared.auth import Role
 from shared.db import Database
+from shared.errors import Forbidden
 from shared.web import ResourceRoute, operation
 
 
@@ -59,6 +60,8 @@ class PatientList(_PatientResource):
 
     @operation("List patients", query=PatientListQuery, response=PatientOut, paginated=True)
     def get(self, query: PatientListQuery) -> Any:
+        if query.search and g.role is Role.SERVICE:
+            raise Forbidden("free-text search of patients is for staff only")
         return service.list_patients(self.database.unit_of_work(), query)
 
 

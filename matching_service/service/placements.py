@@ -157,6 +157,6 @@ def _refuse_placement(
             {"current": search.status, "required": "active"},
         )
     raise Conflict(
-        f"therapist {therapist_id} is excluded from search {search.id}",
+        f"therapist {therapist_id} is excluded from search {search.id} or by its patient",
         {"therapist_id": therapist_id, "rule": "excluded_therapist"},
     )
