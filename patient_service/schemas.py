@@ -18,7 +18,16 @@ from pydantic import (
 
 from patient_service.rules import SYMPTOMS, PatientStatus, age_on
 from shared.events import EventType
-from shared.fields import Gender, Name, Phone, PostalCode, Salutation, ShortText, Text
+from shared.fields import (
+    Gender,
+    Name,
+    Phone,
+    PostalCode,
+    QueryTimestamp,
+    Salutation,
+    ShortText,
+    Text,
+)
 from shared.web import PageQuery
 from shared.weekly import WeeklySchedule
 
@@ -169,18 +178,11 @@ class PatientListQuery(PageQuery):
         description="Free text found in first name, last name or email (case-insensitive); "
         "the patients it finds are recorded in the audit log as read.",
     )
-    created_from: datetime | None = Field(default=None, description="created at or after")
-    created_to: datetime | None = Field(default=None, description="created before")
+    created_from: QueryTimestamp | None = Field(default=None, description="created at or after")
+    created_to: QueryTimestamp | None = Field(default=None, description="created before")
     sort: Literal["-created_at", "created_at", "last_name", "-last_name"] = Field(
         default="-created_at", description="order: created_at or last_name, `-` descending"
     )
-
-    @field_validator("created_from", "created_to")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("must include a timezone (UTC), e.g. 2026-11-01T10:00:00Z")
-        return value
 
 
 class ExclusionCreate(BaseModel):

@@ -6,12 +6,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import flask_restful
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import Table, func, select
 
 from shared.audit import AuditAction
 from shared.auth import Role
 from shared.db import Database
+from shared.fields import QueryTimestamp
 from shared.infrastructure import Infrastructure
 from shared.web import Page, PageQuery, operation
 
@@ -25,16 +26,8 @@ class AuditQuery(PageQuery):
     entity_id: Short | None = None
     actor: Short | None = None
     action: AuditAction | None = None
-    occurred_from: datetime | None = Field(default=None, description="inclusive")
-    occurred_to: datetime | None = Field(default=None, description="exclusive")
-
-    @model_validator(mode="after")
-    def _aware(self) -> AuditQuery:
-        for name in ("occurred_from", "occurred_to"):
-            value = getattr(self, name)
-            if value is not None and value.tzinfo is None:
-                raise ValueError(f"{name} must include a timezone, e.g. 2026-11-01T10:00:00Z")
-        return self
+    occurred_from: QueryTimestamp | None = Field(default=None, description="inclusive")
+    occurred_to: QueryTimestamp | None = Field(default=None, description="exclusive")
 
 
 class AuditEventOut(BaseModel):
