@@ -127,6 +127,14 @@ def import_postal_codes(
             say(f"written {min(start + IMPORT_CHUNK, total)}/{total} postal codes")
         resolved = _locate_unresolved(uow)
         moved = _relocate_moved_centroids(uow, changed)
+        audit.record(
+            uow.session,
+            INFRA.audit_events,
+            "import",
+            "postal_codes",
+            source[:100],
+            ["postal_codes"],
+        )
         uow.commit()
     report = ImportReport(
         source=source,

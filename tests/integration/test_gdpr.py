@@ -356,6 +356,15 @@ def test_register_change_read_export_erase_and_the_audit_log_tells_who(
                 {"p": str(patient_id)},
             ).scalars()
             assert "erase" in list(actions), service
+    with admin_engine.connect() as connection:
+        search_steps = connection.execute(
+            sa.text(
+                "SELECT action, actor FROM matching_service.audit_events "
+                "WHERE entity_type = 'patient_search' AND entity_id = :s ORDER BY id"
+            ),
+            {"s": str(search_id)},
+        ).all()
+    assert [tuple(row) for row in search_steps] == [("create", "bootstrap-admin")]
 
 
 def test_export_names_a_part_it_could_not_fetch(
