@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any
 
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import Text, cast, func, literal, literal_column, or_, select, text, update
 
 from patient_service.models import INFRA, Patient
 from patient_service.rules import (
@@ -547,9 +547,30 @@ def erase_patient(
                 correlation_id=correlation_id,
             )
         )
+        _cut_birth_dates_in_outbox(uow, patient)
         _audit(uow, "erase", patient.id, [*changed, "birth_date", "status"])
         uow.commit()
     return patient
+
+
+def _cut_birth_dates_in_outbox(uow: UnitOfWork, patient: Patient) -> None:
+    """The patient's events kept in the outbox (published or not) carry the birth year only,
+    like the record."""
+    outbox = INFRA.outbox
+    uow.session.execute(
+        update(outbox)
+        .where(
+            outbox.c.aggregate_id == str(patient.id),
+            outbox.c.event_type.in_([PATIENT_CREATED.name, PATIENT_UPDATED.name]),
+        )
+        .values(
+            envelope=func.jsonb_set(
+                outbox.c.envelope,
+                literal_column("'{payload,birth_date}'"),
+                func.to_jsonb(cast(literal(patient.birth_date.isoformat()), Text)),
+            )
+        )
+    )
 
 
 # service name -> its part of the patient's data (or None when it could not be fetched)

@@ -297,7 +297,7 @@ def test_register_change_read_export_erase_and_the_audit_log_tells_who(
         services.apply(service, erasures[0])
         services.apply(service, erasures[0])  # a redelivery changes nothing
 
-    assert _found(admin_engine, [name, email, "030 5550123"]) == []
+    assert _found(admin_engine, [name, email, "030 5550123", body["birth_date"]]) == []
     export = patients.get(f"/api/patients/{patient_id}/export", headers=admin_headers)
     assert export.status_code == 200 and export.json["missing"] == []
     text = json.dumps(export.json)
