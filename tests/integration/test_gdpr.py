@@ -540,3 +540,24 @@ def test_the_service_role_may_only_insert_and_read_the_audit_log(database_url: s
                     connection.execute(sa.text(statement))
                 connection.rollback()
         engine.dispose()
+
+
+def test_token_commands_are_audited_in_every_schema(
+    database_url: str, admin_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.cli import main
+
+    name = f"audited-{new_id()}"
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert main(["tokens", "create", "--name", name, "--role", "staff"]) == 0
+    assert main(["tokens", "revoke", name]) == 0
+    for schema in SERVICES:
+        with admin_engine.connect() as connection:
+            rows = connection.execute(
+                sa.text(
+                    f"SELECT action, actor FROM {schema}.audit_events "
+                    "WHERE entity_type = 'api_token' AND entity_id = :n ORDER BY id"
+                ),
+                {"n": name},
+            ).all()
+        assert [tuple(row) for row in rows] == [("token_create", "cli"), ("token_revoke", "cli")]
