@@ -561,3 +561,35 @@ def test_token_commands_are_audited_in_every_schema(
                 {"n": name},
             ).all()
         assert [tuple(row) for row in rows] == [("token_create", "cli"), ("token_revoke", "cli")]
+
+
+def test_a_therapist_the_patient_excluded_is_never_planned_nor_placed(
+    services: Services, matching: Any, admin_headers: dict[str, str]
+) -> None:
+    from tests.matching_support import location_event, patient_event
+
+    excluded, other = new_id(), new_id()
+    for therapist in (excluded, other):
+        services.apply("matching_service", therapist_event(therapist))
+        services.apply("matching_service", location_event("therapist", therapist))
+    patient_id = new_id()
+    services.apply("matching_service", patient_event(patient_id))
+    services.apply("matching_service", location_event("patient", patient_id))
+    search = matching.post(
+        "/api/patient-searches", json={"patient_id": patient_id}, headers=admin_headers
+    )
+    assert search.status_code == 201, search.json
+    search_id = search.json["id"]
+    # the exclusion arrives after the search started: it holds for that search too
+    services.apply(
+        "matching_service", patient_event(patient_id, 2, excluded_therapist_ids=[excluded])
+    )
+    with services.matching_db.session() as session:
+        (planned,) = load_searches(session, search_ids=[search_id])
+    assert planned.excluded_therapist_ids == frozenset({excluded})
+    url = f"/api/patient-searches/{search_id}/placements"
+    refused = matching.post(url, json={"therapist_id": excluded}, headers=admin_headers)
+    assert refused.status_code == 409, refused.json
+    assert refused.json["error"]["details"]["rule"] == "excluded_therapist"
+    placed = matching.post(url, json={"therapist_id": other}, headers=admin_headers)
+    assert placed.status_code in (200, 201), placed.json
