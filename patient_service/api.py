@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from typing import Any
 
-from flask import g
+from flask import Response, g
 from flask_restful import Resource
 
 from patient_service import service
@@ -12,6 +14,7 @@ from patient_service.rules import SYMPTOMS, QualificationPolicy
 from patient_service.schemas import (
     CreateQuery,
     ExclusionCreate,
+    ExportQuery,
     PatientCreate,
     PatientExport,
     PatientListQuery,
@@ -150,11 +153,25 @@ class PatientDataExport(_PatientResource):
     @operation(
         "Everything the platform holds about the patient (GDPR Art. 15)",
         role=Role.ADMIN,
+        query=ExportQuery,
         response=PatientExport,
         errors=(404,),
+        other_media_types=("application/zip",),
     )
-    def get(self, patient_id: int) -> Any:
-        return service.export_patient(self.database.unit_of_work(), patient_id, self.fetch_parts)
+    def get(self, patient_id: int, query: ExportQuery) -> Any:
+        export = service.export_patient(self.database.unit_of_work(), patient_id, self.fetch_parts)
+        if query.format == "json":
+            return export
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(f"patient-{patient_id}.json", export.model_dump_json(indent=2))
+        return Response(
+            buffer.getvalue(),
+            mimetype="application/zip",
+            headers={
+                "Content-Disposition": f'attachment; filename="patient-{patient_id}-export.zip"'
+            },
+        )
 
 
 class Symptoms(Resource):

@@ -209,6 +209,14 @@ class SymptomsOut(BaseModel):
     symptoms: list[str]
 
 
+class ExportQuery(BaseModel):
+    """Query of `GET /api/patients/{id}/export`: `format=zip` for the document in a ZIP."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["json", "zip"] = "json"
+
+
 class PatientExport(BaseModel):
     """`GET /api/patients/{id}/export`: everything the platform holds about a patient."""
 

@@ -6,7 +6,9 @@ services' parts of the export are read over real HTTP with the service token."""
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -380,6 +382,17 @@ def test_export_names_a_part_it_could_not_fetch(
     assert export.json["missing"] == ["geocoding_service"]
     assert set(export.json["services"]) == {"matching_service", "communication_service"}
     assert client.get("/api/patients/2147483647/export", headers=admin_headers).status_code == 404
+    archive = client.get(
+        f"/api/patients/{created.json['id']}/export?format=zip", headers=admin_headers
+    )
+    assert archive.status_code == 200 and archive.mimetype == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(archive.data)) as opened:
+        (name,) = opened.namelist()
+        document = json.loads(opened.read(name))
+    assert document["patient_id"] == created.json["id"]
+    assert document["missing"] == ["geocoding_service"]
+    bad = client.get(f"/api/patients/{created.json['id']}/export?format=pdf", headers=admin_headers)
+    assert bad.status_code == 422
     assert client.delete("/api/patients/2147483647", headers=admin_headers).status_code == 404
 
 
