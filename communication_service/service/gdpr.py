@@ -39,40 +39,25 @@ def _mentions(session: Session, patient_id: int) -> tuple[list[Email], set[str],
                 if email.inquiry_id is not None:
                     inquiry_ids.add(email.inquiry_id)
     references = {reference_of(search_id) for search_id in search_ids}
-    seen = {email.id for email in direct}
-    others = (
-        [
-            email
-            for email in session.scalars(
-                select(Email)
-                .where(or_(*(Email.context.contains({"reference": ref}) for ref in references)))
-                .order_by(Email.id)
-            ).all()
-            if email.id not in seen
-        ]
-        if references
-        else []
+    if not references:
+        return list(direct), references, inquiry_ids
+    # withdrawal notices name the reference; conflict notices name it or offer it
+    mentioned = or_(
+        *(
+            condition
+            for ref in sorted(references)
+            for condition in (
+                Email.context.contains({"reference": ref}),
+                Email.context["patients"].contains([{"reference": ref}]),
+                Email.context["patients"].contains([{"offers": [ref]}]),
+            )
+        )
     )
-    conflict_mentions = (
-        [
-            email
-            for email in session.scalars(
-                select(Email).where(Email.kind == "conflict").order_by(Email.id)
-            ).all()
-            if email.id not in seen and references & _conflict_references(email)
-        ]
-        if references
-        else []
-    )
-    return [*direct, *others, *conflict_mentions], references, inquiry_ids
-
-
-def _conflict_references(email: Email) -> set[str]:
-    found: set[str] = set()
-    for entry in email.context.get("patients", []):
-        found.add(str(entry.get("reference")))
-        found.update(str(offer) for offer in entry.get("offers", []))
-    return found
+    seen = [email.id for email in direct]
+    others = session.scalars(
+        select(Email).where(mentioned, Email.id.not_in(seen)).order_by(Email.id)
+    ).all()
+    return [*direct, *others], references, inquiry_ids
 
 
 def _calls(session: Session, references: set[str], inquiry_ids: set[int]) -> list[PhoneCall]:
@@ -112,7 +97,14 @@ def _without_patient(
     kept = dict(context)
     if "patients" in kept:
         kept["patients"] = [
-            entry
+            {
+                **entry,
+                **(
+                    {"offers": [o for o in entry["offers"] if o not in references]}
+                    if "offers" in entry
+                    else {}
+                ),
+            }
             for entry in kept["patients"]
             if entry.get("patient_id") != patient_id and entry.get("reference") not in references
         ]

@@ -606,3 +606,75 @@ def test_a_therapist_the_patient_excluded_is_never_planned_nor_placed(
     assert refused.json["error"]["details"]["rule"] == "excluded_therapist"
     placed = matching.post(url, json={"therapist_id": other}, headers=admin_headers)
     assert placed.status_code in (200, 201), placed.json
+
+
+def test_communication_forgets_the_patient_in_notices_offers_and_calls(
+    services: Services, admin_engine: sa.Engine
+) -> None:
+    from patient_service.schemas import PATIENT_ERASED
+
+    patient_id, other_patient = new_id(), new_id()
+    search_id, other_search, therapist_id, inquiry_id = new_id(), new_id(), new_id(), new_id()
+    ref, other_ref = f"PS-{search_id}", f"PS-{other_search}"
+    emails = {
+        "inquiry": {
+            "patients": [
+                {"patient_id": patient_id, "search_id": search_id, "reference": ref},
+                {"patient_id": other_patient, "search_id": other_search, "reference": other_ref},
+            ]
+        },
+        "withdrawal": {"inquiry_id": inquiry_id, "reference": ref},
+        "conflict": {"patients": [{"reference": other_ref, "offers": [ref, "PS-1"]}]},
+    }
+    with admin_engine.begin() as connection:
+        for kind, context in emails.items():
+            connection.execute(
+                sa.text(
+                    "INSERT INTO communication_service.emails (kind, send_key, therapist_id, "
+                    "inquiry_id, status, context, body_text) VALUES (:k, :s, :t, :i, 'sent', "
+                    "CAST(:c AS jsonb), :b)"
+                ),
+                {
+                    "k": kind,
+                    "s": f"{kind}:{inquiry_id}:test",
+                    "t": therapist_id,
+                    "i": inquiry_id,
+                    "c": json.dumps(context),
+                    "b": f"about {ref}",
+                },
+            )
+        connection.execute(
+            sa.text(
+                "INSERT INTO communication_service.phone_calls (therapist_id, inquiry_id, "
+                "purpose, scheduled_at, patient_references, notes) VALUES (:t, :i, 'inquiry', "
+                "now() + interval '400 days' + make_interval(secs => :t % 100000), "
+                "CAST(:r AS jsonb), 'she said the patient ...')"
+            ),
+            {"t": therapist_id, "i": inquiry_id, "r": json.dumps([ref, other_ref])},
+        )
+    erased = PATIENT_ERASED.build(
+        producer="patient_service", aggregate_id=patient_id, payload={"patient_id": patient_id}
+    )
+    services.apply("communication_service", erased)
+    services.apply("communication_service", erased)
+    with admin_engine.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT kind, context, body_text FROM communication_service.emails "
+                "WHERE inquiry_id = :i ORDER BY kind"
+            ),
+            {"i": inquiry_id},
+        ).all()
+        call = connection.execute(
+            sa.text(
+                "SELECT patient_references, notes FROM communication_service.phone_calls "
+                "WHERE inquiry_id = :i"
+            ),
+            {"i": inquiry_id},
+        ).one()
+    assert all(row.body_text is None for row in rows)
+    assert ref not in json.dumps([row.context for row in rows])
+    by_kind = {row.kind: row.context for row in rows}
+    assert by_kind["inquiry"]["patients"][0]["patient_id"] == other_patient
+    assert by_kind["conflict"]["patients"][0]["offers"] == ["PS-1"]
+    assert call.patient_references == [other_ref] and call.notes is None
