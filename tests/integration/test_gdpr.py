@@ -15,29 +15,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from communication_service.app import create_app as create_communication_app
-from communication_service.handlers import handlers_for as communication_handlers
-from communication_service.models import INFRA as COMMUNICATION_INFRA
-from communication_service.settings import CommunicationSettings
-from geocoding_service.app import create_app as create_geocoding_app
-from geocoding_service.handlers import handlers as geocoding_handlers
-from geocoding_service.models import INFRA as GEOCODING_INFRA
-from geocoding_service.settings import GeocodingSettings
 from matching_service.app import create_app as create_matching_app
-from matching_service.handlers import HANDLERS as MATCHING_HANDLERS
-from matching_service.models import INFRA as MATCHING_INFRA
 from matching_service.service.market import load_searches
-from matching_service.settings import MatchingSettings
 from patient_service.app import create_app as create_patient_app
-from patient_service.settings import PatientSettings
 from shared.auth import Role, TokenStore, issue_token
-from shared.cli import ensure_service_token
 from shared.db import Database, role_url
-from shared.events import Envelope
-from shared.runtime import ServiceRuntime
 from shared.settings import SERVICES
-from tests.communication_support import served
-from tests.conftest import ANSWER_LINK_SECRET, SERVICE_TOKEN
+from tests.conftest import SERVICE_TOKEN
+from tests.gdpr_support import Services, outbox_events, serving
 from tests.helpers import location_resolved, patient_body
 from tests.matching_support import insert_inquiry, new_id, therapist_event
 
@@ -46,84 +31,10 @@ pytestmark = pytest.mark.integration
 TEXT_TYPES = ("text", "character varying", "json", "jsonb")
 
 
-def _settings(cls: type[Any], database_url: str, **values: Any) -> Any:
-    service = cls.model_fields["service_name"].default
-    return cls(
-        database_url=role_url(database_url, service),
-        kafka_bootstrap_servers="127.0.0.1:9",  # nothing here publishes: events stay in outboxes
-        log_json=False,
-        **values,
-    )
-
-
-class Services:
-    """The four services of a patient's data: settings, databases and handler tables."""
-
-    def __init__(self, database_url: str, urls: dict[str, str]) -> None:
-        self.matching_settings = _settings(
-            MatchingSettings, database_url, answer_link_secret=ANSWER_LINK_SECRET
-        )
-        self.communication_settings = _settings(
-            CommunicationSettings, database_url, service_token=SERVICE_TOKEN
-        )
-        self.geocoding_settings = _settings(GeocodingSettings, database_url)
-        self.patient_settings = _settings(
-            PatientSettings,
-            database_url,
-            service_token=SERVICE_TOKEN,
-            matching_service_url=urls["matching_service"],
-            communication_service_url=urls["communication_service"],
-            geocoding_service_url=urls["geocoding_service"],
-        )
-        self.matching_db = ServiceRuntime.build(self.matching_settings, MATCHING_INFRA).database
-        self.communication_db = ServiceRuntime.build(
-            self.communication_settings, COMMUNICATION_INFRA
-        ).database
-        self.geocoding_db = ServiceRuntime.build(self.geocoding_settings, GEOCODING_INFRA).database
-        self.handlers = {
-            "matching_service": (self.matching_db, MATCHING_HANDLERS),
-            "communication_service": (
-                self.communication_db,
-                communication_handlers(self.communication_settings),
-            ),
-            "geocoding_service": (self.geocoding_db, geocoding_handlers(self.geocoding_settings)),
-        }
-
-    def apply(self, service: str, envelope: Envelope) -> None:
-        """Apply one event as `service`'s worker would (own transaction)."""
-        database, table = self.handlers[service]
-        handler = table.get(envelope.event_type)
-        if handler is None:
-            return
-        with database.unit_of_work() as uow:
-            handler(uow, envelope)
-            uow.commit()
-
-    def dispose(self) -> None:
-        for database, _ in self.handlers.values():
-            database.dispose()
-
-
 @pytest.fixture(scope="module")
 def services(database_url: str) -> Iterator[Services]:
-    ensure_service_token(database_url, SERVICE_TOKEN)
-    probe = Services(database_url, dict.fromkeys(SERVICES, "http://127.0.0.1:9"))
-    with (
-        served(create_matching_app(probe.matching_settings)) as matching_url,
-        served(create_communication_app(probe.communication_settings)) as communication_url,
-        served(create_geocoding_app(probe.geocoding_settings)) as geocoding_url,
-    ):
-        probe.dispose()
-        services = Services(
-            database_url,
-            {
-                "matching_service": matching_url,
-                "communication_service": communication_url,
-                "geocoding_service": geocoding_url,
-            },
-        )
+    with serving(database_url) as services:
         yield services
-        services.dispose()
 
 
 @pytest.fixture
@@ -154,16 +65,6 @@ def staff_headers(database_url: str) -> dict[str, str]:
 
 
 SERVICE_HEADERS = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
-
-
-def _outbox(engine: sa.Engine, schema: str, aggregate_id: object) -> list[Envelope]:
-    """The events `schema` emitted about one aggregate, in order."""
-    with engine.connect() as connection:
-        rows = connection.execute(
-            sa.text(f"SELECT envelope FROM {schema}.outbox WHERE aggregate_id = :a ORDER BY id"),
-            {"a": str(aggregate_id)},
-        ).scalars()
-        return [Envelope.model_validate(row) for row in rows]
 
 
 def _found(engine: sa.Engine, needles: list[str]) -> list[str]:
@@ -213,7 +114,7 @@ def test_register_change_read_export_erase_and_the_audit_log_tells_who(
     assert patients.get(f"/api/patients/{patient_id}", headers=admin_headers).status_code == 200
 
     # the other services learn of the patient (through their own handlers)
-    for envelope in _outbox(admin_engine, "patient_service", patient_id):
+    for envelope in outbox_events(admin_engine, "patient_service", patient_id):
         services.apply("matching_service", envelope)
         services.apply("geocoding_service", envelope)
     services.apply("matching_service", location_resolved("patient", patient_id))
@@ -237,7 +138,7 @@ def test_register_change_read_export_erase_and_the_audit_log_tells_who(
             sa.text("UPDATE matching_service.inquiries SET notes = :n WHERE id = :i"),
             {"n": f"therapist asked about {name}", "i": inquiry_id},
         )
-    for envelope in _outbox(admin_engine, "matching_service", search_id):
+    for envelope in outbox_events(admin_engine, "matching_service", search_id):
         services.apply("communication_service", envelope)
     with admin_engine.begin() as connection:  # the message as sending renders it
         rendered = connection.execute(
@@ -260,7 +161,7 @@ def test_register_change_read_export_erase_and_the_audit_log_tells_who(
     assert [e["therapist_id"] for e in exclusion.json["excluded_therapists"]] == [
         excluded_therapist
     ]
-    for envelope in _outbox(admin_engine, "patient_service", patient_id)[-1:]:
+    for envelope in outbox_events(admin_engine, "patient_service", patient_id)[-1:]:
         assert envelope.payload["excluded_therapist_ids"] == [excluded_therapist]
         services.apply("matching_service", envelope)
     with services.matching_db.session() as session:
@@ -292,7 +193,7 @@ def test_register_change_read_export_erase_and_the_audit_log_tells_who(
     assert erased.json["birth_date"] == "1990-01-01"
     again = patients.delete(f"/api/patients/{patient_id}", headers=admin_headers)
     assert again.status_code == 200 and again.json == erased.json
-    events = [e for e in _outbox(admin_engine, "patient_service", patient_id)]
+    events = [e for e in outbox_events(admin_engine, "patient_service", patient_id)]
     erasures = [e for e in events if e.event_type == "patient.erased"]
     assert len(erasures) == 1 and erasures[0].payload == {"patient_id": patient_id}
     for service in ("matching_service", "communication_service", "geocoding_service"):
@@ -327,7 +228,7 @@ def test_register_change_read_export_erase_and_the_audit_log_tells_who(
     assert search_row.status == "cancelled"
     assert (inquiry.original_size, inquiry.current_size) == (1, 0)
     assert projection.status == "erased" and projection.birth_date.isoformat() == "1990-01-01"
-    cancelled = [e for e in _outbox(admin_engine, "matching_service", search_id)]
+    cancelled = [e for e in outbox_events(admin_engine, "matching_service", search_id)]
     assert cancelled[-1].event_type in ("search.cancelled", "inquiry.patient_withdrawn")
 
     # the audit log tells who did each step, and never a value
