@@ -21,8 +21,9 @@ from communication_service.schemas import (
     EmailListQuery,
     EmailOut,
 )
-from communication_service.service import calls, emails
+from communication_service.service import calls, emails, gdpr
 from communication_service.settings import CommunicationSettings
+from shared.auth import Role
 from shared.db import Database
 from shared.web import ResourceRoute, operation
 
@@ -96,6 +97,17 @@ class PhoneCallItem(_CommunicationResource):
             ) from None
 
 
+class PatientData(_CommunicationResource):
+    """`/api/patients/{id}/data`"""
+
+    @operation(
+        "What communication holds about a patient (their part of the data export)",
+        role=Role.SERVICE,
+    )
+    def get(self, patient_id: int) -> Any:
+        return gdpr.patient_data(self.database.unit_of_work(), patient_id)
+
+
 def routes(
     database: Database, settings: CommunicationSettings, directory: ContactDirectory
 ) -> list[ResourceRoute]:
@@ -106,4 +118,5 @@ def routes(
         ResourceRoute(EmailItem, "/api/emails/<id:email_id>", deps),
         ResourceRoute(PhoneCallList, "/api/phone-calls", deps),
         ResourceRoute(PhoneCallItem, "/api/phone-calls/<id:call_id>", deps),
+        ResourceRoute(PatientData, "/api/patients/<id:patient_id>/data", deps),
     ]

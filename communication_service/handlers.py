@@ -19,6 +19,8 @@ from communication_service.schemas import (
     INQUIRY_FOLLOW_UP_DUE,
     INQUIRY_PATIENT_WITHDRAWN,
     INQUIRY_TOPIC,
+    PATIENT_ERASED,
+    PATIENT_TOPIC,
     SEARCH_CLAIMED,
     SEARCH_STARTED,
     SEARCH_TOPIC,
@@ -27,15 +29,16 @@ from communication_service.schemas import (
     InquiryCreatedView,
     InquiryFollowUpDueView,
     InquiryPatientWithdrawnView,
+    PatientErasedView,
     SearchChangedView,
 )
-from communication_service.service import emails
+from communication_service.service import emails, gdpr
 from communication_service.settings import CommunicationSettings
 from shared.consumer import Handler
 from shared.db import UnitOfWork
 from shared.events import Envelope, EventType
 
-SUBSCRIPTIONS: tuple[str, ...] = (INQUIRY_TOPIC, SEARCH_TOPIC)
+SUBSCRIPTIONS: tuple[str, ...] = (INQUIRY_TOPIC, SEARCH_TOPIC, PATIENT_TOPIC)
 
 View = TypeVar("View", bound=BaseModel)
 
@@ -51,6 +54,10 @@ def _route(
         use_case(uow, payload)
 
     return event.name, handle
+
+
+def _erase(uow: UnitOfWork, erased: PatientErasedView) -> None:
+    gdpr.erase_patient(uow, erased.patient_id)
 
 
 def handlers_for(settings: CommunicationSettings) -> Mapping[str, Handler]:
@@ -75,5 +82,6 @@ def handlers_for(settings: CommunicationSettings) -> Mapping[str, Handler]:
             _route(INQUIRY_CLOSED, InquiryClosedView, emails.inquiry_closed),
             _route(SEARCH_STARTED, SearchChangedView, emails.search_started),
             _route(SEARCH_CLAIMED, SearchChangedView, emails.place_found),
+            _route(PATIENT_ERASED, PatientErasedView, _erase),
         )
     )

@@ -376,6 +376,18 @@ INQUIRY_ANSWERED = EventType("inquiry.answered", 1, InquiryAnsweredView, INQUIRY
 INQUIRY_FOLLOW_UP_DUE = EventType("inquiry.follow_up_due", 1, InquiryFollowUpDueView, INQUIRY_TOPIC)
 INQUIRY_CLOSED = EventType("inquiry.closed", 1, InquiryClosedView, INQUIRY_TOPIC)
 
+
+class PatientErasedView(BaseModel):
+    """What communication reads from patient.erased (tolerant of new fields)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    patient_id: int
+
+
+PATIENT_TOPIC = "patient-events"
+PATIENT_ERASED = EventType("patient.erased", 1, PatientErasedView, PATIENT_TOPIC)
+
 SEARCH_TOPIC = "search-events"
 SEARCH_STARTED = EventType("search.started", 1, SearchChangedView, SEARCH_TOPIC)
 SEARCH_CLAIMED = EventType("search.claimed", 1, SearchChangedView, SEARCH_TOPIC)

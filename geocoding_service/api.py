@@ -112,6 +112,16 @@ class PlzImports(_GeoResource):
         return service.import_postal_codes(self.database.unit_of_work(), source)
 
 
+class PatientData(_GeoResource):
+    """`/api/patients/{id}/data`"""
+
+    @operation(
+        "What geocoding holds about a patient (their part of the data export)", role=Role.SERVICE
+    )
+    def get(self, patient_id: int) -> Any:
+        return service.patient_data(self.database.unit_of_work(), patient_id)
+
+
 def routes(database: Database, providers: Providers, plz_data: str | None) -> list[ResourceRoute]:
     """The resources of this service with their dependencies."""
     deps = {"database": database, "providers": providers, "plz_data": plz_data}
@@ -121,4 +131,5 @@ def routes(database: Database, providers: Providers, plz_data: str | None) -> li
         ResourceRoute(Distance, "/api/distance", deps),
         ResourceRoute(Distances, "/api/distances", deps),
         ResourceRoute(PlzImports, "/api/admin/plz-imports", deps),
+        ResourceRoute(PatientData, "/api/patients/<id:patient_id>/data", deps),
     ]

@@ -7,10 +7,12 @@ from collections.abc import Mapping
 from geocoding_service import service
 from geocoding_service.providers import providers_from_settings
 from geocoding_service.schemas import (
+    PATIENT_ERASED,
     PATIENT_EVENTS,
     PATIENT_TOPIC,
     THERAPIST_EVENTS,
     THERAPIST_TOPIC,
+    PatientErasedView,
     PatientLocationView,
     TherapistLocationView,
 )
@@ -57,7 +59,14 @@ def handlers(settings: GeocodingSettings) -> Mapping[str, Handler]:
             correlation_id=envelope.correlation_id,
         )
 
+    def on_patient_erased(uow: UnitOfWork, envelope: Envelope) -> None:
+        """patient.erased -> the patient's location is dropped."""
+        erased = PATIENT_ERASED.parse_payload(envelope)
+        assert isinstance(erased, PatientErasedView)
+        service.erase_patient(uow, erased.patient_id)
+
     return {
         **{name: on_patient_changed for name in _PATIENT_EVENTS},
+        PATIENT_ERASED.name: on_patient_erased,
         **{name: on_therapist_changed for name in _THERAPIST_EVENTS},
     }

@@ -225,6 +225,17 @@ PATIENT_EVENTS = tuple(
     EventType(name, 1, PatientLocationView, PATIENT_TOPIC)
     for name in ("patient.created", "patient.updated")
 )
+
+
+class PatientErasedView(BaseModel):
+    """What geocoding reads from patient.erased (tolerant of new fields)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    patient_id: int
+
+
+PATIENT_ERASED = EventType("patient.erased", 1, PatientErasedView, PATIENT_TOPIC)
 THERAPIST_EVENTS = tuple(
     EventType(name, 1, TherapistLocationView, THERAPIST_TOPIC)
     for name in ("therapist.created", "therapist.updated")

@@ -16,11 +16,12 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, func, literal_column, select, tuple_, update
+from sqlalchemy import ColumnElement, delete, func, literal_column, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import OperationalError
 
 from geocoding_service.models import (
+    INFRA,
     EntityLocation,
     GeocodeCache,
     GeocoderThrottle,
@@ -42,6 +43,7 @@ from geocoding_service.rules import (
     therapist_address,
 )
 from geocoding_service.schemas import LOCATION_RESOLVED, LOCATION_UNRESOLVED
+from shared import audit
 from shared.db import UnitOfWork, utcnow
 from shared.errors import NotFound, ValidationFailed
 from shared.outbox import PendingEvent
@@ -125,6 +127,14 @@ def import_postal_codes(
             say(f"written {min(start + IMPORT_CHUNK, total)}/{total} postal codes")
         resolved = _locate_unresolved(uow)
         moved = _relocate_moved_centroids(uow, changed)
+        audit.record(
+            uow.session,
+            INFRA.audit_events,
+            "import",
+            "postal_codes",
+            source[:100],
+            ["postal_codes"],
+        )
         uow.commit()
     report = ImportReport(
         source=source,
@@ -735,3 +745,37 @@ def _claim_pending_address(
         claimed = (row.entity_id, (row.street, row.postal_code, row.city))
         uow.commit()
     return claimed
+
+
+# ---------------------------------------------------------------- GDPR
+
+
+def erase_patient(uow: UnitOfWork, patient_id: int) -> None:
+    """patient.erased: drop the patient's location (runs in the consumer's unit of work;
+    a redelivery finds nothing left). Postal-code and route caches are not tied to anyone."""
+    uow.session.execute(
+        delete(EntityLocation).where(
+            EntityLocation.entity_type == "patient", EntityLocation.entity_id == patient_id
+        )
+    )
+    audit.record(uow.session, INFRA.audit_events, "erase", "patient", patient_id)
+
+
+def patient_data(uow: UnitOfWork, patient_id: int) -> dict[str, Any]:
+    """Everything geocoding holds about one patient (their part of the data export)."""
+    with uow:
+        location = uow.session.get(EntityLocation, ("patient", patient_id))
+        entries = audit.entries_of(uow.session, INFRA.audit_events, "patient", patient_id)
+        return {
+            "location": None
+            if location is None
+            else {
+                column.key: _plain(getattr(location, column.key))
+                for column in EntityLocation.__table__.columns
+            },
+            "audit_events": [{k: _plain(v) for k, v in entry.items()} for entry in entries],
+        }
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value

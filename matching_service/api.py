@@ -43,6 +43,7 @@ from matching_service.service import (
     answers,
     bundle_runs,
     contactability,
+    erasure,
     inquiries,
     placements,
 )
@@ -342,6 +343,16 @@ class InquiryItem(_MatchingResource):
         return inquiries.inquiry_detail(self.database.unit_of_work(), inquiry_id)
 
 
+class PatientData(_MatchingResource):
+    """`/api/patients/{id}/data`"""
+
+    @operation(
+        "What matching holds about a patient (their part of the data export)", role=Role.SERVICE
+    )
+    def get(self, patient_id: int) -> Any:
+        return erasure.patient_data(self.database.unit_of_work(), patient_id)
+
+
 def routes(database: Database, settings: MatchingSettings) -> list[ResourceRoute]:
     """The resources of this service with their dependencies."""
     deps = {"database": database, "settings": settings}
@@ -365,6 +376,7 @@ def routes(database: Database, settings: MatchingSettings) -> list[ResourceRoute
         ResourceRoute(BundleRunItem, "/api/bundle-runs/<id:run_id>", deps),
         ResourceRoute(InquiryList, "/api/inquiries", deps),
         ResourceRoute(InquiryItem, "/api/inquiries/<id:inquiry_id>", deps),
+        ResourceRoute(PatientData, "/api/patients/<id:patient_id>/data", deps),
     ]
 
 

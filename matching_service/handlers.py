@@ -12,6 +12,7 @@ from matching_service.schemas import (
     LOCATION_TOPIC,
     LOCATION_UNRESOLVED,
     PATIENT_CREATED,
+    PATIENT_ERASED,
     PATIENT_TOPIC,
     PATIENT_UPDATED,
     PHONE_CALL_COMPLETED,
@@ -20,10 +21,12 @@ from matching_service.schemas import (
     EmailSentView,
     LocationResolvedView,
     LocationUnresolvedView,
+    PatientErasedView,
     PatientSnapshot,
     PhoneCallCompletedView,
     TherapistSnapshot,
 )
+from matching_service.service.erasure import erase_patient
 from matching_service.service.sending import mark_inquiry_sent
 from shared.consumer import Handler
 from shared.db import UnitOfWork
@@ -45,6 +48,13 @@ def on_patient_changed(uow: UnitOfWork, envelope: Envelope) -> None:
 
 
 _PATIENT_EVENTS = {event.name: event for event in (PATIENT_CREATED, PATIENT_UPDATED)}
+
+
+def on_patient_erased(uow: UnitOfWork, envelope: Envelope) -> None:
+    """patient.erased -> open search cancelled, free text blanked, birth year only."""
+    erased = PATIENT_ERASED.parse_payload(envelope)
+    assert isinstance(erased, PatientErasedView)
+    erase_patient(uow, erased.patient_id, correlation_id=envelope.correlation_id)
 
 
 def on_therapist_changed(uow: UnitOfWork, envelope: Envelope) -> None:
@@ -99,6 +109,7 @@ def on_phone_call_completed(uow: UnitOfWork, envelope: Envelope) -> None:
 HANDLERS: Mapping[str, Handler] = {
     PATIENT_CREATED.name: on_patient_changed,
     PATIENT_UPDATED.name: on_patient_changed,
+    PATIENT_ERASED.name: on_patient_erased,
     **{name: on_therapist_changed for name in _THERAPIST_EVENTS},
     **{name: on_location_changed for name in _LOCATION_EVENTS},
     EMAIL_SENT.name: on_email_sent,

@@ -72,6 +72,10 @@ class PatientProjection(Base):
     qualified: Mapped[bool]
     unmet_criteria: Mapped[list[str]] = mapped_column(JSONB)
     two_year_rule_flag: Mapped[bool]
+    # therapists the patient is never matched with (patient_service's exclusions, ids only)
+    excluded_therapist_ids: Mapped[list[int]] = mapped_column(
+        JSONB, server_default=text("'[]'::jsonb")
+    )
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
 
 

@@ -135,11 +135,22 @@ class PatientSnapshot(BaseModel):
     qualified: bool
     unmet_criteria: list[str]
     two_year_rule_flag: bool
+    # therapists the patient is never matched with (absent in older events: none)
+    excluded_therapist_ids: list[int] = Field(default_factory=list)
+
+
+class PatientErasedView(BaseModel):
+    """What matching reads from patient.erased (tolerant of new fields)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    patient_id: int
 
 
 PATIENT_TOPIC = "patient-events"
 PATIENT_CREATED = EventType("patient.created", 1, PatientSnapshot, PATIENT_TOPIC)
 PATIENT_UPDATED = EventType("patient.updated", 1, PatientSnapshot, PATIENT_TOPIC)
+PATIENT_ERASED = EventType("patient.erased", 1, PatientErasedView, PATIENT_TOPIC)
 
 
 class TherapistSnapshot(BaseModel):

@@ -6,6 +6,7 @@ from flask import Flask
 
 from patient_service import api
 from patient_service.models import INFRA
+from patient_service.parts import gatherer_of
 from patient_service.settings import PatientSettings
 from shared.runtime import service_app
 from shared.settings import load_settings
@@ -19,5 +20,5 @@ def create_app(settings: PatientSettings | None = None) -> Flask:
         settings,
         INFRA,
         title="Patient service",
-        routes=lambda runtime: api.routes(runtime.database, policy),
+        routes=lambda runtime: api.routes(runtime.database, policy, gatherer_of(settings)),
     )

@@ -75,5 +75,11 @@ class Patient(Base):
     # the newest of the patient's searches matching has reported (search events): events of
     # different searches travel on different partitions, so an older search's may come late
     search_id: Mapped[int | None]
+    # therapists never to be matched with this patient: [{therapist_id, reason, since}]
+    excluded_therapists: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, server_default=text("'[]'::jsonb")
+    )
+    # when the personal data was erased (GDPR Art. 17); the row keeps anonymous facts only
+    erased_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))

@@ -43,6 +43,8 @@ class PatientStatus(enum.StrEnum):
     THERAPY_COMPLETED = "therapy_completed"
     SEARCH_CANCELLED = "search_cancelled"
     THERAPY_ABORTED = "therapy_aborted"
+    # personal data erased (GDPR Art. 17): final, set only by erasure
+    ERASED = "erased"
 
 
 ALLOWED_TRANSITIONS: Mapping[PatientStatus, frozenset[PatientStatus]] = {
@@ -54,6 +56,7 @@ ALLOWED_TRANSITIONS: Mapping[PatientStatus, frozenset[PatientStatus]] = {
     PatientStatus.SEARCH_CANCELLED: frozenset({PatientStatus.SEARCHING}),
     PatientStatus.THERAPY_ABORTED: frozenset({PatientStatus.SEARCHING}),
     PatientStatus.THERAPY_COMPLETED: frozenset(),
+    PatientStatus.ERASED: frozenset(),
 }
 
 
@@ -79,7 +82,7 @@ def check_transition(
 # Statuses the patient's search sets (matching's events: search.started, and a confirmed
 # placement), never staff by PATCH: a patient is `searching` when matching has a search.
 EVENT_DRIVEN_STATUSES: frozenset[PatientStatus] = frozenset(
-    {PatientStatus.SEARCHING, PatientStatus.IN_THERAPY}
+    {PatientStatus.SEARCHING, PatientStatus.IN_THERAPY, PatientStatus.ERASED}
 )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -18,7 +18,16 @@ from pydantic import (
 
 from patient_service.rules import SYMPTOMS, PatientStatus, age_on
 from shared.events import EventType
-from shared.fields import Gender, Name, Phone, PostalCode, Salutation, ShortText, Text
+from shared.fields import (
+    Gender,
+    Name,
+    Phone,
+    PostalCode,
+    QueryTimestamp,
+    Salutation,
+    ShortText,
+    Text,
+)
 from shared.web import PageQuery
 from shared.weekly import WeeklySchedule
 
@@ -161,6 +170,64 @@ class PatientListQuery(PageQuery):
 
     status: PatientStatus | None = None
     postal_code_prefix: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,5}$")] | None = None
+    search: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=100)]
+        | None
+    ) = Field(
+        default=None,
+        description="Free text found in first name, last name or email (case-insensitive); "
+        "the patients it finds are recorded in the audit log as read.",
+    )
+    created_from: QueryTimestamp | None = Field(default=None, description="created at or after")
+    created_to: QueryTimestamp | None = Field(default=None, description="created before")
+    sort: Literal["-created_at", "created_at", "last_name", "-last_name"] = Field(
+        default="-created_at", description="order: created_at or last_name, `-` descending"
+    )
+
+
+class ExclusionCreate(BaseModel):
+    """Body of `POST /api/patients/{id}/exclusions`: a therapist never matched with the
+    patient again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    therapist_id: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    reason: Text
+
+
+class ExcludedTherapist(BaseModel):
+    """One therapist the patient is never matched with."""
+
+    therapist_id: int
+    reason: str
+    since: datetime
+
+
+class SymptomsOut(BaseModel):
+    """`GET /api/symptoms`: the symptom catalogue patients choose from."""
+
+    symptoms: list[str]
+
+
+class ExportQuery(BaseModel):
+    """Query of `GET /api/patients/{id}/export`: `format=zip` for the document in a ZIP."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["json", "zip"] = "json"
+
+
+class PatientExport(BaseModel):
+    """`GET /api/patients/{id}/export`: everything the platform holds about a patient."""
+
+    patient_id: int
+    exported_at: datetime
+    patient: dict[str, Any]
+    audit_events: list[dict[str, Any]]
+    services: dict[str, Any] = Field(
+        description="each other service's part (`GET /api/patients/{id}/data`) by name"
+    )
+    missing: list[str] = Field(description="services whose part could not be fetched")
 
 
 class PatientOut(BaseModel):
@@ -198,6 +265,8 @@ class PatientOut(BaseModel):
     payment_received: bool
     consent_at: datetime | None
     consent_version: str | None
+    excluded_therapists: list[ExcludedTherapist]
+    erased_at: datetime | None
     version: int
     created_at: datetime
     updated_at: datetime
@@ -240,11 +309,22 @@ class PatientEventPayload(BaseModel):
     unmet_criteria: list[str]
     two_year_rule_flag: bool
     changed_fields: list[str] = Field(default_factory=list)
+    # therapists the patient is never matched with (ids only: reasons stay here)
+    excluded_therapist_ids: list[int] = Field(default_factory=list)
+
+
+class PatientErasedPayload(BaseModel):
+    """Payload of patient.erased: every service drops what it holds about the patient."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patient_id: int
 
 
 PATIENT_TOPIC = "patient-events"
 PATIENT_CREATED = EventType("patient.created", 1, PatientEventPayload, PATIENT_TOPIC)
 PATIENT_UPDATED = EventType("patient.updated", 1, PatientEventPayload, PATIENT_TOPIC)
+PATIENT_ERASED = EventType("patient.erased", 1, PatientErasedPayload, PATIENT_TOPIC)
 
 
 # ---------------------------------------------------------------- consumed events

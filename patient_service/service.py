@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Callable, Mapping
 from datetime import date
+from typing import Any
 
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import Text, cast, func, literal, literal_column, or_, select, text, update
 
-from patient_service.models import Patient
+from patient_service.models import INFRA, Patient
 from patient_service.rules import (
     ALLOWED_TRANSITIONS,
     PatientStatus,
@@ -21,12 +23,18 @@ from patient_service.rules import (
 )
 from patient_service.schemas import (
     PATIENT_CREATED,
+    PATIENT_ERASED,
     PATIENT_UPDATED,
+    ExclusionCreate,
     PatientCreate,
+    PatientErasedPayload,
     PatientEventPayload,
+    PatientExport,
     PatientListQuery,
+    PatientOut,
     PatientUpdate,
 )
+from shared import audit
 from shared.db import UnitOfWork, utcnow
 from shared.errors import Conflict, NotFound
 from shared.events import EventType
@@ -68,8 +76,27 @@ def register_patient(
         uow.session.add(patient)
         uow.session.flush()
         uow.emit(_event(PATIENT_CREATED, patient, policy, sorted(data), correlation_id))
+        _audit(uow, "create", patient.id, data)
         uow.commit()
     return patient
+
+
+def _audit(uow: UnitOfWork, action: str, patient_ids: object, fields: Any = ()) -> None:
+    audit.record(uow.session, INFRA.audit_events, action, "patient", patient_ids, fields)
+
+
+class PatientErased(Conflict):
+    """The patient's personal data was erased: the record can no longer change."""
+
+    code = "patient_erased"
+
+
+def _check_not_erased(patient: Patient) -> None:
+    if patient.status == PatientStatus.ERASED:
+        raise PatientErased(
+            f"patient {patient.id} was erased; the record can no longer change",
+            {"patient_id": patient.id},
+        )
 
 
 def _lock_identity(uow: UnitOfWork, data: dict[str, object]) -> None:
@@ -99,9 +126,12 @@ def _find_duplicate(uow: UnitOfWork, data: dict[str, object]) -> int | None:
 
 
 def get_patient(uow: UnitOfWork, patient_id: int) -> Patient:
-    """One patient, or NotFound."""
+    """One patient, or NotFound; the read is recorded in the audit log."""
     with uow:
-        return _load(uow, patient_id)
+        patient = _load(uow, patient_id)
+        _audit(uow, "read", patient.id)
+        uow.commit()
+        return patient
 
 
 def _load(uow: UnitOfWork, patient_id: int, *, for_update: bool = False) -> Patient:
@@ -114,13 +144,39 @@ def _load(uow: UnitOfWork, patient_id: int, *, for_update: bool = False) -> Pati
     return patient
 
 
+_SORTS = {
+    "created_at": (Patient.created_at.asc(), Patient.id.asc()),
+    "-created_at": (Patient.created_at.desc(), Patient.id.desc()),
+    "last_name": (func.lower(Patient.last_name).asc(), Patient.id.asc()),
+    "-last_name": (func.lower(Patient.last_name).desc(), Patient.id.desc()),
+}
+
+
 def list_patients(uow: UnitOfWork, query: PatientListQuery) -> Page:
-    """A page of patients, newest first, filtered by status and postal-code prefix."""
-    conditions = []
+    """A page of patients (newest first unless sorted otherwise), filtered by status,
+    postal-code prefix, creation time and free text on name and email; a free-text search
+    is recorded in the audit log as a read of the patients on the page."""
+    conditions: list[Any] = []
     if query.status is not None:
         conditions.append(Patient.status == query.status.value)
     if query.postal_code_prefix:
         conditions.append(Patient.postal_code.startswith(query.postal_code_prefix, autoescape=True))
+    if query.created_from is not None:
+        conditions.append(Patient.created_at >= query.created_from)
+    if query.created_to is not None:
+        conditions.append(Patient.created_at < query.created_to)
+    if query.search:
+        needle = query.search.lower()
+        conditions.append(
+            or_(
+                func.lower(Patient.first_name).contains(needle, autoescape=True),
+                func.lower(Patient.last_name).contains(needle, autoescape=True),
+                func.lower(func.concat(Patient.first_name, " ", Patient.last_name)).contains(
+                    needle, autoescape=True
+                ),
+                Patient.email.contains(needle, autoescape=True),
+            )
+        )
     with uow:
         total = uow.session.execute(
             select(func.count()).select_from(Patient).where(*conditions)
@@ -129,13 +185,16 @@ def list_patients(uow: UnitOfWork, query: PatientListQuery) -> Page:
             uow.session.execute(
                 select(Patient)
                 .where(*conditions)
-                .order_by(Patient.id.desc())
+                .order_by(*_SORTS[query.sort])
                 .offset((query.page - 1) * query.per_page)
                 .limit(query.per_page)
             )
             .scalars()
             .all()
         )
+        if query.search and items:
+            _audit(uow, "read", [patient.id for patient in items], ["search"])
+            uow.commit()
     return Page(items=items, total=total, page=query.page, per_page=query.per_page)
 
 
@@ -154,6 +213,7 @@ def update_patient(
         fields["email"] = fields["email"].lower()
     with uow:
         patient = _load(uow, patient_id, for_update=True)
+        _check_not_erased(patient)
         if "status" in fields:
             check_staff_transition(PatientStatus(patient.status), PatientStatus(fields["status"]))
         changed = sorted(name for name, value in fields.items() if getattr(patient, name) != value)
@@ -165,6 +225,10 @@ def update_patient(
         patient.updated_at = utcnow()
         uow.session.flush()
         uow.emit(_event(PATIENT_UPDATED, patient, policy, changed, correlation_id))
+        if "status" in changed:
+            _audit(uow, "status_change", patient.id, ["status"])
+        if set(changed) - {"status"}:
+            _audit(uow, "update", patient.id, set(changed) - {"status"})
         uow.commit()
     return patient
 
@@ -284,6 +348,7 @@ def _set_status(
     patient.updated_at = utcnow()
     uow.session.flush()
     uow.emit(_event(PATIENT_UPDATED, patient, policy, ["status"], correlation_id))
+    _audit(uow, "status_change", patient.id, ["status"])
 
 
 def patient_qualification(
@@ -342,6 +407,9 @@ def _event(
         unmet_criteria=list(qualification.unmet),
         two_year_rule_flag=qualification.two_year_rule_flag,
         changed_fields=changed,
+        excluded_therapist_ids=sorted(
+            int(entry["therapist_id"]) for entry in patient.excluded_therapists or []
+        ),
     )
     return PendingEvent.of(
         event_type,
@@ -349,4 +417,184 @@ def _event(
         aggregate_id=patient.id,
         payload=payload,
         correlation_id=correlation_id,
+    )
+
+
+# ---------------------------------------------------------------- exclusions
+
+
+class AlreadyExcluded(Conflict):
+    """The therapist is on the patient's exclusion list already."""
+
+    code = "already_excluded"
+
+
+def add_exclusion(
+    uow: UnitOfWork,
+    patient_id: int,
+    command: ExclusionCreate,
+    policy: QualificationPolicy,
+    *,
+    correlation_id: str | None = None,
+) -> Patient:
+    """Put a therapist on the patient's exclusion list for good (409 when there already);
+    patient.updated carries the ids so matching never pairs them again."""
+    with uow:
+        patient = _load(uow, patient_id, for_update=True)
+        _check_not_erased(patient)
+        current = list(patient.excluded_therapists or [])
+        if any(entry["therapist_id"] == command.therapist_id for entry in current):
+            raise AlreadyExcluded(
+                f"therapist {command.therapist_id} is excluded for patient {patient_id} already",
+                {"therapist_id": command.therapist_id},
+            )
+        entry = {
+            "therapist_id": command.therapist_id,
+            "reason": command.reason,
+            "since": utcnow().isoformat(),
+        }
+        _change_exclusions(uow, patient, [*current, entry], policy, correlation_id)
+    return patient
+
+
+def remove_exclusion(
+    uow: UnitOfWork,
+    patient_id: int,
+    therapist_id: int,
+    policy: QualificationPolicy,
+    *,
+    correlation_id: str | None = None,
+) -> None:
+    """Take a therapist off the patient's exclusion list (404 when not on it)."""
+    with uow:
+        patient = _load(uow, patient_id, for_update=True)
+        _check_not_erased(patient)
+        current = list(patient.excluded_therapists or [])
+        kept = [entry for entry in current if entry["therapist_id"] != therapist_id]
+        if len(kept) == len(current):
+            raise NotFound(
+                f"therapist {therapist_id} is not excluded for patient {patient_id}",
+                {"therapist_id": therapist_id},
+            )
+        _change_exclusions(uow, patient, kept, policy, correlation_id)
+
+
+def _change_exclusions(
+    uow: UnitOfWork,
+    patient: Patient,
+    exclusions: list[dict[str, Any]],
+    policy: QualificationPolicy,
+    correlation_id: str | None,
+) -> None:
+    patient.excluded_therapists = exclusions
+    patient.version += 1
+    patient.updated_at = utcnow()
+    uow.session.flush()
+    uow.emit(_event(PATIENT_UPDATED, patient, policy, ["excluded_therapists"], correlation_id))
+    _audit(uow, "update", patient.id, ["excluded_therapists"])
+    uow.commit()
+
+
+# ---------------------------------------------------------------- GDPR: erasure and export
+
+# what erasure blanks (None) or replaces; postal code, gender, diagnosis and the search facts
+# stay for statistics, the birth date keeps only its year
+_ERASED_VALUES: Mapping[str, object] = {
+    "salutation": None,
+    "first_name": "erased",
+    "last_name": "erased",
+    "street": None,
+    "city": None,
+    "email": None,
+    "phone": None,
+    "insurance_number": None,
+    "gp_name": None,
+    "health_insurer": None,
+    "consent_version": None,
+}
+
+
+def erase_patient(
+    uow: UnitOfWork, patient_id: int, *, correlation_id: str | None = None
+) -> Patient:
+    """Anonymise the patient (GDPR Art. 17), set status `erased` and emit patient.erased so
+    every other service drops what it holds. Erasing again changes nothing and answers the
+    same record."""
+    with uow:
+        patient = _load(uow, patient_id, for_update=True)
+        if patient.status == PatientStatus.ERASED:
+            return patient
+        changed = sorted(
+            name for name, value in _ERASED_VALUES.items() if getattr(patient, name) != value
+        )
+        for name, value in _ERASED_VALUES.items():
+            setattr(patient, name, value)
+        patient.birth_date = date(patient.birth_date.year, 1, 1)
+        patient.excluded_therapists = [
+            {**entry, "reason": ""} for entry in patient.excluded_therapists or []
+        ]
+        patient.status = PatientStatus.ERASED.value
+        patient.erased_at = utcnow()
+        patient.version += 1
+        patient.updated_at = patient.erased_at
+        uow.session.flush()
+        uow.emit(
+            PendingEvent.of(
+                PATIENT_ERASED,
+                producer=PRODUCER,
+                aggregate_id=patient.id,
+                payload=PatientErasedPayload(patient_id=patient.id),
+                correlation_id=correlation_id,
+            )
+        )
+        _cut_birth_dates_in_outbox(uow, patient)
+        _audit(uow, "erase", patient.id, [*changed, "birth_date", "status"])
+        uow.commit()
+    return patient
+
+
+def _cut_birth_dates_in_outbox(uow: UnitOfWork, patient: Patient) -> None:
+    """The patient's events kept in the outbox (published or not) carry the birth year only,
+    like the record."""
+    outbox = INFRA.outbox
+    uow.session.execute(
+        update(outbox)
+        .where(
+            outbox.c.aggregate_id == str(patient.id),
+            outbox.c.event_type.in_([PATIENT_CREATED.name, PATIENT_UPDATED.name]),
+        )
+        .values(
+            envelope=func.jsonb_set(
+                outbox.c.envelope,
+                literal_column("'{payload,birth_date}'"),
+                func.to_jsonb(cast(literal(patient.birth_date.isoformat()), Text)),
+            )
+        )
+    )
+
+
+# service name -> its part of the patient's data (or None when it could not be fetched)
+PartsFetcher = Callable[[int], Mapping[str, dict[str, Any] | None]]
+
+
+def export_patient(uow: UnitOfWork, patient_id: int, fetch_parts: PartsFetcher) -> PatientExport:
+    """Everything the platform holds about the patient: this record and its audit entries,
+    and each other service's part; a part that could not be fetched is named in `missing`.
+    The export itself is recorded in the audit log."""
+    with uow:
+        patient = _load(uow, patient_id)
+    parts = fetch_parts(patient_id)
+    with uow:
+        _audit(uow, "export", patient_id)
+        uow.commit()
+        entries = audit.entries_of(uow.session, INFRA.audit_events, "patient", patient_id)
+    return PatientExport(
+        patient_id=patient_id,
+        exported_at=utcnow(),
+        patient=PatientOut.model_validate(patient).model_dump(mode="json"),
+        audit_events=[
+            {**dict(entry), "occurred_at": entry["occurred_at"].isoformat()} for entry in entries
+        ],
+        services={name: part for name, part in parts.items() if part is not None},
+        missing=sorted(name for name, part in parts.items() if part is None),
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from shared import audit
 from shared.db import Database, utcnow
 from shared.infrastructure import Infrastructure
 
@@ -18,7 +19,10 @@ TOKEN_PREFIX = "pp_"  # generated tokens start with it (and are named by their f
 
 class Role(enum.StrEnum):
     """What a token may do; `admin` may do everything `staff` may; `service` (one service
-    reading another's data: `SERVICE_TOKEN`) may only read what staff may read."""
+    reading another's data: `SERVICE_TOKEN`) may only read what staff may read.
+
+    An endpoint that requires `service` (e.g. a service's part of a patient's data export)
+    is for admins and the service token (GET only), never for staff."""
 
     STAFF = "staff"
     ADMIN = "admin"
@@ -27,7 +31,7 @@ class Role(enum.StrEnum):
     def allows(self, required: Role, method: str = "GET") -> bool:
         """Whether this role satisfies an endpoint that requires `required`, for `method`."""
         if self is Role.SERVICE:
-            return required is Role.STAFF and method in READ_METHODS
+            return required in (Role.STAFF, Role.SERVICE) and method in READ_METHODS
         return self is Role.ADMIN or required is Role.STAFF
 
 
@@ -70,6 +74,7 @@ class TokenStore:
     def __init__(self, database: Database, infra: Infrastructure) -> None:
         self._db = database
         self._table = infra.api_tokens
+        self._audit = infra.audit_events
 
     def role_for(self, token: str) -> Role | None:
         """The role of a valid, unrevoked token, else None."""
@@ -91,6 +96,7 @@ class TokenStore:
         """Persist the hash of an issued token."""
         with self._db.session() as session, session.begin():
             session.execute(insert(self._table).values(_row(issued)))
+            audit.record(session, self._audit, "token_create", "api_token", issued.name, ["role"])
 
     def ensure(self, issued: IssuedToken) -> bool:
         """Store `issued` unless its hash is known (revoked stays revoked); True if stored.
@@ -107,6 +113,7 @@ class TokenStore:
                 .returning(table.c.id)
             ).scalar_one_or_none()
             if stored is not None:
+                audit.record(session, self._audit, "token_create", "api_token", issued.name)
                 session.execute(
                     update(table)
                     .where(
@@ -134,6 +141,7 @@ class TokenStore:
                 .returning(table.c.name)
             ).scalars()
             revoked = sorted(names)
+            audit.record(session, self._audit, "token_revoke", "api_token", revoked)
         return revoked
 
 

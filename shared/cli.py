@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 from sqlalchemy.exc import OperationalError
 
+from shared.audit import acting_as
 from shared.auth import (
     BOOTSTRAP_ADMIN_NAME,
     SERVICE_TOKEN_NAME,
@@ -85,7 +86,8 @@ def revoke_tokens(url: str, name_or_prefix: str, services: Sequence[str] = SERVI
 def main(argv: Sequence[str] | None = None, services: Sequence[str] = SERVICES) -> int:
     """Entry point; returns the exit code."""
     try:
-        return _run(argv, services)
+        with acting_as("cli"):  # audit entries of token commands name the admin command line
+            return _run(argv, services)
     except InvalidDatabaseURL as exc:
         print(f"invalid database URL: {exc}", file=sys.stderr)
         return 2

@@ -362,6 +362,8 @@ def main() -> int:
                 env.setdefault("ANSWER_LINK_BASE_URL", f"http://127.0.0.1:{ports[service]}")
             if service == "communication_service":
                 env.update(communication_env(ports))
+            if service == "patient_service":
+                env.update(patient_env(ports))
             envs[service] = env
             short = service.removesuffix("_service")
             manager.add_process(
@@ -412,6 +414,14 @@ def communication_env(ports: dict[str, int]) -> dict[str, str]:
         env["SMTP_PORT"] = os.environ.get("DEV_SMTP_PORT", "1025")
         env["SMTP_STARTTLS"] = "false"
     return env
+
+
+def patient_env(ports: dict[str, int]) -> dict[str, str]:
+    """Where patient_service's data export reads the other services' parts (dev ports)."""
+    return {
+        f"{service.upper()}_URL": f"http://127.0.0.1:{ports[service]}"
+        for service in ("matching_service", "communication_service", "geocoding_service")
+    }
 
 
 def _quote(part: str) -> str:

@@ -1,4 +1,5 @@
-"""Tables every service has in its own schema: outbox, relay buckets, idempotency, tokens."""
+"""Tables every service has in its own schema: outbox, relay buckets, idempotency, tokens,
+audit log."""
 
 from __future__ import annotations
 
@@ -35,6 +36,22 @@ class Infrastructure:
     relay_buckets: Table
     processed_events: Table
     api_tokens: Table
+    audit_events: Table
+
+
+# what an audit entry may record (`shared.audit`)
+AUDIT_ACTIONS = (
+    "read",
+    "create",
+    "update",
+    "status_change",
+    "export",
+    "erase",
+    "override",
+    "import",
+    "token_create",
+    "token_revoke",
+)
 
 
 def define_infrastructure(metadata: MetaData) -> Infrastructure:
@@ -83,4 +100,20 @@ def define_infrastructure(metadata: MetaData) -> Infrastructure:
         Column("created_at", UTCDateTime, nullable=False, server_default=text("now()")),
         Column("revoked_at", UTCDateTime, nullable=True),
     )
-    return Infrastructure(outbox, relay_buckets, processed_events, api_tokens)
+    audit_events = Table(
+        "audit_events",
+        metadata,
+        Column("id", BigInteger, Identity(), primary_key=True),
+        Column("occurred_at", UTCDateTime, nullable=False, server_default=text("now()")),
+        Column("actor", String(100), nullable=False),
+        Column("actor_role", String(20), nullable=False),
+        Column("action", String(20), nullable=False),
+        Column("entity_type", String(50), nullable=False),
+        Column("entity_id", String(100), nullable=False),
+        # names of the changed fields, never their values
+        Column("fields", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+        Column("request_id", String(64), nullable=True),
+        Index("ix_audit_events_entity", "entity_type", "entity_id", "id"),
+        Index("ix_audit_events_occurred_at", "occurred_at"),
+    )
+    return Infrastructure(outbox, relay_buckets, processed_events, api_tokens, audit_events)

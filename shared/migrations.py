@@ -159,6 +159,53 @@ def make_tokens_writable(schema: str) -> None:
     alembic_op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {role}.api_tokens TO {role}")
 
 
+def create_audit_table(schema: str) -> None:
+    """Revision step: the append-only audit log (`shared.audit`); the service role may
+    insert and read it, never change or delete an entry."""
+    from alembic import op as alembic_op
+
+    from shared.db import UTCDateTime
+
+    alembic_op.create_table(
+        "audit_events",
+        sa.Column("id", sa.BigInteger, sa.Identity()),
+        sa.Column("occurred_at", UTCDateTime, nullable=False, server_default=sa.text("now()")),
+        sa.Column("actor", sa.String(100), nullable=False),
+        sa.Column("actor_role", sa.String(20), nullable=False),
+        sa.Column("action", sa.String(20), nullable=False),
+        sa.Column("entity_type", sa.String(50), nullable=False),
+        sa.Column("entity_id", sa.String(100), nullable=False),
+        sa.Column(
+            "fields",
+            sa.dialects.postgresql.JSONB,
+            nullable=False,
+            server_default=sa.text("'[]'::jsonb"),
+        ),
+        sa.Column("request_id", sa.String(64), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_audit_events"),
+        schema=schema,
+    )
+    alembic_op.create_index(
+        "ix_audit_events_entity",
+        "audit_events",
+        ["entity_type", "entity_id", "id"],
+        schema=schema,
+    )
+    alembic_op.create_index(
+        "ix_audit_events_occurred_at", "audit_events", ["occurred_at"], schema=schema
+    )
+    role = _quote(schema)
+    alembic_op.execute(f"REVOKE ALL ON {role}.audit_events FROM {role}")
+    alembic_op.execute(f"GRANT SELECT, INSERT ON {role}.audit_events TO {role}")
+
+
+def drop_audit_table(schema: str) -> None:
+    """Downgrade step of `create_audit_table`."""
+    from alembic import op as alembic_op
+
+    alembic_op.drop_table("audit_events", schema=schema)
+
+
 def create_infrastructure_tables(schema: str) -> None:
     """First-revision step of every service: outbox, buckets, idempotency, tokens."""
     from alembic import op as alembic_op

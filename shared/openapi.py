@@ -69,7 +69,11 @@ def _operation(
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "summary": op.summary,
-        "description": f"Requires role `{op.role.value}`.",
+        "description": (
+            "Requires role `admin` or the service token."
+            if op.role.value == "service"
+            else f"Requires role `{op.role.value}`."
+        ),
         "security": [{"bearerAuth": []}],  # every operation authorises (`@operation`)
         "parameters": list(path_params),
         "responses": {},

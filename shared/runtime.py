@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, Flask
 from sqlalchemy import MetaData
 
+from shared.audit import set_process_actor
 from shared.auth import TokenStore
 from shared.consumer import ConsumerRunner, Handler
 from shared.db import Database
@@ -166,6 +167,7 @@ def worker_main(
     settings = load_settings(settings_class)
     configure_logging(f"{settings.service_name}.worker", settings.log_level, settings.log_json)
     runtime = ServiceRuntime.build(settings, infra)
+    set_process_actor(f"service:{settings.service_name}")
     run_worker(
         runtime,
         topics_produced=topics_produced,

@@ -404,8 +404,13 @@ def create_service_app(
     app.extensions["token_store"] = token_store
     app.extensions["database"] = database
     api = ServiceApi(app)
+    from shared.audit_api import AuditEvents  # it declares its resource with `operation`
+
     for route in [
         *routes,
+        ResourceRoute(
+            AuditEvents, "/api/audit-events", {"database": database, "infra": infrastructure}
+        ),
         ResourceRoute(
             OutboxStatus,
             "/api/admin/outbox",

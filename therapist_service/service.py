@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from shared import audit
 from shared.db import UnitOfWork, utcnow
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.events import EventType, describe
@@ -31,7 +32,7 @@ from therapist_service.directory.records import (
     SourceFile,
     parse_entries,
 )
-from therapist_service.models import DirectoryImport, Therapist
+from therapist_service.models import INFRA, DirectoryImport, Therapist
 from therapist_service.rules import TherapistStatus, gender_from_salutation
 from therapist_service.schemas import (
     THERAPIST_BLOCKED,
@@ -67,8 +68,13 @@ def create_therapist(
             ) from None
         uow.session.refresh(therapist, ["practice_key"])  # computed by PostgreSQL
         uow.emit(therapist_event(THERAPIST_CREATED, therapist, sorted(data), correlation_id))
+        _audit(uow, "create", therapist.id, data)
         uow.commit()
     return therapist
+
+
+def _audit(uow: UnitOfWork, action: str, therapist_ids: object, fields: Iterable[str] = ()) -> None:
+    audit.record(uow.session, INFRA.audit_events, action, "therapist", therapist_ids, fields)
 
 
 def _refuse_taken_directory_id(uow: UnitOfWork, directory_id: str) -> None:
@@ -169,6 +175,10 @@ def update_therapist(
             setattr(therapist, name, fields[name])
         _touch(uow, therapist, "email" in changed)
         uow.emit(therapist_event(THERAPIST_UPDATED, therapist, changed, correlation_id))
+        if "status" in changed:
+            _audit(uow, "status_change", therapist.id, ["status"])
+        if set(changed) - {"status"}:
+            _audit(uow, "update", therapist.id, set(changed) - {"status"})
         uow.commit()
     return therapist
 
@@ -210,6 +220,7 @@ def block_therapist(
         _touch(uow, therapist)
         changed = ["block_reason", "blocked_at", "status"]
         uow.emit(therapist_event(THERAPIST_BLOCKED, therapist, changed, correlation_id))
+        _audit(uow, "status_change", therapist.id, changed)
         uow.commit()
     return therapist
 
@@ -231,6 +242,7 @@ def unblock_therapist(
         _touch(uow, therapist)
         changed = ["block_reason", "blocked_at", "status"]
         uow.emit(therapist_event(THERAPIST_UNBLOCKED, therapist, changed, correlation_id))
+        _audit(uow, "status_change", therapist.id, changed)
         uow.commit()
     return therapist
 
@@ -618,8 +630,13 @@ def _write_batch(
                 events.append(
                     therapist_event(THERAPIST_CREATED, created, sorted(fields), correlation_id)
                 )
+        imported: dict[tuple[str, ...], list[str]] = {}
         for event in events:
             uow.emit(event)
+            names = tuple(event.envelope.payload.get("changed_fields", []))
+            imported.setdefault(names, []).append(event.envelope.aggregate_id)
+        for names, therapist_ids in imported.items():
+            _audit(uow, "import", therapist_ids, names)
         uow.commit()
     return outcomes
 

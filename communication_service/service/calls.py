@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from communication_service.contacts import ContactDirectory, ContactUnavailable
-from communication_service.models import PhoneCall
+from communication_service.models import INFRA, PhoneCall
 from communication_service.rules import (
     BERLIN,
     SlotSearch,
@@ -40,6 +40,7 @@ from communication_service.schemas import (
     PhoneCallOut,
     PhoneCallScheduledPayload,
 )
+from shared import audit
 from shared.db import UnitOfWork, utcnow
 from shared.errors import Conflict, NotFound
 from shared.events import EventType
@@ -240,6 +241,9 @@ def record_outcome(
             next_call = _try_again(
                 uow, call, directory, slot_minutes, horizon_days, max_attempts, as_of
             )
+        audit.record(
+            uow.session, INFRA.audit_events, "update", "phone_call", call.id, ["notes", "status"]
+        )
         uow.commit()
     return CallOutcomeOut(
         call=PhoneCallOut.model_validate(call),

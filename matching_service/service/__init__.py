@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, Table, and_, bindparam, func, literal, or_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from matching_service.models import (
+    INFRA,
     OPEN_SEARCH_STATUSES,
     Base,
     Inquiry,
@@ -48,6 +49,7 @@ from matching_service.schemas import (
 )
 from matching_service.service.withdrawals import SEARCH_CANCELLED as WITHDRAWN_CANCELLED
 from matching_service.service.withdrawals import withdraw_search
+from shared import audit
 from shared.db import UnitOfWork, utcnow
 from shared.errors import Conflict, InvalidTransition, NotFound, RuleViolation
 from shared.events import MAX_VERSION_JUMP, EventType, InvalidEvent, implausible_version
@@ -192,6 +194,7 @@ def start_search(
                 correlation_id=correlation_id,
             )
         )
+        audit.record(uow.session, INFRA.audit_events, "create", "patient_search", search_id)
         uow.commit()
     return search
 
@@ -373,6 +376,14 @@ def change_search_status(
             )
         )
         detail = _detail(uow, search)
+        audit.record(
+            uow.session,
+            INFRA.audit_events,
+            "status_change",
+            "patient_search",
+            search_id,
+            ["status", "status_reason"],
+        )
         uow.commit()
         return detail
 

@@ -23,6 +23,7 @@ from matching_service.models import (
     OPEN_INQUIRY_STATUSES,
     Inquiry,
     InquiryPatient,
+    PatientProjection,
     PatientSearch,
     SearchExclusion,
 )
@@ -109,6 +110,11 @@ def claim_search(
             ~exists().where(
                 SearchExclusion.search_id == search_id,
                 SearchExclusion.therapist_id == therapist_id,
+            ),
+            # nor one the patient excluded for good (patient_service's exclusions)
+            ~exists().where(
+                PatientProjection.patient_id == PatientSearch.patient_id,
+                PatientProjection.excluded_therapist_ids.contains([therapist_id]),
             ),
         )
         .values(status="in_trial", placed_therapist_id=therapist_id, claimed_at=now, updated_at=now)

@@ -7,10 +7,11 @@ from datetime import date, datetime
 
 from sqlalchemy import select, update
 
-from matching_service.models import CoolingPeriod, TherapistProjection
+from matching_service.models import INFRA, CoolingPeriod, TherapistProjection
 from matching_service.schemas import COOLING_OVERRIDDEN, CoolingOverriddenPayload
 from matching_service.service.cooling import PRODUCER, practice_therapists
 from matching_service.service.market import Contactability, contactability
+from shared import audit
 from shared.db import UnitOfWork, utcnow
 from shared.errors import Conflict, NotFound
 from shared.outbox import PendingEvent
@@ -88,6 +89,9 @@ def override_cooling(
                 payload=payload,
                 correlation_id=correlation_id,
             )
+        )
+        audit.record(
+            uow.session, INFRA.audit_events, "override", "therapist", therapist_id, ["cooling"]
         )
         uow.commit()
     return held

@@ -272,6 +272,7 @@ def load_searches(
             p.availability,
             p.max_travel_km,
             p.travel_mode,
+            p.excluded_therapist_ids,
             Location.lat,
             Location.lon,
         )
@@ -310,7 +311,10 @@ def load_searches(
                 preferred_therapist_gender=row.preferred_therapist_gender,
                 open_to_group_therapy=row.open_to_group_therapy,
                 availability=row.availability,
-                excluded_therapist_ids=frozenset(excluded.get(row.id, ())),
+                # the search's exclusions and the patient's own (for every search)
+                excluded_therapist_ids=frozenset(
+                    [*excluded.get(row.id, ()), *(row.excluded_therapist_ids or ())]
+                ),
             )
         )
     return searches

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 
-from matching_service.models import PatientSearch, TherapistProjection
+from matching_service.models import INFRA, PatientSearch, TherapistProjection
 from matching_service.placement.status import TRIAL_FAILED
 from matching_service.schemas import (
     SEARCH_FAILED_TRIAL,
@@ -24,6 +24,7 @@ from matching_service.service.answers import (
 from matching_service.service.withdrawals import SEARCH_SUCCEEDED as SUCCEEDED_REASON
 from matching_service.service.withdrawals import withdraw_search
 from matching_service.settings import MatchingSettings
+from shared import audit
 from shared.db import UnitOfWork, utcnow
 from shared.errors import Conflict, InvalidTransition, RuleViolation
 from shared.outbox import PendingEvent
@@ -95,6 +96,14 @@ def record_trial_outcome(
             )
         )
         detail = _detail(uow, search)
+        audit.record(
+            uow.session,
+            INFRA.audit_events,
+            "status_change",
+            "patient_search",
+            search_id,
+            ["status"],
+        )
         uow.commit()
     return detail
 
@@ -131,6 +140,14 @@ def place_manually(
         ):
             _refuse_placement(uow, search, therapist_id, settings, now)
         detail = _detail(uow, _load_search(uow, search_id))
+        audit.record(
+            uow.session,
+            INFRA.audit_events,
+            "status_change",
+            "patient_search",
+            search_id,
+            ["placed_therapist_id", "status"],
+        )
         uow.commit()
     return detail
 
@@ -157,6 +174,6 @@ def _refuse_placement(
             {"current": search.status, "required": "active"},
         )
     raise Conflict(
-        f"therapist {therapist_id} is excluded from search {search.id}",
+        f"therapist {therapist_id} is excluded from search {search.id} or by its patient",
         {"therapist_id": therapist_id, "rule": "excluded_therapist"},
     )

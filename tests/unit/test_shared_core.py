@@ -57,6 +57,27 @@ def test_admin_may_do_what_staff_may_but_not_the_reverse() -> None:
     assert not Role.STAFF.allows(Role.ADMIN)
 
 
+def test_an_endpoint_for_the_service_token_admits_admins_and_the_service_never_staff() -> None:
+    assert Role.SERVICE.allows(Role.SERVICE, "GET")
+    assert not Role.SERVICE.allows(Role.SERVICE, "POST")
+    assert Role.ADMIN.allows(Role.SERVICE, "GET")
+    assert not Role.STAFF.allows(Role.SERVICE, "GET")
+    assert not Role.SERVICE.allows(Role.ADMIN, "GET")
+
+
+def test_audit_entries_outside_requests_name_the_process_or_the_block() -> None:
+    from shared import audit
+
+    assert audit.actor() == ("system", "system", None)
+    with audit.acting_as("cli"):
+        assert audit.actor() == ("cli", "system", None)
+    audit.set_process_actor("service:test")
+    try:
+        assert audit.actor() == ("service:test", "system", None)
+    finally:
+        audit.set_process_actor("system")
+
+
 def test_issued_tokens_are_random_and_stored_only_as_hash() -> None:
     first, second = issue_token("a", Role.STAFF), issue_token("a", Role.STAFF)
     assert first.token != second.token
