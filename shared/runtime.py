@@ -209,10 +209,18 @@ def run_worker(
         lag = consumer.lag
     metrics_server = None
     if runtime.settings.worker_metrics_port is not None:
-        metrics_server = serve_worker_metrics(
-            runtime.settings.worker_metrics_port,
-            [ConsumerLagCollector(runtime.settings.service_name, lag)],
-        )
+        try:
+            metrics_server = serve_worker_metrics(
+                runtime.settings.worker_metrics_port,
+                [ConsumerLagCollector(runtime.settings.service_name, lag)],
+            )
+        except OSError as exc:
+            # the worker's real work goes on; only its lag is not served
+            log.error(
+                "metrics not served on WORKER_METRICS_PORT=%s: %s",
+                runtime.settings.worker_metrics_port,
+                exc,
+            )
     for name, loop in (loops or {}).items():
         threads.append(threading.Thread(target=loop, args=(stop,), name=name))
     for thread in threads:

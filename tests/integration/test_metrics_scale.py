@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -313,3 +314,48 @@ def test_worker_serves_its_consumer_lag_per_partition(
     }
     assert set(lag) == expected
     assert all(value == 0.0 for value in lag.values())  # nothing published: nothing behind
+
+
+def test_a_worker_whose_metrics_port_is_taken_still_works(
+    make_settings: Any, topic_prefix: str
+) -> None:
+    settings = make_settings(MatchingSettings)
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "DATABASE_URL": settings.database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "KAFKA_TOPIC_PREFIX": topic_prefix,
+            "LOG_JSON": "false",
+            "PYTHONPATH": str(ROOT),
+            "ANSWER_LINK_SECRET": settings.answer_link_secret.get_secret_value(),
+            "WORKER_METRICS_PORT": str(port),
+        }
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "matching_service.worker"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert worker.stderr is not None
+        try:
+            seen = ""
+            deadline = time.monotonic() + 30
+            while "worker started" not in seen:
+                assert time.monotonic() < deadline, seen
+                line = worker.stderr.readline()
+                assert line, f"the worker exited: {seen}"
+                seen += line
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            worker.stderr.close()
+    assert f"metrics not served on WORKER_METRICS_PORT={port}" in seen
+    assert worker.returncode == 0
