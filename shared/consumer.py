@@ -32,8 +32,8 @@ Handler = Callable[[UnitOfWork, Envelope], None]
 TRANSIENT_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03", "40001", "40P01", "55P03"})
 # how long one commit or committed-offset lookup may block the loop
 BROKER_CALL_TIMEOUT_MS = 5000
-# how often the poll loop asks the broker for its end offsets (consumer lag metric)
-LAG_INTERVAL_S = 5.0
+# how often the poll loop updates its consumer lag (metric; from what the fetches reported)
+LAG_INTERVAL_S = 1.0
 # whole classes: 08 connection exception, 53 insufficient resources (too many connections,
 # out of memory or disk on the server)
 TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "53"})
@@ -247,6 +247,7 @@ class ConsumerRunner:
                 handled[partition] = messages[-1].offset + 1
         except Interruption as exc:
             self._resume_later(consumer, batch, handled, current, exc.done)
+            self._refresh_lag(consumer)  # what waits now counts as lag
             log.warning("%s; pausing %.0fs before polling again", exc, self._pause_s)
             stop.wait(self._pause_s)
             return
@@ -297,23 +298,23 @@ class ConsumerRunner:
         return dict(self._lag)
 
     def _refresh_lag(self, consumer: KafkaConsumer) -> None:
-        """At most every `lag_interval_s`: the broker's end offsets minus what was handled
-        (committed) per assigned partition. A failure keeps the last figures."""
+        """At most every `lag_interval_s`: per assigned partition, the broker's end offset as
+        the last fetch reported it (its high watermark) minus the consumer's position (the
+        next message to handle: after each poll, everything before it is handled). No broker
+        call: the loop is never held up for it, also while the broker is away."""
         now = time.monotonic()
         if now - self._lag_checked < self.lag_interval_s:
             return
         self._lag_checked = now
-        assigned = list(consumer.assignment())
+        lag: dict[tuple[str, int], int] = {}
         try:
-            ends = consumer.end_offsets(assigned) if assigned else {}
-            lag: dict[tuple[str, int], int] = {}
-            for partition in assigned:
-                handled = self._committed.get(partition)
-                if handled is None:
-                    handled = consumer.committed(partition)
-                if handled is None:
-                    handled = consumer.beginning_offsets([partition])[partition]
-                lag[(partition.topic, partition.partition)] = max(0, ends[partition] - handled)
+            states = consumer._subscription.assignment  # positions without a broker call
+            for partition in consumer.assignment():
+                end = consumer.highwater(partition)
+                position = getattr(getattr(states.get(partition), "position", None), "offset", None)
+                if end is None or position is None:
+                    continue  # not fetched yet: unknown, not 0
+                lag[(partition.topic, partition.partition)] = max(0, end - position)
         except Exception as exc:
             log.warning("consumer lag not refreshed: %s", exc.__class__.__name__)
             return

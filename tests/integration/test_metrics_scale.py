@@ -18,19 +18,26 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from kafka import KafkaProducer
 
 from matching_service.app import create_app as create_matching_app
-from matching_service.handlers import SUBSCRIPTIONS
+from matching_service.handlers import HANDLERS, SUBSCRIPTIONS
+from matching_service.models import INFRA as MATCHING_INFRA
 from matching_service.settings import MatchingSettings
 from patient_service.app import create_app as create_patient_app
 from patient_service.settings import PatientSettings
 from shared.cli import ensure_bootstrap_admin
-from shared.db import driver_url, role_url
+from shared.db import UnitOfWork, driver_url, role_url
 from shared.devstack import ROOT, drop_database, ensure_database, free_port
+from shared.events import Envelope
 from shared.kafka import ensure_topics
+from shared.metrics import ConsumerLagCollector
 from shared.migrations import upgrade_all
 from shared.pgbouncer import PgBouncer
+from shared.runtime import ServiceRuntime
 from tests.conftest import ADMIN_TOKEN
+from tests.helpers import background, wait_until
+from tests.integration.test_event_flow import _patient_event, _projected
 
 pytestmark = pytest.mark.integration
 
@@ -359,3 +366,38 @@ def test_a_worker_whose_metrics_port_is_taken_still_works(
             worker.stderr.close()
     assert f"metrics not served on WORKER_METRICS_PORT={port}" in seen
     assert worker.returncode == 0
+
+
+def test_lag_counts_what_waits_while_the_database_is_away_and_falls_to_zero(
+    make_settings: Any, kafka_bootstrap: str, topic_prefix: str, admin_engine: sa.Engine
+) -> None:
+    database_away = {"on": True}
+
+    def handler(uow: UnitOfWork, envelope: Envelope) -> None:
+        if database_away["on"]:
+            raise sa.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+        HANDLERS[envelope.event_type](uow, envelope)
+
+    consumer = ServiceRuntime.build(make_settings(MatchingSettings), MATCHING_INFRA).consumer(
+        SUBSCRIPTIONS, {name: handler for name in HANDLERS}
+    )
+    consumer._pause_s = 0.2
+    consumer.lag_interval_s = 0.0
+    collector = ConsumerLagCollector("matching_service", consumer.lag)
+    topic = f"{topic_prefix}patient-events"
+    base = 7_000_000 + uuid.uuid4().int % 1_000_000
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    for n in range(4):  # one key: one partition
+        producer.send(topic, key=b"one", value=_patient_event(base + n, 1).to_bytes())
+    producer.flush()
+    producer.close()
+
+    def lag_of_topic() -> float:
+        (family,) = collector.collect()
+        return sum(s.value for s in family.samples if s.labels["topic"] == topic)
+
+    with background(consumer.run):
+        wait_until(lambda: lag_of_topic() == 4, timeout=60)
+        database_away["on"] = False
+        wait_until(lambda: all(_projected(admin_engine, base + n) for n in range(4)), timeout=60)
+        wait_until(lambda: lag_of_topic() == 0, timeout=30)

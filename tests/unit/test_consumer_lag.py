@@ -1,9 +1,10 @@
-"""Consumer lag per partition: what the worker knows of its positions against the broker's
-end offsets, served on the worker's own /metrics."""
+"""Consumer lag per partition: the end offsets the fetches reported against the consumer's
+positions, served on the worker's own /metrics."""
 
 from __future__ import annotations
 
 import urllib.request
+from types import SimpleNamespace
 from typing import Any
 
 from kafka import TopicPartition
@@ -18,66 +19,69 @@ B0 = TopicPartition("therapist-events", 0)
 
 
 class FakeConsumer:
-    """The part of KafkaConsumer the lag refresh uses."""
+    """The part of KafkaConsumer the lag refresh reads (no broker call is allowed)."""
 
     def __init__(self) -> None:
         self.assigned = {A0, A1, B0}
-        self.ends = {A0: 120, A1: 40, B0: 7}
-        self.broker_committed: dict[TopicPartition, int | None] = {A1: 30, B0: None}
-        self.beginnings = {B0: 2}
-        self.calls = 0
+        self.ends: dict[TopicPartition, int | None] = {A0: 120, A1: 40, B0: None}
+        self.positions: dict[TopicPartition, int | None] = {A0: 100, A1: 40, B0: 3}
+        self.reads = 0
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.assigned)
 
-    def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        self.calls += 1
-        return {tp: self.ends[tp] for tp in partitions}
+    def highwater(self, partition: TopicPartition) -> int | None:
+        self.reads += 1
+        return self.ends[partition]
 
-    def committed(self, partition: TopicPartition) -> int | None:
-        return self.broker_committed.get(partition)
+    @property
+    def _subscription(self) -> Any:
+        return SimpleNamespace(
+            assignment={
+                tp: SimpleNamespace(
+                    position=None if offset is None else SimpleNamespace(offset=offset)
+                )
+                for tp, offset in self.positions.items()
+            }
+        )
 
-    def beginning_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        return {tp: self.beginnings[tp] for tp in partitions}
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the lag refresh must not call the broker ({name})")
 
 
 def _runner() -> ConsumerRunner:
     runner = ConsumerRunner.__new__(ConsumerRunner)
-    runner._committed = {A0: 100}
     runner._lag = {}
     runner._lag_checked = 0.0
     runner.lag_interval_s = 0.0
     return runner
 
 
-def test_lag_is_end_offset_minus_handled_per_assigned_partition() -> None:
+def test_lag_is_end_offset_minus_position_per_assigned_partition() -> None:
     runner, consumer = _runner(), FakeConsumer()
     runner._refresh_lag(consumer)  # type: ignore[arg-type]
-    # A0: handled here; A1: the group's committed offset; B0: nothing committed yet
-    assert runner.lag() == {
-        ("patient-events", 0): 20,
-        ("patient-events", 1): 10,
-        ("therapist-events", 0): 5,
-    }
+    # B0 has not been fetched yet: its lag is unknown, not 0
+    assert runner.lag() == {("patient-events", 0): 20, ("patient-events", 1): 0}
     consumer.assigned = {A0}  # a rebalance took the others away
-    consumer.ends[A0] = 100
+    consumer.positions[A0] = 120
     runner._refresh_lag(consumer)  # type: ignore[arg-type]
     assert runner.lag() == {("patient-events", 0): 0}
 
 
-def test_lag_is_asked_of_the_broker_at_most_every_interval_and_kept_on_failure() -> None:
+def test_lag_is_refreshed_at_most_every_interval_and_kept_on_failure() -> None:
     runner, consumer = _runner(), FakeConsumer()
     runner.lag_interval_s = 3600.0
     runner._refresh_lag(consumer)  # type: ignore[arg-type]
+    reads = consumer.reads
     runner._refresh_lag(consumer)  # type: ignore[arg-type]
-    assert consumer.calls == 1
+    assert consumer.reads == reads
     before = runner.lag()
 
-    def broken(partitions: Any) -> Any:
-        raise TimeoutError("broker away")
+    def broken(partition: Any) -> Any:
+        raise RuntimeError("partition is not assigned")
 
     runner.lag_interval_s = 0.0
-    consumer.end_offsets = broken  # type: ignore[method-assign]
+    consumer.highwater = broken  # type: ignore[method-assign]
     runner._refresh_lag(consumer)  # type: ignore[arg-type]
     assert runner.lag() == before
 
