@@ -32,6 +32,8 @@ Handler = Callable[[UnitOfWork, Envelope], None]
 TRANSIENT_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03", "40001", "40P01", "55P03"})
 # how long one commit or committed-offset lookup may block the loop
 BROKER_CALL_TIMEOUT_MS = 5000
+# how often the poll loop updates its consumer lag (metric; from what the fetches reported)
+LAG_INTERVAL_S = 1.0
 # whole classes: 08 connection exception, 53 insufficient resources (too many connections,
 # out of memory or disk on the server)
 TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "53"})
@@ -166,6 +168,10 @@ class ConsumerRunner:
         self._topic_ids: dict[str, Any] = {}
         self._rewound: set[TopicPartition] = set()
         self._newly_assigned: set[TopicPartition] = set()
+        # consumer lag per (topic, partition) assigned now, refreshed by the poll loop
+        self._lag: dict[tuple[str, int], int] = {}
+        self._lag_checked = 0.0
+        self.lag_interval_s = LAG_INTERVAL_S
         self.rewinds = 0  # partitions re-read because the broker lost its log (for tests, ops)
         self.reconnects = 0  # consumer rebuilt after a broker failure
         # built once: constructing statements per message costs more than running them
@@ -227,6 +233,7 @@ class ConsumerRunner:
             self.verify_assignment(consumer, assigned & consumer.assignment())
         self._check_topic_ids(consumer)
         if not batch:
+            self._refresh_lag(consumer)
             return
         assigned = consumer.assignment()
         handled: dict[TopicPartition, int] = {}
@@ -240,10 +247,12 @@ class ConsumerRunner:
                 handled[partition] = messages[-1].offset + 1
         except Interruption as exc:
             self._resume_later(consumer, batch, handled, current, exc.done)
+            self._refresh_lag(consumer)  # what waits now counts as lag
             log.warning("%s; pausing %.0fs before polling again", exc, self._pause_s)
             stop.wait(self._pause_s)
             return
         self._commit(consumer, handled)
+        self._refresh_lag(consumer)
 
     def _resume_later(
         self,
@@ -280,6 +289,36 @@ class ConsumerRunner:
             log.warning("offset commit failed (%s); handled messages may be redelivered", exc)
             return
         self._committed.update(handled)
+
+    # ------------------------------------------------------------ lag
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Messages on the broker not yet handled, per (topic, partition) assigned to this
+        consumer (as of the last refresh; safe to call from another thread)."""
+        return dict(self._lag)
+
+    def _refresh_lag(self, consumer: KafkaConsumer) -> None:
+        """At most every `lag_interval_s`: per assigned partition, the broker's end offset as
+        the last fetch reported it (its high watermark) minus the consumer's position (the
+        next message to handle: after each poll, everything before it is handled). No broker
+        call: the loop is never held up for it, also while the broker is away."""
+        now = time.monotonic()
+        if now - self._lag_checked < self.lag_interval_s:
+            return
+        self._lag_checked = now
+        lag: dict[tuple[str, int], int] = {}
+        try:
+            states = consumer._subscription.assignment  # positions without a broker call
+            for partition in consumer.assignment():
+                end = consumer.highwater(partition)
+                position = getattr(getattr(states.get(partition), "position", None), "offset", None)
+                if end is None or position is None:
+                    continue  # not fetched yet: unknown, not 0
+                lag[(partition.topic, partition.partition)] = max(0, end - position)
+        except Exception as exc:
+            log.warning("consumer lag not refreshed: %s", exc.__class__.__name__)
+            return
+        self._lag = lag
 
     # ------------------------------------------------------------ broker generations
 

@@ -368,13 +368,15 @@ def main() -> int:
             short = service.removesuffix("_service")
             manager.add_process(
                 short,
-                f"{gunicorn} --workers 1 --threads 8 --bind 127.0.0.1:{ports[service]} "
-                f"--graceful-timeout 5 --no-control-socket '{service}.app:create_app()'",
-                env=env,
+                web_command(gunicorn, service, ports[service]),
+                env={**env, "PROMETHEUS_MULTIPROC_DIR": str(var / "prometheus" / short)},
                 cwd=str(ROOT),
             )
             manager.add_process(
-                f"{short}-worker", f"{sys.executable} -m {service}.worker", env=env, cwd=str(ROOT)
+                f"{short}-worker",
+                f"{sys.executable} -m {service}.worker",
+                env={**env, "WORKER_METRICS_PORT": str(worker_metrics_ports(ports)[service])},
+                cwd=str(ROOT),
             )
         manager.add_process(
             "scheduler",
@@ -389,6 +391,23 @@ def main() -> int:
             if bouncer is not None:
                 bouncer.stop()
         return int(manager.returncode or 0)
+
+
+def web_command(gunicorn: str, service: str, port: int) -> str:
+    """gunicorn for one service: `WEB_CONCURRENCY` worker processes (default 2) that share
+    their metrics through `PROMETHEUS_MULTIPROC_DIR` (emptied at start, shared/gunicorn_conf.py)."""
+    workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+    config = shlex.quote(str(ROOT / "shared" / "gunicorn_conf.py"))
+    return (
+        f"{gunicorn} -c {config} --workers {workers} --threads 8 "
+        f"--bind 127.0.0.1:{port} --graceful-timeout 5 --no-control-socket "
+        f"'{service}.app:create_app()'"
+    )
+
+
+def worker_metrics_ports(ports: dict[str, int]) -> dict[str, int]:
+    """Port of each worker's /metrics (consumer lag): its service's HTTP port + 100."""
+    return {service: port + 100 for service, port in ports.items()}
 
 
 def scheduler_env(envs: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -441,6 +460,12 @@ def _banner(database_url: str, bootstrap: str, var: Path, ports: dict[str, int])
         lines.append(
             f"  {service:<22} http://127.0.0.1:{port}  (docs: http://127.0.0.1:{port}/docs)"
         )
+    metrics = worker_metrics_ports(ports)
+    lines += [
+        "",
+        "  metrics    http://127.0.0.1:<port>/metrics of each service; consumer lag of the",
+        f"             workers on ports {min(metrics.values())}-{max(metrics.values())}",
+    ]
     lines += [
         "",
         f"  database   {masked_url(database_url)}",

@@ -19,6 +19,7 @@ from shared.db import Database
 from shared.infrastructure import Infrastructure, define_infrastructure
 from shared.kafka import RobustProducer, kafka_client_options
 from shared.logs import configure_logging
+from shared.metrics import ConsumerLagCollector, serve_worker_metrics
 from shared.outbox import OutboxRelay, OutboxWriter
 from shared.settings import ServiceSettings, load_settings
 from shared.topics import owner_of
@@ -203,9 +204,25 @@ def run_worker(
             name="relay",
         )
     ]
+    lag: Callable[[], dict[tuple[str, int], int]] = dict
     if subscriptions and handlers:
         consumer = runtime.consumer(subscriptions, handlers)
         threads.append(threading.Thread(target=consumer.run, args=(stop,), name="consumer"))
+        lag = consumer.lag
+    metrics_server = None
+    if runtime.settings.worker_metrics_port is not None:
+        try:
+            metrics_server = serve_worker_metrics(
+                runtime.settings.worker_metrics_port,
+                [ConsumerLagCollector(runtime.settings.service_name, lag)],
+            )
+        except OSError as exc:
+            # the worker's real work goes on; only its lag is not served
+            log.error(
+                "metrics not served on WORKER_METRICS_PORT=%s: %s",
+                runtime.settings.worker_metrics_port,
+                exc,
+            )
     for name, loop in (loops or {}).items():
         threads.append(threading.Thread(target=loop, args=(stop,), name=name))
     for thread in threads:
@@ -214,5 +231,7 @@ def run_worker(
     while any(thread.is_alive() for thread in threads):
         for thread in threads:
             thread.join(timeout=0.5)
+    if metrics_server is not None:
+        metrics_server.shutdown()
     runtime.database.dispose()
     log.info("worker stopped")

@@ -49,6 +49,8 @@ class ServiceSettings(BaseSettings):
     relay_max_attempts: int = Field(default=10, ge=1)
     event_max_bytes: int = Field(default=MEGABYTE, ge=1024)  # consumed values beyond: DLQ
     max_content_length: int = Field(default=MEGABYTE, ge=1)  # request body bytes (413 beyond)
+    # port of the worker process's own /metrics (consumer lag); unset: not served
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     # Broker access (docs/security.md); shared.kafka.kafka_client_options maps these to
     # kafka-python options for every client.
@@ -68,6 +70,7 @@ class ServiceSettings(BaseSettings):
         "kafka_sasl_username",
         "kafka_sasl_password",
         "kafka_ssl_cafile",
+        "worker_metrics_port",
         mode="before",
     )
     @classmethod

@@ -11,7 +11,6 @@ import functools
 import logging
 import re
 import socket
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,13 +28,6 @@ from flask import (
     jsonify,
     request,
     send_from_directory,
-)
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import text
@@ -56,6 +48,7 @@ from shared.errors import (
 )
 from shared.infrastructure import Infrastructure
 from shared.logs import request_id_var
+from shared.metrics import install_metrics
 from shared.outbox import pending_summary
 from shared.settings import MEGABYTE
 from shared.text import MULTILINE as MULTILINE
@@ -424,7 +417,7 @@ def create_service_app(
     _install_request_ids(app)
     _install_body_limit(app)
     _install_security_headers(app)
-    _install_metrics(app, name)
+    install_metrics(app, name, database, infrastructure)
     _install_probes(app, database, bootstrap_servers)
     _install_docs(app, api, title, version)
     return app
@@ -532,46 +525,6 @@ def _install_security_headers(app: Flask) -> None:
         elif response.mimetype == "text/html":
             response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
         return response
-
-
-# Metric labels come from known values only: a label per method name a client makes up
-# would grow /metrics (and the process) without bound.
-_STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-def _install_metrics(app: Flask, name: str) -> None:
-    registry = CollectorRegistry()
-    requests_total = Counter(
-        "http_requests_total",
-        "HTTP requests",
-        ["service", "method", "endpoint", "status"],
-        registry=registry,
-    )
-    latency = Histogram(
-        "http_request_duration_seconds",
-        "HTTP request latency",
-        ["service", "method", "endpoint"],
-        registry=registry,
-    )
-    app.extensions["metrics_registry"] = registry
-
-    @app.before_request
-    def start_timer() -> None:
-        g.started = time.perf_counter()
-
-    @app.after_request
-    def observe(response: Response) -> Response:
-        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        method = request.method if request.method in _STANDARD_METHODS else "other"
-        requests_total.labels(name, method, endpoint, response.status_code).inc()
-        latency.labels(name, method, endpoint).observe(
-            time.perf_counter() - g.get("started", time.perf_counter())
-        )
-        return response
-
-    @app.get("/metrics")
-    def metrics() -> Response:
-        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
 def broker_reachable(bootstrap_servers: str, timeout: float = 1.0) -> bool:
