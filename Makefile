@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint bench-events bench-bundles bench-matching bench-import bench-geocoding token migrate clean
+.PHONY: run demo postman postman-check test lint bench-events bench-bundles bench-matching bench-import bench-geocoding token migrate clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -21,6 +21,14 @@ run: $(STAMP)
 ## running stack (make run in another terminal), then a guided tour of curl lines
 demo: $(STAMP)
 	PYTHONPATH=. $(PY) -m tools.demo $(DEMO_ARGS)
+
+## the Postman collection and environment (postman/) from the five OpenAPI documents
+postman: $(STAMP)
+	PYTHONPATH=. $(PY) -m tools.postman
+
+## fails when the committed collection is not what `make postman` writes
+postman-check: $(STAMP)
+	PYTHONPATH=. $(PY) -m tools.postman --check
 
 ## unit, integration and e2e tests (embedded servers unless TEST_DATABASE_URL / TEST_KAFKA_BOOTSTRAP_SERVERS)
 test: $(STAMP)
