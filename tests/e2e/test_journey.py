@@ -222,7 +222,9 @@ def test_a_patient_is_placed_from_directory_import_to_successful_trial(
     # 5. no answer: eight days later the follow-up is due and a call is booked
     as_of = sent_at + timedelta(days=8)
     output = run_command(platform, "matching_service", "follow-ups", "--as-of", as_of.isoformat())
-    assert "1 due" in output, output
+    # (other inquiries of the database may be due too: the run is global)
+    due = re.search(r": (\d+) due", output)
+    assert due is not None and int(due.group(1)) >= 1, output
 
     def follow_up_call() -> dict[str, Any] | None:
         day = as_of.astimezone(BERLIN).date()
