@@ -251,7 +251,7 @@ def tour(stack: Stack, data_dir: Path, facts: dict[str, Any]) -> str:
         "# 3. its email (the scheduler sends queued mail every minute; the SMTP sink keeps it in "
         f"{data_dir / 'mail' / 'new'})",
         f"curl -s {auth} '{u['communication']}/api/emails?inquiry_id={inquiry}'",
-        f"curl -s {auth} {u['communication']}/api/emails/EMAIL_ID_FROM_ABOVE",
+        f"curl -s {auth} {u['communication']}/api/emails/{facts['email_id']}",
         "",
         "# 4. no answer for a week: the daily follow-up run books calls (here: 8 days ahead)",
         f"set -a; . {data_dir / 'dev.env'}; set +a   # the database (make run writes it)",
@@ -334,6 +334,13 @@ def load(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     placed = answered[0]["search_ids"][0]
     placed_patient = next(p for p, s in searches.items() if s == placed)
     open_inquiry = written[-1]
+    emails = wait_for(
+        "its inquiry email to be queued (inquiry.created)",
+        lambda: stack.expect(
+            200, "GET", "communication", f"/api/emails?inquiry_id={open_inquiry['id']}"
+        )["items"],
+        args.timeout,
+    )
     waiting_patient, waiting_search = next(iter(searches.items()))
     return {
         "region": args.region,
@@ -347,6 +354,7 @@ def load(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         "patient_id": waiting_patient,
         "search_id": waiting_search,
         "open_inquiry_id": open_inquiry["id"],
+        "email_id": emails[0]["id"],
         "therapist_id": open_inquiry["therapist_id"],
         "placed_search_id": placed,
         "placed_patient_id": placed_patient,
