@@ -5,7 +5,10 @@ and located there, their searches started and one bundle run writes an inquiry. 
 arrives with answer links; nobody answers, so eight days later the follow-up call is on the
 call list, and staff record the answer they hear on the phone. A second practice accepts the
 same patient too late (a conflict with replacement offers), the trial succeeds, and
-analytics and the contact log show every step.
+the search's events, analytics and the contact log show every step.
+
+Commands the scheduler runs (`send-emails`, `follow-ups --as-of`) are run here directly, with
+the environment the stack gives the service, so nothing waits for the next minute.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import requests
 from shared.devstack import ROOT
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.conftest import run_command
-from tests.helpers import patient_body, wait_until
+from tests.helpers import envelopes, patient_body, read_topic, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -316,6 +319,22 @@ def test_a_patient_is_placed_from_directory_import_to_successful_trial(
         lambda: api.get("patient", f"/api/patients/{patients[0]['id']}")["status"] == "in_therapy",
         timeout=30,
     )
+
+    # the search's story on the topic, in order (key = search id: one partition)
+    def search_story() -> list[str] | None:
+        messages = read_topic(platform["bootstrap"], "search-events", expected=1, timeout=10)
+        story = [
+            envelope["event_type"]
+            for envelope in envelopes(messages)
+            if envelope["aggregate_id"] == str(first)
+        ]
+        return story if "search.succeeded" in story else None
+
+    assert wait_until(search_story, timeout=30) == [
+        "search.started",
+        "search.claimed",
+        "search.succeeded",
+    ]
 
     # 10. analytics count it
     after = api.get("matching", f"/api/analytics/summary?postal_code_prefix={PLZ}")
