@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench-events bench-bundles bench-matching bench-import bench-geocoding token migrate clean
+.PHONY: run demo postman postman-check test lint bench-events bench-bundles bench-matching bench-import bench-geocoding token migrate clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -17,6 +17,19 @@ $(STAMP): requirements.txt requirements-dev.txt
 run: $(STAMP)
 	PYTHONPATH=. $(PY) -m shared.devstack
 
+## a generated region (therapists, 200 patients, a past bundle run, answers) loaded into the
+## running stack (make run in another terminal), then a guided tour of curl lines
+demo: $(STAMP)
+	PYTHONPATH=. $(PY) -m tools.demo $(DEMO_ARGS)
+
+## the Postman collection and environment (postman/) from the five OpenAPI documents
+postman: $(STAMP)
+	PYTHONPATH=. $(PY) -m tools.postman
+
+## fails when the committed collection is not what `make postman` writes
+postman-check: $(STAMP)
+	PYTHONPATH=. $(PY) -m tools.postman --check
+
 ## unit, integration and e2e tests (embedded servers unless TEST_DATABASE_URL / TEST_KAFKA_BOOTSTRAP_SERVERS)
 test: $(STAMP)
 	$(PY) -m pytest
@@ -26,7 +39,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy shared patient_service/rules.py therapist_service/rules.py geocoding_service/rules.py */service.py matching_service/service communication_service matching_service/placement matching_service/bundling \
-		matching_service/simulation therapist_service/directory benchmarks
+		matching_service/simulation therapist_service/directory benchmarks tools
 
 ## outbox -> Kafka -> consumer throughput and latency
 bench-events: $(STAMP)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,63 +11,11 @@ import requests
 import sqlalchemy as sa
 
 from shared.db import driver_url
-from shared.devstack import ROOT, free_ports, port_open
+from shared.devstack import ROOT, port_open
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import patient_body, wait_until
 
 pytestmark = pytest.mark.e2e
-
-SERVICES = ("patient", "therapist", "matching", "communication", "geocoding")
-
-
-@pytest.fixture(scope="module")
-def platform(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Any]]:
-    """`python -m shared.devstack` on the test database, its own broker, SMTP sink and ports."""
-    *service_ports, kafka_port, smtp_port = free_ports(7)
-    base = service_ports[0]
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "DEV_DATA_DIR": str(tmp_path_factory.mktemp("devstack")),
-        "DEV_PORT_BASE": str(base),
-        "DEV_KAFKA_PORT": str(kafka_port),
-        "DEV_SMTP_PORT": str(smtp_port),
-        "BOOTSTRAP_ADMIN_TOKEN": ADMIN_TOKEN,
-        "PYTHONPATH": str(ROOT),
-    }
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    env.pop("SMTP_HOST", None)
-    log = Path(env["DEV_DATA_DIR"]) / "devstack.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "shared.devstack"],
-            env=env,
-            cwd=ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        urls = {name: f"http://127.0.0.1:{base + i}" for i, name in enumerate(SERVICES)}
-        try:
-            wait_until(lambda: all(_ready(url) for url in urls.values()), timeout=90)
-            yield {"urls": urls, "process": process, "ports": [base + i for i in range(5)]}
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    raise
-
-
-def _ready(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/ready", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def test_five_services_are_healthy_and_ready(platform: dict[str, Any]) -> None:

@@ -1,0 +1,1 @@
+"""Developer tools that drive the running platform from outside (over REST)."""
