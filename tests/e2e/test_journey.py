@@ -207,7 +207,7 @@ def test_a_patient_is_placed_from_directory_import_to_successful_trial(
     address_a = therapists["A"]["email"]
     (message,) = wait_until(lambda: _mails_to(mail_dir, address_a), timeout=30)
     body = _text(message)
-    links = re.findall(r"https?://[^\s<>\"]+/answers/[A-Za-z0-9._~-]+", body)
+    links = re.findall(r"https?://[^\s<>\"]+/answers/[A-Za-z0-9._~-]+/[a-z_]+", body)
     assert len(links) >= 4 * 2, body  # answer links for every patient
     for search_id in search_ids:
         assert f"PS-{search_id}" in body

@@ -75,6 +75,8 @@ SETTINGS = {
     "geocoding_service": "geocoding_service.settings:GeocodingSettings",
 }
 LIBPQ = {"PGPASSWORD"}  # read by libpq itself: passwords never go into a URL
+# read by the process around the app (shared/gunicorn_conf.py, prometheus_client)
+PROCESS = {"WEB_CONCURRENCY", "PROMETHEUS_MULTIPROC_DIR"}
 
 
 def _compose_binary() -> Path:
@@ -183,6 +185,7 @@ def test_every_variable_a_container_gets_is_read_by_what_it_runs(
     resolved: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
     shared_code = "\n".join(p.read_text() for p in (ROOT / "shared").glob("*.py"))
+    assert all(name in shared_code for name in PROCESS)
     for name, service in resolved["services"].items():
         if "build" not in service:
             continue
@@ -191,7 +194,7 @@ def test_every_variable_a_container_gets_is_read_by_what_it_runs(
         owner = _service_of(module)
         if owner is not None:  # a service's process: its settings, and libpq's password
             fields = _settings_fields(owner)
-            unknown = environment - set(fields) - LIBPQ
+            unknown = environment - set(fields) - LIBPQ - PROCESS
             assert not unknown, f"{name}: {sorted(unknown)} are not settings of {owner}"
             required = {key for key, info in fields.items() if info.is_required()}
             assert required <= environment, f"{name}: {sorted(required - environment)} missing"
