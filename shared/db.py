@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+import psycopg2.extras
 from sqlalchemy import DateTime, MetaData, create_engine
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
@@ -93,11 +95,20 @@ def driver_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def json_dumps(value: Any) -> str:
+    """JSON text of a column value (orjson: a bundle run writes thousands of documents)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def make_engine(url: str, *, pool_size: int = 5, application_name: str = "") -> Engine:
     """An engine for `url`; pre-ping survives PgBouncer and database restarts."""
     connect_args: dict[str, Any] = {}
     if application_name:
         connect_args["application_name"] = application_name
+    # json/jsonb columns are read with orjson too (psycopg2 parses them, once per process is
+    # enough; registering again replaces the same function)
+    psycopg2.extras.register_default_json(globally=True, loads=orjson.loads)
+    psycopg2.extras.register_default_jsonb(globally=True, loads=orjson.loads)
     return create_engine(
         driver_url(url),
         pool_size=pool_size,
@@ -106,6 +117,7 @@ def make_engine(url: str, *, pool_size: int = 5, application_name: str = "") -> 
         pool_recycle=1800,
         hide_parameters=True,  # SQL errors are logged; their parameters are personal data
         connect_args=connect_args,
+        json_serializer=json_dumps,
     )
 
 
