@@ -1,4 +1,4 @@
-"""Phone work as pure rules: working days and the earliest free call slot (SPEC.md §7).
+"""Phone work as pure rules: working days and the earliest free call slot (business-rules.md §7).
 
 Phone hours are local German times (`{"mon": ["08:00-09:00"], ...}`); slots are computed in
 Europe/Berlin and returned as UTC instants, so a slot stays the same moment across daylight

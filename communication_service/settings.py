@@ -8,7 +8,7 @@ from shared.settings import ServiceSettings, empty_means_unset
 
 
 class CommunicationSettings(ServiceSettings):
-    """Environment of communication_service (SPEC.md §7, §11)."""
+    """Environment of communication_service (business-rules.md §7, §11)."""
 
     service_name: str = "communication_service"
     # read-only token accepted by every service for its internal reads (contact data)

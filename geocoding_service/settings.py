@@ -11,7 +11,7 @@ from shared.settings import ServiceSettings, empty_means_unset
 
 
 class GeocodingSettings(ServiceSettings):
-    """Environment of geocoding_service (SPEC.md §4, §11)."""
+    """Environment of geocoding_service (business-rules.md §4, §11)."""
 
     service_name: str = "geocoding_service"
     # PLZ data: a path or URL in GeoNames' CSV or tab-separated format, or their ZIP

@@ -114,7 +114,7 @@ class TherapistProjection(Base):
 
 
 class PatientSearch(Base):
-    """A search for a therapy place for one patient (SPEC.md §5)."""
+    """A search for a therapy place for one patient (business-rules.md §5)."""
 
     __tablename__ = "patient_searches"
     __table_args__ = (
@@ -158,7 +158,8 @@ class PatientSearch(Base):
 
 
 class SearchExclusion(Base):
-    """A therapist never offered to this search's patient (SPEC §5); once per therapist."""
+    """A therapist never offered to this search's patient (business-rules.md §5); once per
+    therapist."""
 
     __tablename__ = "search_exclusions"
     __table_args__ = (UniqueConstraint("search_id", "therapist_id"),)
@@ -222,7 +223,7 @@ class BundleRun(Base):
 
 
 class Inquiry(Base):
-    """One inquiry (bundle) to one therapist, for their practice (SPEC.md §6)."""
+    """One inquiry (bundle) to one therapist, for their practice (business-rules.md §6)."""
 
     __tablename__ = "inquiries"
     __table_args__ = (
@@ -302,7 +303,7 @@ class InquiryPatient(Base):
 
 
 class CoolingPeriod(Base):
-    """A practice not contacted until `until` (SPEC.md §7); an override ends it early."""
+    """A practice not contacted until `until` (business-rules.md §7); an override ends it early."""
 
     __tablename__ = "cooling_periods"
     __table_args__ = (Index("ix_cooling_periods_practice_key", "practice_key", "until"),)

@@ -240,7 +240,7 @@ InquiryStatus = Literal["unsent", "sent", "answered", "closed"]
 
 
 class InquiryPatientSummary(BaseModel):
-    """One patient of inquiry.created, anonymised (SPEC.md §6): what the email shows."""
+    """One patient of inquiry.created, anonymised (business-rules.md §6): what the email shows."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -653,7 +653,7 @@ class AnalyticsQuery(BaseModel):
 
 
 class AnalyticsSummaryOut(BaseModel):
-    """The numbers the business watches (SPEC.md §9). "In the window": the timestamp's UTC
+    """The numbers the business watches (business-rules.md §9). "In the window": the timestamp's UTC
     day lies in [from, to]; "now": the state at the time of the request. With
     `postal_code_prefix`, searches and acceptances count when their patient's postal code
     starts with it, inquiries when at least one of their patients' does."""
@@ -699,8 +699,8 @@ class AnalyticsSummaryOut(BaseModel):
     cooling_violations: int = Field(
         description="inquiries created in the window for a practice while one of its cooling "
         "periods was in force (recorded before the inquiry, started on or before its day, "
-        "ending after it, not overridden before it); replacement offers are exempt (SPEC.md "
-        "§8). Must be 0"
+        "ending after it, not overridden before it); replacement offers are exempt (business "
+        "rules §8). Must be 0"
     )
     active_searches: int = Field(description="searches active now")
     concurrent_inquiries_avg: float | None = Field(

@@ -10,13 +10,13 @@ ANSWER_LINK_SECRET_MIN_LENGTH = 32
 
 
 class MatchingSettings(ServiceSettings):
-    """Environment of matching_service (SPEC.md §11)."""
+    """Environment of matching_service (business-rules.md §11)."""
 
     service_name: str = "matching_service"
     default_contact_budget: int = Field(default=25, ge=0)
     bundle_min_size: int = Field(default=3, ge=1)
     bundle_max_size: int = Field(default=6, ge=1)
-    # open inquiries one search may be in at once (parallel search, SPEC.md §6)
+    # open inquiries one search may be in at once (parallel search, business-rules.md §6)
     max_open_inquiries_per_search: int = Field(default=3, ge=1)
     cooling_period_days: int = Field(default=28, ge=0)
     follow_up_after_days: int = Field(default=7, ge=1)

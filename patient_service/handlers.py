@@ -66,7 +66,7 @@ def handlers(settings: PatientSettings) -> Mapping[str, Handler]:
 
     def on_search_failed_trial(uow: UnitOfWork, envelope: Envelope) -> None:
         """search.failed_trial -> the search goes on: the patient stays (or is again)
-        `searching`. (search.claimed changes nothing: SPEC.md §2 has no status for trial
+        `searching`. (search.claimed changes nothing: business-rules.md §2 has no status for trial
         sessions; the patient is searching until the place is confirmed.)"""
         failed = SEARCH_FAILED_TRIAL.parse_payload(envelope)
         assert isinstance(failed, SearchTrialView)

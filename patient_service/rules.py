@@ -35,7 +35,7 @@ SYMPTOMS = (
 
 
 class PatientStatus(enum.StrEnum):
-    """Where a patient stands (SPEC.md §2)."""
+    """Where a patient stands (business-rules.md §2)."""
 
     REGISTERED = "registered"
     SEARCHING = "searching"
@@ -136,7 +136,7 @@ def age_on(birth_date: date, day: date) -> int:
 
 @dataclass(frozen=True)
 class QualificationPolicy:
-    """Qualification thresholds (SPEC.md §11), from settings."""
+    """Qualification thresholds (business-rules.md §11), from settings."""
 
     min_weekly_hours: float = 20
     min_weekly_hours_group: float = 10
@@ -178,7 +178,7 @@ def qualify(
     min_weekly_hours_group: float = 10,
     two_year_rule_days: int = 730,
 ) -> Qualification:
-    """Every unmet qualification criterion of SPEC.md §2, in a stable order."""
+    """Every unmet qualification criterion of business-rules.md §2, in a stable order."""
     unmet: list[str] = []
     if not data.contract_signed:
         unmet.append("contract_not_signed")

@@ -286,7 +286,8 @@ class QualificationOut(BaseModel):
 
 
 class PatientEventPayload(BaseModel):
-    """Payload of patient.created / patient.updated: no direct identifiers (SPEC.md §12)."""
+    """Payload of patient.created / patient.updated: no direct identifiers (business-rules.md
+    §12)."""
 
     model_config = ConfigDict(extra="forbid")
 

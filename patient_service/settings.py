@@ -9,7 +9,7 @@ from shared.settings import ServiceSettings
 
 
 class PatientSettings(ServiceSettings):
-    """Environment of patient_service (SPEC.md §11)."""
+    """Environment of patient_service (business-rules.md §11)."""
 
     service_name: str = "patient_service"
     min_weekly_hours: float = Field(default=20, ge=0)

@@ -1,4 +1,4 @@
-"""Event envelope and payload contracts (ARCHITECTURE.md §4).
+"""Event envelope and payload contracts (docs/architecture.md, docs/events.md).
 
 Producers validate the payload with their full schema before it reaches the outbox;
 consumers validate what they read with their own (tolerant) view of the same payload.

@@ -420,7 +420,7 @@ def import_directory(
     correlation_id: str | None = None,
     on_file: Callable[[FileImported], None] | None = None,
 ) -> DirectoryImport:
-    """Import 116117 directory files (SPEC.md §3) and store the run's report.
+    """Import 116117 directory files (business-rules.md §3) and store the run's report.
 
     Adults only; an entry is matched to an existing therapist by directory id, else first +
     last name + postal code, else first name + postal code + street + title; only

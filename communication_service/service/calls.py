@@ -1,6 +1,7 @@
-"""Phone calls (SPEC.md §7): booked in the therapist's phone hours, one therapist never twice
-in one slot and one open call per inquiry and purpose (partial unique indexes), rescheduled
-when a call did not reach the therapist, cancelled when the inquiry no longer needs it."""
+"""Phone calls (business-rules.md §7): booked in the therapist's phone hours, one therapist
+never twice in one slot and one open call per inquiry and purpose (partial unique indexes),
+rescheduled when a call did not reach the therapist, cancelled when the inquiry no longer
+needs it."""
 
 from __future__ import annotations
 

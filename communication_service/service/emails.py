@@ -1,4 +1,4 @@
-"""Emails queued from events (SPEC.md §7): one row per cause, rendered and sent later by
+"""Emails queued from events (business-rules.md §7): one row per cause, rendered and sent later by
 `send-emails`; the staff views of them."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`send-emails`: queued emails go out through SMTP (SPEC.md §7).
+"""`send-emails`: queued emails go out through SMTP (business-rules.md §7).
 
 Each email is sent in its own transaction that holds the email's row lock
 (`FOR UPDATE SKIP LOCKED`: an overlapping run takes the next one, never the same) and, for

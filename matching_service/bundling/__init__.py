@@ -1,4 +1,5 @@
-"""Bundle algorithm: which patients go into which therapist's inquiry in one run (SPEC §6)."""
+"""Bundle algorithm: which patients go into which therapist's inquiry in one run (business-rules.md
+§6)."""
 
 from .engine import propose_bundles
 from .model import (

@@ -1,4 +1,5 @@
-"""Vectorised hard constraints (SPEC §6) over the grid-pruned candidate pairs of a run."""
+"""Vectorised hard constraints (business-rules.md §6) over the grid-pruned candidate pairs of a
+run."""
 
 from __future__ import annotations
 
@@ -281,7 +282,8 @@ def _exact_prefix(
 def _profile_tables(
     searches: Sequence[Search], therapists: Sequence[Therapist], today: date
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Profile id per search and therapist, and which profiles are compatible (SPEC §6)."""
+    """Profile id per search and therapist, and which profiles are compatible (business-rules.md
+    §6)."""
     big = 10**6
     t_rows = [
         (

@@ -1,4 +1,4 @@
-"""Which hard constraints (SPEC §6) one patient-therapist pair breaks, by rule name.
+"""Which hard constraints (business-rules.md §6) one patient-therapist pair breaks, by rule name.
 
 `eligible_pairs` decides; this names the rules for a person reading the answer (a manual
 inquiry refused for a patient), with the same primitives.
@@ -39,7 +39,8 @@ def travel_km(search: Search, therapist: Therapist, config: BundleConfig) -> flo
 def unmet_constraints(
     search: Search, therapist: Therapist, config: BundleConfig, today: date
 ) -> list[str]:
-    """The rules the pair breaks (empty: none found), in the order SPEC §6 lists them."""
+    """The rules the pair breaks (empty: none found), in the order business-rules.md §6 lists
+    them."""
     unmet = []
     km = travel_km(search, therapist, config)
     if km is None:

@@ -135,7 +135,8 @@ def _lat_lon(obj: Mapping[str, Any], where: str) -> tuple[float | None, float | 
 
 
 def parse_config(raw: Any) -> BundleConfig:
-    """Configuration object; missing keys take the SPEC defaults."""
+    """Configuration object; missing keys take the documented defaults (docs/business-rules.md
+    §11)."""
     if raw is _MISSING or raw is None:
         return BundleConfig()
     if not isinstance(raw, Mapping):

@@ -47,7 +47,7 @@ class TherapistReason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class BundleConfig:
-    """Run configuration; defaults follow SPEC §11 where it names one."""
+    """Run configuration; defaults follow business-rules.md §11 where it names one."""
 
     bundle_min_size: int = 3
     bundle_max_size: int = 6
@@ -85,7 +85,8 @@ class Search:
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """One earlier inquiry to a therapist and how it was answered (SPEC §6 answer history).
+    """One earlier inquiry to a therapist and how it was answered (business-rules.md §6 answer
+    history).
 
     `answered_on` is None while unanswered and when closed without an answer;
     `rejected_other` counts every rejection other than for capacity.

@@ -1,4 +1,5 @@
-"""How likely a therapist has a place free, from the answer history and the own flag (SPEC §6).
+"""How likely a therapist has a place free, from the answer history and the own flag
+(business-rules.md §6).
 
 The score is a sum of simple signals, each weighed by its age (half-life HALF_LIFE_DAYS):
 

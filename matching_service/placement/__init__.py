@@ -1,4 +1,5 @@
-"""Placement rules as pure functions: cooling, answers, conflicts, search status (SPEC §5-§8)."""
+"""Placement rules as pure functions: cooling, answers, conflicts, search status (business-rules.md
+§5-§8)."""
 
 from .answers import (
     AnswerRecord,

@@ -1,4 +1,5 @@
-"""Recording an answer, first acceptance wins, withdrawals and replacement offers (SPEC §8)."""
+"""Recording an answer, first acceptance wins, withdrawals and replacement offers
+(business-rules.md §8)."""
 
 from __future__ import annotations
 

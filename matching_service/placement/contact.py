@@ -20,7 +20,8 @@ class Contactability:
 def contactability(
     therapist: TherapistContact, today: date, practices_with_open_inquiry: Collection[str]
 ) -> Contactability:
-    """Apply SPEC §6: active, not cooling, no open inquiry of the practice, location known."""
+    """Apply business-rules.md §6: active, not cooling, no open inquiry of the practice, location
+    known."""
     if therapist.status is not TherapistStatus.ACTIVE:
         return Contactability(False, f"status_{therapist.status}")
     if in_cooling(therapist, today):

@@ -10,7 +10,7 @@ class PlacementError(Exception):
 
 
 class InvalidTransition(PlacementError):
-    """A search status change that SPEC §5 does not allow."""
+    """A search status change that business-rules.md §5 does not allow."""
 
     def __init__(self, current: str, target: str, reason: str) -> None:
         super().__init__(f"cannot change search status from {current} to {target}: {reason}")

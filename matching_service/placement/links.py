@@ -1,4 +1,4 @@
-"""Signed, expiring answer links: one per inquiry, patient and outcome (SPEC.md §8).
+"""Signed, expiring answer links: one per inquiry, patient and outcome (business-rules.md §8).
 
 A link's token is the therapist's only authority: `<signed part>/<outcome>`, where the
 signed part names the inquiry, the search and when it stops being valid, signed with

@@ -1,4 +1,4 @@
-"""Search status transitions of SPEC §5, claims and trial outcomes."""
+"""Search status transitions of business-rules.md §5, claims and trial outcomes."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def staff_sources(target: SearchStatus) -> frozenset[SearchStatus]:
 
 
 def check_transition(current: SearchStatus, target: SearchStatus) -> None:
-    """Raise InvalidTransition (with the reason) unless SPEC §5 allows current -> target."""
+    """Raise InvalidTransition (with the reason) unless business-rules.md §5 allows current ->
+    target."""
     if target in ALLOWED_TRANSITIONS[current]:
         return
     if not ALLOWED_TRANSITIONS[current]:

@@ -10,7 +10,7 @@ Id = str | int
 
 
 class SearchStatus(StrEnum):
-    """Status of a patient search (SPEC §5)."""
+    """Status of a patient search (business-rules.md §5)."""
 
     ACTIVE = "active"
     PAUSED = "paused"
@@ -20,7 +20,7 @@ class SearchStatus(StrEnum):
 
 
 class TherapistStatus(StrEnum):
-    """Status of a therapist record (SPEC §3)."""
+    """Status of a therapist record (business-rules.md §3)."""
 
     ACTIVE = "active"
     BLOCKED = "blocked"
@@ -28,7 +28,7 @@ class TherapistStatus(StrEnum):
 
 
 class Outcome(StrEnum):
-    """A therapist's answer for one patient of an inquiry (SPEC §8)."""
+    """A therapist's answer for one patient of an inquiry (business-rules.md §8)."""
 
     ACCEPTED = "accepted"
     REJECTED_CAPACITY = "rejected_capacity"
@@ -53,7 +53,7 @@ class ResponseType(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class PlacementSettings:
-    """Timing rules of SPEC §7/§11 with their defaults."""
+    """Timing rules of business-rules.md §7/§11 with their defaults."""
 
     cooling_period_days: int = 28
     follow_up_after_days: int = 7
@@ -90,7 +90,7 @@ class SearchState:
 
 @dataclass(frozen=True, slots=True)
 class TherapistContact:
-    """What decides whether a therapist may be contacted (SPEC §6/§7)."""
+    """What decides whether a therapist may be contacted (business-rules.md §6/§7)."""
 
     therapist_id: Id
     practice_key: str

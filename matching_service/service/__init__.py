@@ -326,8 +326,8 @@ def change_search_status(
     *,
     correlation_id: str | None = None,
 ) -> SearchDetail:
-    """Staff pause, resume or cancel a search (SPEC §5); one conditional UPDATE, so of two
-    concurrent changes from the same status only one succeeds."""
+    """Staff pause, resume or cancel a search (business-rules.md §5); one conditional UPDATE, so of
+    two concurrent changes from the same status only one succeeds."""
     target = SearchStatus(change.status)
     sources = staff_sources(target)
     with uow:

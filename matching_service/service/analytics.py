@@ -1,4 +1,4 @@
-"""The numbers the business watches (SPEC.md §9), each an aggregate computed by PostgreSQL
+"""The numbers the business watches (business-rules.md §9), each an aggregate computed by PostgreSQL
 in one statement; the definitions are in `AnalyticsSummaryOut`'s field descriptions."""
 
 from __future__ import annotations

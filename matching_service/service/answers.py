@@ -1,5 +1,5 @@
-"""Answers to inquiries (SPEC.md §8): outcomes per patient, first acceptance wins, conflicts
-with replacement offers, withdrawals from other open inquiries, answer links.
+"""Answers to inquiries (business-rules.md §8): outcomes per patient, first acceptance wins,
+conflicts with replacement offers, withdrawals from other open inquiries, answer links.
 
 Locks are always taken in one order, so that concurrent answers, claims and withdrawals
 wait for each other instead of deadlocking: first the searches an answer accepts (by id),

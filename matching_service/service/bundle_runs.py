@@ -1,5 +1,5 @@
-"""Bundle runs (SPEC.md §6): the global bundler over the projections, for a region, a list of
-therapists or everywhere; a dry run stores only its record.
+"""Bundle runs (business-rules.md §6): the global bundler over the projections, for a region, a
+list of therapists or everywhere; a dry run stores only its record.
 
 A real run reads, plans and writes in one transaction that holds the inquiry writers' lock:
 two runs at once serialise, and the second reads the first one's inquiries (its therapists

@@ -1,5 +1,5 @@
 """Who may be contacted, one therapist at a time, and staff ending a practice's cooling early
-(SPEC.md §6, §7)."""
+(business-rules.md §6, §7)."""
 
 from __future__ import annotations
 

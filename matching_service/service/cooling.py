@@ -1,5 +1,5 @@
-"""Cooling periods (SPEC.md §7): any recorded answer, or an inquiry closed unanswered, keeps
-the practice from being contacted for COOLING_PERIOD_DAYS."""
+"""Cooling periods (business-rules.md §7): any recorded answer, or an inquiry closed unanswered,
+keeps the practice from being contacted for COOLING_PERIOD_DAYS."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The daily follow-up job (SPEC.md §7): a sent inquiry unanswered for FOLLOW_UP_AFTER_DAYS
-is due a follow-up call (inquiry.follow_up_due, once); one unanswered for
+"""The daily follow-up job (business-rules.md §7): a sent inquiry unanswered for
+FOLLOW_UP_AFTER_DAYS is due a follow-up call (inquiry.follow_up_due, once); one unanswered for
 INQUIRY_CLOSE_AFTER_DAYS is closed as `no_response` and its practice starts cooling."""
 
 from __future__ import annotations

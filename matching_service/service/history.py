@@ -1,4 +1,5 @@
-"""Therapists' answer histories for the bundler (SPEC.md §6: learn who tends to have openings).
+"""Therapists' answer histories for the bundler (business-rules.md §6: learn who tends to have
+openings).
 
 Per therapist the newest `limit` sent inquiries (by `sent_at`; unsent ones do not count), in
 one query: a window function numbers each therapist's inquiries, newest first, and the

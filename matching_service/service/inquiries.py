@@ -1,5 +1,5 @@
-"""Inquiries (SPEC.md §6): the one writer bundle runs and staff share, manual inquiries, and
-the inquiry reads (list, detail, a search's inquiries).
+"""Inquiries (business-rules.md §6): the one writer bundle runs and staff share, manual inquiries,
+and the inquiry reads (list, detail, a search's inquiries).
 
 Every writer of new inquiries holds the same transaction-scoped advisory lock, so runs and
 manual inquiries serialise; the database's own rules (one open inquiry per practice, budget
@@ -353,8 +353,8 @@ def create_inquiry(
     as_of: datetime | None = None,
     correlation_id: str | None = None,
 ) -> InquiryDetail:
-    """Staff send one therapist 1..BUNDLE_MAX_SIZE patients by hand (SPEC §6): the therapist
-    contactable, every search active with budget left and every pair within the hard
+    """Staff send one therapist 1..BUNDLE_MAX_SIZE patients by hand (business-rules.md §6): the
+    therapist contactable, every search active with budget left and every pair within the hard
     constraints; written by the bundle runs' writer under the same lock."""
     as_of = as_of or utcnow()
     today = as_of.date()

@@ -1,4 +1,4 @@
-"""The bundler's input read from the projections, and who may be contacted (SPEC.md §6).
+"""The bundler's input read from the projections, and who may be contacted (business-rules.md §6).
 
 One query per table, rows straight into the bundler's value types (no ORM object per row).
 Contactability is computed in SQL from the database's own records: the therapist's status,
@@ -208,7 +208,7 @@ def load_therapists(
     return therapists
 
 
-# the longest travel distance a patient may set (SPEC.md §2); a road is never shorter than
+# the longest travel distance a patient may set (business-rules.md §2); a road is never shorter than
 # the great circle, so nobody farther away can be eligible
 MAX_TRAVEL_KM = 200.0
 _KM_PER_DEGREE = 111.19

@@ -1,4 +1,4 @@
-"""Trial outcomes and manual placements of a search (SPEC.md §5, §8): conditional UPDATEs
+"""Trial outcomes and manual placements of a search (business-rules.md §5, §8): conditional UPDATEs
 decide, so a search is claimed, confirmed or sent back to the market once."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """An inquiry becomes `sent` when communication reports its email sent, or a call that
-reached a therapist without email (SPEC.md §7)."""
+reached a therapist without email (business-rules.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Withdrawing a patient from open inquiries (SPEC.md §8): when their search is claimed,
+"""Withdrawing a patient from open inquiries (business-rules.md §8): when their search is claimed,
 succeeds or is cancelled, every other open inquiry stops offering them."""
 
 from __future__ import annotations

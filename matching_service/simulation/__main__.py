@@ -4,15 +4,15 @@ Defaults and where they come from (A = assumption, to be replaced by observed da
   --days 180, --therapists 300, --patients 400: a mid-sized city region (Leipzig), fast.
   --opening-every-days 30 (A): each therapist has a place free for the platform about
       once a month; --opening-lasts-days 14 (A): then it is filled from other channels.
-  --answer-probability 0.6 (A), --answer-within-days 7: SPEC §7 follow-up after 7 days.
-  --phone-reach-probability 0.5 (A), --phone-attempts 3 (SPEC §7 MAX_CALL_ATTEMPTS).
+  --answer-probability 0.6 (A), --answer-within-days 7: business-rules.md §7 follow-up after 7 days.
+  --phone-reach-probability 0.5 (A), --phone-attempts 3 (business-rules.md §7 MAX_CALL_ATTEMPTS).
   --unsuitable-probability 0.1 (A) per patient; --unaware-of-withdrawal-probability 0.5
       (A): share of therapists who answer from the original email, causing conflicts.
   --trial-days 21 (A: a few trial sessions, weekly); --trial-success-probability 0.8 (A).
-  --contact-budget 25 (A: DEFAULT_CONTACT_BUDGET is unset in SPEC; "25 more contacts"
+  --contact-budget 25 (A: the business rules set no DEFAULT_CONTACT_BUDGET; "25 more contacts"
       is its example grant); --top-up-after-days 7 (A: staff grant the same again a week
       after a search used its contacts up); --max-inquiries-per-patient 3 (A).
-  Bundle sizes 3-6, cooling 28 days, follow-up 7 days, email 7 days: SPEC §11 defaults.
+  Bundle sizes 3-6, cooling 28 days, follow-up 7 days, email 7 days: business-rules.md §11 defaults.
 """
 
 from __future__ import annotations
@@ -74,21 +74,21 @@ HELP = {
     "(sigma of a lognormal factor with mean 1 on the rate; 0 = all alike)",
     "flag_share": "A: share of therapists who set potentially_available while a place is free",
     "answer_probability": "A: share of inquiries answered by email without a call",
-    "answer_within_days": "emailed answers arrive 1..N days after sending (SPEC §7: 7)",
+    "answer_within_days": "emailed answers arrive 1..N days after sending (business rules §7: 7)",
     "phone_reach_probability": "A: chance a follow-up call reaches the therapist",
-    "phone_attempts": "follow-up calls before giving up (SPEC §11 MAX_CALL_ATTEMPTS)",
+    "phone_attempts": "follow-up calls before giving up (business-rules.md §11 MAX_CALL_ATTEMPTS)",
     "unsuitable_probability": "A: chance a therapist rejects a listed patient as unsuitable",
     "unaware_of_withdrawal_probability": "A: share answering from the original email",
     "trial_days": "A: days of trial sessions before success or failure",
     "trial_success_probability": "A: share of trials that end in therapy",
-    "contact_budget": "A: contacts granted at search start (SPEC example grant: 25)",
+    "contact_budget": "A: contacts granted at search start (the business rules' example grant: 25)",
     "top_up_after_days": "A: staff grant the budget again this long after it ran out",
     "max_inquiries_per_patient": "A: inquiries a patient may join per daily run",
-    "bundle_min_size": "SPEC §11 BUNDLE_MIN_SIZE",
-    "bundle_max_size": "SPEC §11 BUNDLE_MAX_SIZE",
-    "cooling_period_days": "SPEC §11 COOLING_PERIOD_DAYS",
-    "follow_up_after_days": "SPEC §11 FOLLOW_UP_AFTER_DAYS",
-    "email_min_days_between": "SPEC §11 EMAIL_MIN_DAYS_BETWEEN",
+    "bundle_min_size": "business-rules.md §11 BUNDLE_MIN_SIZE",
+    "bundle_max_size": "business-rules.md §11 BUNDLE_MAX_SIZE",
+    "cooling_period_days": "business-rules.md §11 COOLING_PERIOD_DAYS",
+    "follow_up_after_days": "business-rules.md §11 FOLLOW_UP_AFTER_DAYS",
+    "email_min_days_between": "business-rules.md §11 EMAIL_MIN_DAYS_BETWEEN",
 }
 
 

@@ -31,7 +31,7 @@ def cooling_violations(events: list[tuple], cooling_days: int, email_days: int) 
 
 
 def summarise(sim: Simulation) -> dict:
-    """The figures the business watches (SPEC §9) for one strategy run."""
+    """The figures the business watches (business-rules.md §9) for one strategy run."""
     w, p = sim.w, sim.p
     patients = len(w.started)
     waits = np.array(sorted(w.placed_day[s] - w.started[s] for s in w.placed_day), dtype=float)

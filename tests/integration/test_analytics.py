@@ -1,5 +1,5 @@
-"""The business figures (SPEC.md §9) on a known data set in a postal-code region of its own,
-against a real PostgreSQL: every number asserted exactly."""
+"""The business figures (business-rules.md §9) on a known data set in a postal-code region of its
+own, against a real PostgreSQL: every number asserted exactly."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def region(builder: MarketBuilder, admin_engine: sa.Engine) -> str:
     update_row(engine, "inquiries", {"id": i3}, created_at=at(10))
     i4 = insert_inquiry(engine, t4, [s4], status="unsent")  # created while t4's practice cooled
     update_row(engine, "inquiries", {"id": i4}, created_at=at(25))
-    # a replacement offer to t1 during its practice's cooling: allowed (SPEC.md §8)
+    # a replacement offer to t1 during its practice's cooling: allowed (business-rules.md §8)
     i5 = insert_inquiry(engine, t1, [s1], status="closed", origin="replacement")
     update_row(engine, "inquiries", {"id": i5}, created_at=at(15))
     update_row(engine, "inquiry_patients", {"inquiry_id": i5}, status="withdrawn")

@@ -1,4 +1,4 @@
-"""Answer links (SPEC.md §8): a therapist answers without an account through signed,
+"""Answer links (business-rules.md §8): a therapist answers without an account through signed,
 expiring links; GET only shows, POST records once, with the effects of a recorded answer."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Answers to inquiries (SPEC.md §8) against a real PostgreSQL: exactly the inquiry's
+"""Answers to inquiries (business-rules.md §8) against a real PostgreSQL: exactly the inquiry's
 patients, response types, each outcome's effect, first acceptance wins (also under 50
 parallel acceptances), conflicts with replacement offers, withdrawals, cooling."""
 

@@ -1,4 +1,4 @@
-"""Trial outcomes and manual placements of a search (SPEC.md §5, §8) against a real
+"""Trial outcomes and manual placements of a search (business-rules.md §5, §8) against a real
 PostgreSQL, and patient_service following the outcome through its handlers."""
 
 from __future__ import annotations
@@ -249,7 +249,9 @@ def test_the_patient_is_in_therapy_when_the_trial_succeeds(patient_follows: Any)
     patient_id = register()
     deliver(_search_event(SEARCH_STARTED, 700, patient_id, "active"))
     deliver(_search_event(SEARCH_CLAIMED, 700, patient_id, "in_trial"))
-    assert status(patient_id) == "searching"  # trial sessions: still searching (SPEC §2)
+    assert (
+        status(patient_id) == "searching"
+    )  # trial sessions: still searching (business-rules.md §2)
     deliver(_search_event(SEARCH_FAILED_TRIAL, 700, patient_id, "active"))
     assert status(patient_id) == "searching"
     deliver(_search_event(SEARCH_SUCCEEDED, 700, patient_id, "successful"))

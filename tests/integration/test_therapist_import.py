@@ -1,4 +1,5 @@
-"""The 116117 directory import of therapist_service: REST, CLI and the rules of SPEC.md §3."""
+"""The 116117 directory import of therapist_service: REST, CLI and the rules of business-rules.md
+§3."""
 
 from __future__ import annotations
 

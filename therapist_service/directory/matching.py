@@ -1,5 +1,5 @@
 """Which existing therapist an incoming directory record is, and what the import may change
-in it (SPEC.md §3). Pure: works on any objects with the therapist's attribute names."""
+in it (business-rules.md §3). Pure: works on any objects with the therapist's attribute names."""
 
 from __future__ import annotations
 

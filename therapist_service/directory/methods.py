@@ -1,4 +1,4 @@
-"""The directory's therapy-method strings -> the platform's method values (SPEC.md §2)."""
+"""The directory's therapy-method strings -> the platform's method values (business-rules.md §2)."""
 
 from __future__ import annotations
 

@@ -112,7 +112,7 @@ def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float
 
 
 def pair_violations(market: dict, s: dict, t: dict) -> list[str]:
-    """Names of the hard constraints (SPEC §6) a search/therapist pair breaks."""
+    """Names of the hard constraints (business-rules.md §6) a search/therapist pair breaks."""
     bad = []
     if None in (s.get("lat"), s.get("lon"), t.get("lat"), t.get("lon")):
         return ["location"]
