@@ -4,8 +4,11 @@ and a Kafka-protocol broker (Tansu unless TEST_KAFKA_BOOTSTRAP_SERVERS)."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,16 +34,25 @@ if os.environ.get("CI"):
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Superuser URL of a PostgreSQL server for this test session."""
+def pg_admin_url() -> Iterator[str]:
+    """Superuser URL of a PostgreSQL server for this test session.
+
+    The embedded server's data lives in a directory of its own, not under pytest's numbered
+    temporary directories: a second pytest session on the machine removes the older ones of
+    those, and with them the data of a server still running.
+    """
     external = os.environ.get("TEST_DATABASE_URL")
     if external:
         yield external
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
-    url = server.start()
-    yield url
-    server.stop()
+    home = Path(tempfile.mkdtemp(prefix="placement-test-pg-"))
+    server = EmbeddedPostgres(home / "data")
+    try:
+        url = server.start()
+        yield url
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
