@@ -49,8 +49,14 @@ class Services:
         self.matching_settings = _settings(
             MatchingSettings, database_url, answer_link_secret=ANSWER_LINK_SECRET
         )
+        # communication reads no contact data here: a call to port 9 fails at once rather
+        # than reaching whatever runs on the default ports
         self.communication_settings = _settings(
-            CommunicationSettings, database_url, service_token=SERVICE_TOKEN
+            CommunicationSettings,
+            database_url,
+            service_token=SERVICE_TOKEN,
+            therapist_service_url="http://127.0.0.1:9",
+            patient_service_url="http://127.0.0.1:9",
         )
         self.geocoding_settings = _settings(GeocodingSettings, database_url)
         self.patient_settings = _settings(
@@ -113,11 +119,17 @@ def serving(database_url: str) -> Iterator[Services]:
         services.dispose()
 
 
-def outbox_events(engine: sa.Engine, schema: str, aggregate_id: object) -> list[Envelope]:
-    """The events `schema` emitted about one aggregate, in order."""
+def outbox_events(
+    engine: sa.Engine, schema: str, aggregate_id: object, prefix: str = ""
+) -> list[Envelope]:
+    """The events `schema` emitted about one aggregate, in order; with `prefix` only the
+    event types starting with it (search and inquiry ids overlap, as other tests' do)."""
     with engine.connect() as connection:
         rows = connection.execute(
-            sa.text(f"SELECT envelope FROM {schema}.outbox WHERE aggregate_id = :a ORDER BY id"),
-            {"a": str(aggregate_id)},
+            sa.text(
+                f"SELECT envelope FROM {schema}.outbox WHERE aggregate_id = :a "
+                "AND event_type LIKE :p ORDER BY id"
+            ),
+            {"a": str(aggregate_id), "p": f"{prefix}%"},
         ).scalars()
         return [Envelope.model_validate(row) for row in rows]

@@ -5,7 +5,9 @@ and located there, their searches started and one bundle run writes an inquiry. 
 arrives with answer links; nobody answers, so eight days later the follow-up call is on the
 call list, and staff record the answer they hear on the phone. A second practice accepts the
 same patient too late (a conflict with replacement offers), the trial succeeds, and
-the search's events, analytics and the contact log show every step.
+the search's events, analytics and the contact log show every step. At the end the placed
+patient's data is exported from every service, another patient is erased everywhere, and
+the audit log names who did it.
 
 Commands the scheduler runs (`send-emails`, `follow-ups --as-of`) are run here directly, with
 the environment the stack gives the service, so nothing waits for the next minute.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import os
 import re
 import uuid
@@ -367,6 +370,38 @@ def test_a_patient_is_placed_from_directory_import_to_successful_trial(
     )
     assert csv.status_code == 200
     assert csv.text.count("\n") >= 3  # header and both inquiries
+
+    # 12. export gathers every service's part; erasure reaches every service; the audit log
+    # says who did each step
+    export = api.get("patient", f"/api/patients/{patients[0]['id']}/export")
+    assert export["missing"] == []
+    parts = export["services"]
+    assert set(parts) == {"matching_service", "communication_service", "geocoding_service"}
+    assert [search["id"] for search in parts["matching_service"]["searches"]] == [first]
+    assert parts["geocoding_service"]["location"]["entity_id"] == patients[0]["id"]
+    gone = patients[3]
+    erased = api.call("DELETE", "patient", f"/api/patients/{gone['id']}")
+    assert erased["status"] == "erased" and erased["email"] is None
+
+    def matching_forgot() -> bool:
+        data = api.get("matching", f"/api/patients/{gone['id']}/data")
+        return bool(data["searches"]) and all(
+            search["status"] == "cancelled" and search["status_reason"] is None
+            for search in data["searches"]
+        )
+
+    wait_until(matching_forgot, timeout=60)
+    wait_until(
+        lambda: api.get("geocoding", f"/api/patients/{gone['id']}/data")["location"] is None,
+        timeout=60,
+    )
+    after = json.dumps(api.get("patient", f"/api/patients/{gone['id']}/export"))
+    assert gone["first_name"] not in after and gone["email"] not in after
+    audit = api.get(
+        "patient", f"/api/audit-events?entity_type=patient&entity_id={gone['id']}&per_page=100"
+    )
+    steps = {(entry["action"], entry["actor"]) for entry in audit["items"]}
+    assert {("create", "bootstrap-admin"), ("erase", "bootstrap-admin")} <= steps
 
 
 _COUNTS = (

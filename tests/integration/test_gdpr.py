@@ -138,7 +138,7 @@ def test_register_change_read_export_erase_and_the_audit_log_tells_who(
             sa.text("UPDATE matching_service.inquiries SET notes = :n WHERE id = :i"),
             {"n": f"therapist asked about {name}", "i": inquiry_id},
         )
-    for envelope in outbox_events(admin_engine, "matching_service", search_id):
+    for envelope in outbox_events(admin_engine, "matching_service", search_id, "search."):
         services.apply("communication_service", envelope)
     with admin_engine.begin() as connection:  # the message as sending renders it
         rendered = connection.execute(
@@ -228,8 +228,8 @@ def test_register_change_read_export_erase_and_the_audit_log_tells_who(
     assert search_row.status == "cancelled"
     assert (inquiry.original_size, inquiry.current_size) == (1, 0)
     assert projection.status == "erased" and projection.birth_date.isoformat() == "1990-01-01"
-    cancelled = [e for e in outbox_events(admin_engine, "matching_service", search_id)]
-    assert cancelled[-1].event_type in ("search.cancelled", "inquiry.patient_withdrawn")
+    cancelled = outbox_events(admin_engine, "matching_service", search_id, "search.")
+    assert cancelled[-1].event_type == "search.cancelled"
 
     # the audit log tells who did each step, and never a value
     log = patients.get(

@@ -64,7 +64,9 @@ def test_a_patients_life_leaves_no_personal_data_in_the_logs(
             "/api/patient-searches", json={"patient_id": patient_id}, headers=admin_headers
         )
         assert search.status_code == 201, search.json
-        for envelope in outbox_events(admin_engine, "matching_service", search.json["id"]):
+        for envelope in outbox_events(
+            admin_engine, "matching_service", search.json["id"], "search."
+        ):
             services.apply("communication_service", envelope)
         patients.get(f"{url}/export", headers=admin_headers)
         patients.delete(url, headers=admin_headers)
