@@ -10,6 +10,7 @@ import io
 import json
 import zipfile
 from collections.abc import Iterator
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -100,7 +101,11 @@ def test_register_change_read_export_erase_and_the_audit_log_tells_who(
     admin_headers: dict[str, str],
     staff_headers: dict[str, str],
 ) -> None:
-    body = patient_body(last_name=f"Gdpr{new_id()}", phone="030 5550123")
+    # a birth date no other test's patient has (they use 1990-04-01), in 1990 as asserted below
+    born = date(1990, 1, 1) + timedelta(days=100 + new_id() % 250)
+    body = patient_body(
+        last_name=f"Gdpr{new_id()}", phone="030 5550123", birth_date=born.isoformat()
+    )
     name, email = body["first_name"], body["email"]
     created = patients.post("/api/patients", json=body, headers=staff_headers)
     assert created.status_code == 201, created.json
