@@ -4,6 +4,7 @@ answers built with the response type their outcomes make, and the outbox read ba
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,9 +59,29 @@ class Spot:
         return int(self.builder.search(lat=self.lat, lon=self.lon, **changes)["id"])
 
 
+# places other tests use (tests/matching_support.CENTRE is Leipzig), and the spots handed out
+# in this session: a new spot keeps its distance from all of them, so no other test's
+# patient is within anyone's reach of it
+_TAKEN: list[tuple[float, float]] = [(51.34, 12.37), (52.34, 12.37), (52.52, 13.40), (48.14, 11.58)]
+_APART_KM = 60.0  # patients here reach 25 km; twice that and a margin
+
+
+def _far_apart(lat: float, lon: float) -> bool:
+    return all(
+        math.dist((lat * 111.2, lon * 70.0), (other[0] * 111.2, other[1] * 70.0)) > _APART_KM
+        for other in _TAKEN
+    )
+
+
 @pytest.fixture
 def spot(database: Any, client: Any, admin_headers: dict[str, str]) -> Spot:
-    lat, lon = random.uniform(47.5, 54.5), random.uniform(6.5, 14.5)
+    for _ in range(10_000):
+        lat, lon = random.uniform(47.5, 54.5), random.uniform(6.5, 14.5)
+        if _far_apart(lat, lon):
+            break
+    else:
+        pytest.fail("no free spot left in Germany for this session's tests")
+    _TAKEN.append((lat, lon))
     return Spot(MarketBuilder(database, client, admin_headers), lat, lon)
 
 
