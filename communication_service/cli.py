@@ -23,7 +23,7 @@ from communication_service.models import INFRA
 from communication_service.service import emails
 from communication_service.service.sending import Sender, send_due_emails
 from communication_service.settings import CommunicationSettings
-from shared.cli import main as platform_main
+from shared.cli import service_main
 from shared.db import InvalidDatabaseURL
 from shared.runtime import ServiceRuntime
 from shared.settings import load_settings
@@ -31,12 +31,7 @@ from shared.settings import load_settings
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in COMMANDS:
-        return COMMANDS[args[0]](args[1:])
-    if not args or args[0] in ("-h", "--help"):
-        print(__doc__.strip(), end="\n\n")
-    return platform_main(args, services=("communication_service",))
+    return service_main(argv, service="communication_service", commands=COMMANDS, doc=__doc__ or "")
 
 
 def as_of_argument(text: str) -> datetime:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from matching_service.models import INFRA
 from matching_service.service.followups import run_follow_ups
 from matching_service.settings import MatchingSettings
-from shared.cli import main as platform_main
+from shared.cli import service_main
 from shared.db import InvalidDatabaseURL
 from shared.runtime import ServiceRuntime
 from shared.settings import load_settings
@@ -27,12 +27,7 @@ from shared.settings import load_settings
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in COMMANDS:
-        return COMMANDS[args[0]](args[1:])
-    if not args or args[0] in ("-h", "--help"):
-        print(__doc__.strip(), end="\n\n")
-    return platform_main(args, services=("matching_service",))
+    return service_main(argv, service="matching_service", commands=COMMANDS, doc=__doc__ or "")
 
 
 def _moment(value: str) -> datetime:

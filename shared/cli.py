@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from sqlalchemy.exc import OperationalError
@@ -81,6 +81,22 @@ def revoke_tokens(url: str, name_or_prefix: str, services: Sequence[str] = SERVI
     for name, schemas in sorted(schemas_of.items()):
         print(f"token revoked: name={name} schemas={','.join(schemas)}", file=sys.stderr)
     return sum(len(schemas) for schemas in schemas_of.values())
+
+
+ServiceCommand = Callable[[Sequence[str]], int]
+
+
+def service_main(
+    argv: Sequence[str] | None, *, service: str, commands: Mapping[str, ServiceCommand], doc: str
+) -> int:
+    """Entry point of a service's CLI: its own commands, else the platform commands limited
+    to its schema (`doc`, the module's docstring, heads the help)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in commands:
+        return commands[args[0]](args[1:])
+    if not args or args[0] in ("-h", "--help"):
+        print(doc.strip(), end="\n\n")
+    return main(args, services=(service,))
 
 
 def main(argv: Sequence[str] | None = None, services: Sequence[str] = SERVICES) -> int:

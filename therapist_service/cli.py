@@ -22,7 +22,7 @@ from typing import TextIO
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
-from shared.cli import main as platform_main
+from shared.cli import service_main
 from shared.db import Database, InvalidDatabaseURL
 from shared.events import describe
 from shared.runtime import ServiceRuntime
@@ -43,12 +43,7 @@ DEFAULT_PLZ_DATA = ROOT.parent / "shared" / "data" / "zipcodes.de.csv"
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in COMMANDS:
-        return COMMANDS[args[0]](args[1:])
-    if not args or args[0] in ("-h", "--help"):
-        print(__doc__.strip(), end="\n\n")
-    return platform_main(args, services=("therapist_service",))
+    return service_main(argv, service="therapist_service", commands=COMMANDS, doc=__doc__ or "")
 
 
 # ---------------------------------------------------------------- import-directory
