@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo postman postman-check test lint bench-events bench-bundles bench-matching bench-import bench-geocoding token migrate clean
+.PHONY: run demo postman postman-check test reliability lint bench-events bench-bundles bench-matching bench-import bench-geocoding token migrate clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -32,7 +32,14 @@ postman-check: $(STAMP)
 
 ## unit, integration and e2e tests (embedded servers unless TEST_DATABASE_URL / TEST_KAFKA_BOOTSTRAP_SERVERS)
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest --ignore=tests/reliability
+
+## faults, races, hostile input and access under real servers; prints the table (< 15 min)
+reliability: $(STAMP)
+	rm -f var/reliability.jsonl
+	RELIABILITY_TALLY=var/reliability.jsonl $(PY) -m pytest tests/reliability; status=$$?; \
+		PYTHONPATH=. $(PY) -m tools.reliability_report var/reliability.jsonl; \
+		test $$status -eq 0
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
