@@ -3,8 +3,9 @@ table, so an endpoint added tomorrow is in the matrix without anyone listing it.
 
 Each `@operation` declares the role it requires (`shared.web.Operation.role`, shown in the
 OpenAPI document as its security and "Requires role ..."); the platform's rule for a role
-(docs/security.md) decides the expected answer for six callers: no token, an unknown token
-and a revoked (admin) token get 401; staff, admin and the service token get 403 below the
+(docs/security.md) decides the expected answer for each caller: no token, an unknown, a
+revoked, an empty or an oversized one, an admin token of the other services only, or the
+admin token sent as `Basic` get 401; staff, admin and the service token get 403 below the
 operation's role, and otherwise anything but 401/403 (made-up ids and empty bodies may well
 be 404 or 422) - never a 5xx. Routes that are not operations must be in `PUBLIC`, and are
 checked to answer without a token; a route in neither fails the test.
@@ -12,6 +13,7 @@ checked to answer without a token; a route in neither fails the test.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,7 +53,16 @@ __all__ = [  # fixtures
 pytestmark = pytest.mark.integration
 
 READS = frozenset({"GET", "HEAD"})
-NO_ACCESS = ("no token", "unknown token", "revoked token")
+# no token, or none this service knows (tokens live in each service's schema)
+NO_ACCESS = (
+    "no token",
+    "unknown token",
+    "revoked token",
+    "other services' token",  # an admin token stored in every schema but this one
+    "admin token, other scheme",  # `Basic`, not `Bearer`
+    "empty bearer",
+    "oversized token",
+)
 CALLERS = (*NO_ACCESS, "staff", "admin", "service")
 
 
@@ -113,27 +124,41 @@ def _path(rule: str) -> str:
 
 
 @pytest.fixture
-def tokens(api_database: str) -> Iterator[dict[str, str | None]]:
-    """The six callers' Authorization tokens: a staff token and a revoked admin token stored
-    in every schema for this test (and revoked again after it)."""
+def headers(api_database: str) -> Iterator[dict[str, dict[str, str | None]]]:
+    """service -> caller -> the caller's Authorization header: a staff token, a revoked admin
+    token, and per service an admin token every other schema knows, stored for this test
+    (and revoked after it)."""
     staff = issue_token("matrix-staff", Role.STAFF)
     revoked = issue_token("matrix-revoked", Role.ADMIN)
+    elsewhere = {service: issue_token(f"matrix-not-{service}", Role.ADMIN) for service in SERVICES}
     with token_stores(api_database, SERVICES) as stores:
-        for _, store in stores:
+        for service, store in stores:
             store.store(staff)
             store.store(revoked)
             store.revoke(revoked.name)
+            for other, token in elsewhere.items():
+                if other != service:
+                    store.store(token)
+    basic = base64.b64encode(f"admin:{ADMIN_TOKEN}".encode()).decode()
     yield {
-        "no token": None,
-        "unknown token": issue_token("never-stored", Role.ADMIN).token,
-        "revoked token": revoked.token,
-        "staff": staff.token,
-        "admin": ADMIN_TOKEN,
-        "service": SERVICE_TOKEN,
+        service: {
+            "no token": None,
+            "unknown token": f"Bearer {issue_token('never-stored', Role.ADMIN).token}",
+            "revoked token": f"Bearer {revoked.token}",
+            "other services' token": f"Bearer {elsewhere[service].token}",
+            "admin token, other scheme": f"Basic {basic}",
+            "empty bearer": "Bearer ",
+            "oversized token": "Bearer " + "x" * 8000,
+            "staff": f"Bearer {staff.token}",
+            "admin": f"Bearer {ADMIN_TOKEN}",
+            "service": f"Bearer {SERVICE_TOKEN}",
+        }
+        for service in SERVICES
     }
     with token_stores(api_database, SERVICES) as stores:
         for _, store in stores:
-            store.revoke(staff.name)
+            for token in (staff, *elsewhere.values()):
+                store.revoke(token.name)
 
 
 def _operation(app: Flask, endpoint: str, method: str) -> Operation | None:
@@ -144,9 +169,10 @@ def _operation(app: Flask, endpoint: str, method: str) -> Operation | None:
     return getattr(getattr(resource, method.lower(), None), "operation", None)
 
 
-def _call(app: Flask, method: str, path: str, token: str | None, body: bool) -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    options: dict[str, Any] = {"headers": headers}
+def _call(app: Flask, method: str, path: str, authorization: str | None, body: bool) -> Any:
+    options: dict[str, Any] = {
+        "headers": {"Authorization": authorization} if authorization is not None else {}
+    }
     if body:
         options["json"] = {}
     response = app.test_client().open(path, method=method, **options)
@@ -161,7 +187,7 @@ def _documented(spec: dict[str, Any], rule: str, method: str) -> dict[str, Any] 
 
 
 def test_every_route_of_every_service_answers_each_caller_as_its_role_says(
-    service_apps: dict[str, Flask], tokens: dict[str, str | None], tally: Tally
+    service_apps: dict[str, Flask], headers: dict[str, dict[str, str | None]], tally: Tally
 ) -> None:
     wrong: list[str] = []
     unclassified: list[str] = []
@@ -182,7 +208,9 @@ def test_every_route_of_every_service_answers_each_caller_as_its_role_says(
                         continue
                     public_seen.add(rule.rule)
                     for caller in ("no token", "unknown token"):
-                        response = _call(app, method, public.path, tokens[caller], body=False)
+                        response = _call(
+                            app, method, public.path, headers[service][caller], body=False
+                        )
                         tally.checked += 1
                         tally.server_errors += response.status_code >= 500
                         if response.status_code not in public.statuses:
@@ -194,7 +222,11 @@ def test_every_route_of_every_service_answers_each_caller_as_its_role_says(
                 for caller in CALLERS:
                     expected = expected_access(caller, op.role, method)
                     response = _call(
-                        app, method, _path(rule.rule), tokens[caller], body=op.body is not None
+                        app,
+                        method,
+                        _path(rule.rule),
+                        headers[service][caller],
+                        body=op.body is not None,
                     )
                     tally.checked += 1
                     status = response.status_code
