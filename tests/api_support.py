@@ -5,14 +5,17 @@ connected as its service's own database role (through PgBouncer when the session
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import flask_restful
 import pytest
 from flask import Flask
+from werkzeug.routing import Rule
 
 from communication_service.app import create_app as create_communication_app
 from communication_service.settings import CommunicationSettings
@@ -34,6 +37,7 @@ from shared.errors import Conflict
 from shared.migrations import upgrade_all
 from shared.pgbouncer import PgBouncer
 from shared.runtime import ServiceRuntime
+from shared.web import Operation
 from tests.conftest import ADMIN_TOKEN, SERVICE_TOKEN
 from tests.helpers import location_resolved
 from therapist_service.app import create_app as create_therapist_app
@@ -214,3 +218,26 @@ def assert_error_shape(body: Any) -> None:
     assert isinstance(error, dict) and set(error) == {"code", "message", "details"}, body
     assert isinstance(error["code"], str) and error["code"], body
     assert isinstance(error["message"], str) and error["message"], body
+
+
+MADE_UP = {"id": "2147480000", "int": "2147480000"}  # else a word
+CONVERTER = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
+
+
+def made_up_path(rule: str) -> str:
+    """A route rule with made-up values: ids that may exist in no table, words."""
+    return CONVERTER.sub(lambda m: MADE_UP.get(m.group(1) or "", "zz"), rule)
+
+
+def route_table(app: Flask) -> list[tuple[Rule, str, Operation | None]]:
+    """Every route and method of an app (HEAD and OPTIONS aside, which werkzeug adds), with
+    its `@operation`, or None for a route that is no operation."""
+    table = []
+    for rule in app.url_map.iter_rules():
+        resource = getattr(app.view_functions[rule.endpoint], "view_class", None)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            op = None
+            if resource is not None and issubclass(resource, flask_restful.Resource):
+                op = getattr(getattr(resource, method.lower(), None), "operation", None)
+            table.append((rule, method, op))
+    return table

@@ -14,26 +14,26 @@ checked to answer without a token; a route in neither fails the test.
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import flask_restful
 import pytest
 from flask import Flask
 
 from shared.auth import Role, issue_token
 from shared.cli import token_stores
 from shared.settings import SERVICES
-from shared.web import Operation
 from tests.api_support import (
+    CONVERTER,
     api_database,
     assert_error_shape,
     communication_app,
     geocoding_app,
+    made_up_path,
     matching_app,
     patient_app,
+    route_table,
     service_apps,
     therapist_app,
 )
@@ -114,14 +114,6 @@ PUBLIC: dict[str, Public] = {
     ),
 }
 
-MADE_UP = {"id": "2147480000", "int": "2147480000"}  # else a word
-_CONVERTER = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
-
-
-def _path(rule: str) -> str:
-    """The rule with made-up values: ids that may exist in no table, words."""
-    return _CONVERTER.sub(lambda m: MADE_UP.get(m.group(1) or "", "zz"), rule)
-
 
 @pytest.fixture
 def headers(api_database: str) -> Iterator[dict[str, dict[str, str | None]]]:
@@ -161,14 +153,6 @@ def headers(api_database: str) -> Iterator[dict[str, dict[str, str | None]]]:
                 store.revoke(token.name)
 
 
-def _operation(app: Flask, endpoint: str, method: str) -> Operation | None:
-    view = app.view_functions[endpoint]
-    resource = getattr(view, "view_class", None)
-    if resource is None or not issubclass(resource, flask_restful.Resource):
-        return None
-    return getattr(getattr(resource, method.lower(), None), "operation", None)
-
-
 def _call(app: Flask, method: str, path: str, authorization: str | None, body: bool) -> Any:
     options: dict[str, Any] = {
         "headers": {"Authorization": authorization} if authorization is not None else {}
@@ -182,7 +166,7 @@ def _call(app: Flask, method: str, path: str, authorization: str | None, body: b
 
 
 def _documented(spec: dict[str, Any], rule: str, method: str) -> dict[str, Any] | None:
-    path = _CONVERTER.sub(lambda m: "{" + m.group(2) + "}", rule)
+    path = CONVERTER.sub(lambda m: "{" + m.group(2) + "}", rule)
     return spec["paths"].get(path, {}).get(method.lower())
 
 
@@ -194,46 +178,39 @@ def test_every_route_of_every_service_answers_each_caller_as_its_role_says(
     public_seen: set[str] = set()
     for service, app in service_apps.items():
         spec = app.test_client().get("/openapi.json").json
-        for rule in app.url_map.iter_rules():
-            for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-                where = f"{service} {method} {rule.rule}"
-                op = _operation(app, rule.endpoint, method)
-                if op is None:
-                    public = PUBLIC.get(rule.rule)
-                    if public is None or service not in public.services:
-                        unclassified.append(where)
-                        continue
-                    if method not in public.methods:
-                        unclassified.append(where)
-                        continue
-                    public_seen.add(rule.rule)
-                    for caller in ("no token", "unknown token"):
-                        response = _call(
-                            app, method, public.path, headers[service][caller], body=False
-                        )
-                        tally.checked += 1
-                        tally.server_errors += response.status_code >= 500
-                        if response.status_code not in public.statuses:
-                            wrong.append(f"{where} [{caller}]: {response.status_code}")
+        for rule, method, op in route_table(app):
+            where = f"{service} {method} {rule.rule}"
+            if op is None:
+                public = PUBLIC.get(rule.rule)
+                if public is None or service not in public.services or method not in public.methods:
+                    unclassified.append(where)
                     continue
-                documented = _documented(spec, rule.rule, method)
-                if documented is None or documented.get("security") != [{"bearerAuth": []}]:
-                    wrong.append(f"{where}: not in /openapi.json with its bearer security")
-                for caller in CALLERS:
-                    expected = expected_access(caller, op.role, method)
-                    response = _call(
-                        app,
-                        method,
-                        _path(rule.rule),
-                        headers[service][caller],
-                        body=op.body is not None,
-                    )
+                public_seen.add(rule.rule)
+                for caller in ("no token", "unknown token"):
+                    response = _call(app, method, public.path, headers[service][caller], body=False)
                     tally.checked += 1
-                    status = response.status_code
-                    tally.server_errors += status >= 500
-                    problem = _problem(response, expected)
-                    if problem:
-                        wrong.append(f"{where} [{caller}, requires {op.role.value}]: {problem}")
+                    tally.server_errors += response.status_code >= 500
+                    if response.status_code not in public.statuses:
+                        wrong.append(f"{where} [{caller}]: {response.status_code}")
+                continue
+            documented = _documented(spec, rule.rule, method)
+            if documented is None or documented.get("security") != [{"bearerAuth": []}]:
+                wrong.append(f"{where}: not in /openapi.json with its bearer security")
+            for caller in CALLERS:
+                expected = expected_access(caller, op.role, method)
+                response = _call(
+                    app,
+                    method,
+                    made_up_path(rule.rule),
+                    headers[service][caller],
+                    body=op.body is not None,
+                )
+                tally.checked += 1
+                status = response.status_code
+                tally.server_errors += status >= 500
+                problem = _problem(response, expected)
+                if problem:
+                    wrong.append(f"{where} [{caller}, requires {op.role.value}]: {problem}")
     assert unclassified == [], "routes with no access rule (an operation, or PUBLIC)"
     assert wrong == []
     assert public_seen == set(PUBLIC), "PUBLIC lists routes no service has"

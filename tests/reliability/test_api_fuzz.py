@@ -34,13 +34,17 @@ from patient_service.app import create_app as create_patient_app
 from patient_service.settings import PatientSettings
 from shared.db import driver_url
 from shared.settings import ServiceSettings
+from shared.web import Operation
 from tests.api_support import (
+    CONVERTER,
     api_database,
     assert_error_shape,
     communication_app,
     geocoding_app,
+    made_up_path,
     matching_app,
     patient_app,
+    route_table,
     service_apps,
     therapist_app,
 )
@@ -279,3 +283,73 @@ def test_answer_links_never_fail_with_5xx_and_record_nothing_unless_genuine(
 
     probe()
     assert recorded_state(engine, inquiry_id) == before
+
+
+# What schemathesis does not send: bodies that are no JSON object the way a parser might
+# choke on, query values at the edges of number parsing, path values no route expects.
+HOSTILE_BODIES = {
+    "not UTF-8": b'\xff\xfe{"a": 1}',
+    "UTF-16": '{"a": 1}'.encode("utf-16"),
+    "nested 100,000 deep": b"[" * 100_000 + b"]" * 100_000,
+    "objects nested 10,000 deep": b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
+    "a 5,000-digit number": b'{"page": ' + b"9" * 5000 + b"}",
+    "NaN and Infinity": b'{"a": NaN, "b": Infinity}',
+    "a list": b"[]",
+    "null": b"null",
+    "a string": b'"text"',
+    "duplicate keys": b'{"a": 1, "a": 2}',
+    "a lone surrogate": b'{"a": "\\ud800", "\\udfff": 1}',
+    "NUL": b'{"a": "\\u0000"}',
+    "truncated": b'{"a": [1, 2',
+}
+HOSTILE_QUERIES = (
+    "page=1e309",
+    "page=NaN",
+    "page=-0",
+    "per_page=99999999999999999999999",
+    "page=" + "9" * 5000,
+    "page=%00",
+    "page=1&page=x",
+    "%FF=%FE",
+    "q=%ED%A0%80",  # an encoded surrogate
+    "from=" + "%C3%A4" * 2000,
+)
+HOSTILE_SEGMENTS = ("0", "-1", "2147483648", "1e3", "%00", "%ED%A0%80", "x" * 3000, "%2F..%2F")
+
+
+def _hostile_requests(rule: str, method: str, op: Operation) -> Iterator[tuple[str, Any]]:
+    """(path, body or None) of each hostile request for an operation."""
+    path = made_up_path(rule)
+    if op.body is not None:
+        for raw in HOSTILE_BODIES.values():
+            yield path, raw
+    for query in HOSTILE_QUERIES:
+        yield f"{path}?{query}", None
+    if CONVERTER.search(rule):
+        for segment in HOSTILE_SEGMENTS:
+            yield CONVERTER.sub(segment, rule), None
+
+
+def test_hostile_bodies_queries_and_paths_never_fail_with_5xx(
+    service_apps: dict[str, Flask], tally: Tally
+) -> None:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+    failed: list[str] = []
+    for service, app in service_apps.items():
+        client = app.test_client()
+        for rule, method, op in route_table(app):
+            if op is None:
+                continue
+            for path, body in _hostile_requests(rule.rule, method, op):
+                response = client.open(path, method=method, data=body, headers=headers)
+                tally.checked += 1
+                tally.server_errors += response.status_code >= 500
+                where = f"{service} {method} {path[:80]} {(body or b'')[:40]!r}"
+                if response.status_code >= 500:
+                    failed.append(f"{where}: {response.status_code}")
+                elif response.status_code >= 400:
+                    try:
+                        assert_error_shape(response.get_json(silent=True))
+                    except AssertionError:
+                        failed.append(f"{where}: {response.status_code} not in the error shape")
+    assert failed == []
