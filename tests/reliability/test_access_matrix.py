@@ -178,6 +178,7 @@ def test_every_route_of_every_service_answers_each_caller_as_its_role_says(
     public_seen: set[str] = set()
     for service, app in service_apps.items():
         spec = app.test_client().get("/openapi.json").json
+        operations_seen = 0
         for rule, method, op in route_table(app):
             where = f"{service} {method} {rule.rule}"
             if op is None:
@@ -194,8 +195,13 @@ def test_every_route_of_every_service_answers_each_caller_as_its_role_says(
                         wrong.append(f"{where} [{caller}]: {response.status_code}")
                 continue
             documented = _documented(spec, rule.rule, method)
+            operations_seen += 1
             if documented is None or documented.get("security") != [{"bearerAuth": []}]:
                 wrong.append(f"{where}: not in /openapi.json with its bearer security")
+            elif f"`{op.role.value}`" not in documented["description"] and not (
+                op.role is Role.SERVICE and "service token" in documented["description"]
+            ):
+                wrong.append(f"{where}: /openapi.json does not name the role {op.role.value}")
             for caller in CALLERS:
                 expected = expected_access(caller, op.role, method)
                 response = _call(
@@ -211,6 +217,10 @@ def test_every_route_of_every_service_answers_each_caller_as_its_role_says(
                 problem = _problem(response, expected)
                 if problem:
                     wrong.append(f"{where} [{caller}, requires {op.role.value}]: {problem}")
+        # and the document describes no operation the app does not have
+        documented_count = sum(len(methods) for methods in spec["paths"].values())
+        if documented_count != operations_seen:
+            wrong.append(f"{service}: {documented_count} operations documented, {operations_seen}")
     assert unclassified == [], "routes with no access rule (an operation, or PUBLIC)"
     assert wrong == []
     assert public_seen == set(PUBLIC), "PUBLIC lists routes no service has"
