@@ -114,9 +114,15 @@ def grant_service_role(connection: Connection, schema: str) -> None:
     Tables the role holds no privilege on yet (new ones) get SELECT, INSERT, UPDATE and
     DELETE; a table whose privileges a revision set itself keeps them (`api_tokens`: read
     only, see `make_tokens_read_only`).
+
+    No role but the migrations' may create objects in `public`: PostgreSQL 14 and older (and
+    databases made from their templates) let every role do that, so a service could plant a
+    table or a function there that others' queries pick up.
     """
     role = _quote(schema)
     for statement in (
+        "DO $$ BEGIN IF EXISTS (SELECT FROM pg_namespace WHERE nspname = 'public') "
+        "THEN REVOKE CREATE ON SCHEMA public FROM PUBLIC; END IF; END $$",
         f"REVOKE ALL ON SCHEMA {role} FROM PUBLIC",
         f"GRANT USAGE ON SCHEMA {role} TO {role}",
         f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {role} TO {role}",

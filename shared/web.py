@@ -390,7 +390,8 @@ def create_service_app(
     methods require one), so each must carry its own authority (e.g. a signed token in the
     URL). They get the security headers and `PAGE_CSP`.
     """
-    app = Flask(name)
+    # no `/static/<path>`: a service serves no files but its docs' assets (`_DOCS_ASSETS`)
+    app = Flask(name, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = max_content_length
     app.url_map.converters["id"] = IdConverter
     app.json.sort_keys = False  # type: ignore[attr-defined]
