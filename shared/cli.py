@@ -1,4 +1,4 @@
-"""Platform admin commands: `python -m shared.cli {migrate,tokens,outbox} ...`.
+"""Platform admin commands: `python -m shared.cli {migrate,tokens,outbox,reconcile} ...`.
 
 Each service keeps its own copy of the tokens (its schema is its own), so `tokens create`
 stores the hash of one new token in every service's `api_tokens` table. Token commands use
@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 from sqlalchemy.exc import OperationalError
 
@@ -31,6 +32,7 @@ from shared.db import Database, InvalidDatabaseURL, schema_metadata
 from shared.infrastructure import define_infrastructure
 from shared.migrations import migration_url, upgrade_all
 from shared.outbox import pending_summary, retry_stuck
+from shared.reconcile import reconcile
 from shared.settings import SERVICES, AdminSettings, load_settings, own_database_url
 
 
@@ -142,8 +144,36 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
         default=int(os.environ.get("RELAY_MAX_ATTEMPTS") or 10),
         help="attempts after which a row counts as stuck (default: RELAY_MAX_ATTEMPTS, 10)",
     )
+    check = commands.add_parser(
+        "reconcile",
+        help="compare every projection with its source; exit 1 listing missing, stale and "
+        "extra ids",
+    )
+    check.add_argument(
+        "--service",
+        choices=services,
+        help="only the projections this service holds or feeds (default: all)",
+    )
+    check.add_argument("--json", action="store_true", help="the report as JSON")
+    check.add_argument(
+        "--as-of",
+        type=_datetime,
+        default=None,
+        help="ISO date-time cooling dates count from (default: now)",
+    )
     args = parser.parse_args(argv)
 
+    if args.command == "reconcile":
+        reconciled = reconcile(
+            migration_url(),
+            services=(args.service,) if args.service else services,
+            as_of=args.as_of,
+        )
+        if args.json:
+            print(json.dumps(reconciled.to_dict(), indent=2))
+        else:
+            print("\n".join(reconciled.lines()))
+        return 0 if reconciled.ok else 1
     if args.command == "migrate":
         admin = load_settings(AdminSettings)  # a bad token is refused before migrating
         url = migration_url()
@@ -183,6 +213,12 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
     revoked = revoke_tokens(migration_url(), args.name_or_prefix, services)
     print(f"revoked {revoked} token row(s)", file=sys.stderr)
     return 0 if revoked else 1
+
+
+def _datetime(value: str) -> datetime:
+    """An ISO date-time (a naive one is UTC); argparse reports a ValueError as a usage error."""
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _ensure_configured_tokens(url: str, admin: AdminSettings, services: Sequence[str]) -> None:
