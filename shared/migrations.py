@@ -199,6 +199,27 @@ def create_audit_table(schema: str) -> None:
     alembic_op.execute(f"GRANT SELECT, INSERT ON {role}.audit_events TO {role}")
 
 
+def create_outbox_published_index(schema: str) -> None:
+    """Revision step: published outbox rows by publication time, for the retention prune
+    and the replay (`shared.retention`)."""
+    from alembic import op as alembic_op
+
+    alembic_op.create_index(
+        "ix_outbox_published_at",
+        "outbox",
+        ["published_at"],
+        schema=schema,
+        postgresql_where=sa.text("published_at IS NOT NULL"),
+    )
+
+
+def drop_outbox_published_index(schema: str) -> None:
+    """Downgrade step of `create_outbox_published_index`."""
+    from alembic import op as alembic_op
+
+    alembic_op.drop_index("ix_outbox_published_at", table_name="outbox", schema=schema)
+
+
 def drop_audit_table(schema: str) -> None:
     """Downgrade step of `create_audit_table`."""
     from alembic import op as alembic_op
