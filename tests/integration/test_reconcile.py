@@ -30,6 +30,10 @@ from shared.pgbouncer import PgBouncer
 from shared.reconcile import PROJECTIONS, reconcile
 from tests.conftest import ADMIN_TOKEN, SERVICE_TOKEN
 from tests.helpers import patient_body
+from tests.integration.test_therapist_api import therapist_body
+from tests.matching_support import insert_inquiry
+from therapist_service.app import create_app as create_therapist_app
+from therapist_service.settings import TherapistSettings
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +41,10 @@ PATIENTS = "matching_service.patient_projection"
 GEO = "geocoding_service.entity_locations"
 LOCATIONS = "matching_service.locations"
 SEARCHES = "patient_service.patients.search_id+status"
+THERAPISTS = "matching_service.therapist_projection"
+COOLING = "therapist_service.therapists.next_contactable_date"
+EMAILS = "communication_service.emails(inquiry)"
+SENT = "matching_service.inquiries.sent_at"
 
 
 @pytest.fixture
@@ -79,6 +87,38 @@ def _deliver(
     return handled
 
 
+def _follow(own_url: str, engine: sa.Engine) -> None:
+    """Geocoding and matching handle every patient and therapist event, matching every
+    location event (what their consumers do; handling one again changes nothing)."""
+    geo_settings = GeocodingSettings(
+        database_url=role_url(own_url, "geocoding_service"), log_json=False
+    )
+    geocoding = Database(geo_settings.database_url, outbox=OutboxWriter(GEO_INFRA), pool_size=1)
+    matching = Database(role_url(own_url, "matching_service"), pool_size=1)
+    try:
+        for source in ("patient_service", "therapist_service"):
+            _deliver(engine, source, geocoding, geo_handlers(geo_settings))
+            _deliver(engine, source, matching, MATCHING_HANDLERS)
+        _deliver(engine, "geocoding_service", matching, MATCHING_HANDLERS)
+    finally:
+        geocoding.dispose()
+        matching.dispose()
+
+
+@pytest.fixture
+def therapist(own_url: str, engine: sa.Engine) -> int:
+    """A therapist registered through the API, followed by geocoding and matching."""
+    settings = TherapistSettings(
+        database_url=role_url(own_url, "therapist_service"), log_json=False
+    )
+    client = create_therapist_app(settings).test_client()
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    response = client.post("/api/therapists", json=therapist_body(), headers=headers)
+    assert response.status_code == 201, response.json
+    _follow(own_url, engine)
+    return int(response.json["id"])
+
+
 @pytest.fixture
 def patients(own_url: str, engine: sa.Engine) -> list[int]:
     """Three patients registered through the API and followed by geocoding and matching."""
@@ -94,18 +134,7 @@ def patients(own_url: str, engine: sa.Engine) -> list[int]:
         response = client.post("/api/patients", json=patient_body(), headers=headers)
         assert response.status_code == 201, response.json
         ids.append(response.json["id"])
-    geo_settings = GeocodingSettings(
-        database_url=role_url(own_url, "geocoding_service"), log_json=False
-    )
-    geocoding = Database(geo_settings.database_url, outbox=OutboxWriter(GEO_INFRA), pool_size=1)
-    matching = Database(role_url(own_url, "matching_service"), pool_size=1)
-    try:
-        assert _deliver(engine, "patient_service", geocoding, geo_handlers(geo_settings)) == 3
-        assert _deliver(engine, "patient_service", matching, MATCHING_HANDLERS) == 3
-        assert _deliver(engine, "geocoding_service", matching, MATCHING_HANDLERS) == 3
-    finally:
-        geocoding.dispose()
-        matching.dispose()
+    _follow(own_url, engine)
     return ids
 
 
@@ -260,3 +289,99 @@ def test_followed_search_status_behind_matching_is_stale(
 def test_unknown_service_is_refused(own_url: str) -> None:
     with pytest.raises(ValueError, match="unknown service"):
         reconcile(own_url, services=("billing_service",))
+
+
+def test_therapist_cooling_and_inquiry_projections(
+    own_url: str, engine: sa.Engine, patients: list[int], therapist: int
+) -> None:
+    report = reconcile(own_url)
+    assert report.ok, report.lines()
+    assert report.diff(THERAPISTS).checked == 1
+    assert report.diff(GEO).checked == 4  # three patients, one therapist
+
+    # a therapist change matching and geocoding never heard of
+    bump = "UPDATE therapist_service.therapists SET version = version + :d WHERE id = :id"
+    _run(engine, bump, d=1, id=therapist)
+    report = reconcile(own_url)
+    assert report.diff(THERAPISTS).stale == [str(therapist)]
+    assert report.diff(GEO).stale == [f"therapist:{therapist}"]
+    _run(engine, bump, d=-1, id=therapist)
+
+    # business-rules.md §7: matching's cooling period, the therapist service never told
+    with engine.begin() as connection:
+        practice_key = connection.execute(
+            sa.text(
+                "SELECT practice_key FROM matching_service.therapist_projection "
+                "WHERE therapist_id = :id"
+            ),
+            {"id": therapist},
+        ).scalar_one()
+        period = connection.execute(
+            sa.text(
+                "INSERT INTO matching_service.cooling_periods (practice_key, therapist_ids, "
+                "starts_on, until) VALUES (:p, CAST(:ids AS jsonb), current_date, "
+                "current_date + 28) RETURNING id"
+            ),
+            {"p": practice_key, "ids": json.dumps([therapist])},
+        ).scalar_one()
+    assert reconcile(own_url).diff(COOLING).missing == [str(therapist)]
+    held = (
+        "UPDATE therapist_service.therapists SET next_contactable_date = current_date + :days "
+        "WHERE id = :id"
+    )
+    _run(engine, held, days=28, id=therapist)
+    assert reconcile(own_url).diff(COOLING).ok
+    _run(engine, held, days=10, id=therapist)
+    assert reconcile(own_url).diff(COOLING).stale == [str(therapist)]
+    # overridden in matching, still cooling in the therapist service
+    _run(
+        engine,
+        "UPDATE matching_service.cooling_periods SET overridden_at = now() WHERE id = :id",
+        id=period,
+    )
+    assert reconcile(own_url).diff(COOLING).extra == [str(therapist)]
+    # a date that has passed means contactable, like none
+    _run(engine, held, days=-1, id=therapist)
+    assert reconcile(own_url).diff(COOLING).ok
+
+    # an inquiry communication never queued an email for
+    with engine.begin() as connection:
+        search = connection.execute(
+            sa.text(
+                "INSERT INTO matching_service.patient_searches (patient_id, status, "
+                "waiting_since, contact_budget, contacts_used) "
+                "VALUES (:id, 'active', now(), 25, 1) RETURNING id"
+            ),
+            {"id": patients[0]},
+        ).scalar_one()
+    inquiry = insert_inquiry(engine, therapist, [search], status="unsent")
+    assert reconcile(own_url).diff(EMAILS).missing == [str(inquiry)]
+    # queued, then sent; matching missed email.sent
+    _run(
+        engine,
+        "INSERT INTO communication_service.emails (kind, send_key, therapist_id, inquiry_id, "
+        "practice_key, status, context, sent_at) VALUES ('inquiry', :key, :t, :i, :p, 'sent', "
+        "'{}'::jsonb, now())",
+        key=f"inquiry:{inquiry}",
+        t=therapist,
+        i=inquiry,
+        p=practice_key,
+    )
+    report = reconcile(own_url)
+    assert report.diff(EMAILS).ok
+    assert report.diff(SENT).stale == [str(inquiry)]
+    _run(
+        engine,
+        "UPDATE matching_service.inquiries SET status = 'sent', sent_at = now(), "
+        "sent_via = 'email' WHERE id = :id",
+        id=inquiry,
+    )
+    assert reconcile(own_url).diff(SENT).ok
+    # an email of an inquiry matching does not have
+    _run(
+        engine,
+        "INSERT INTO communication_service.emails (kind, send_key, therapist_id, inquiry_id, "
+        "context) VALUES ('inquiry', 'inquiry:424242', :t, 424242, '{}'::jsonb)",
+        t=therapist,
+    )
+    assert reconcile(own_url).diff(EMAILS).extra == ["424242"]
