@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from shared.audit import acting_as
 from shared.auth import (
@@ -169,18 +169,18 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
         "per aggregate) after a broker lost acknowledged records; consumers skip what they had",
     )
     outbox.add_argument(
-        "--since", type=_datetime, help="--replay: rows published at or after this ISO date-time"
+        "--since", type=iso_datetime, help="--replay: rows published at or after this ISO date-time"
     )
     outbox.add_argument(
         "--until",
-        type=_datetime,
+        type=iso_datetime,
         help="--replay: rows published at or before this ISO date-time (default: --as-of)",
     )
     outbox.add_argument(
         "--service", choices=services, help="--prune, --replay: only this service's outbox"
     )
     outbox.add_argument(
-        "--as-of", type=_datetime, default=None, help="ISO date-time to act as (default: now)"
+        "--as-of", type=iso_datetime, default=None, help="ISO date-time to act as (default: now)"
     )
     outbox.add_argument(
         "--max-attempts",
@@ -201,18 +201,26 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
     check.add_argument("--json", action="store_true", help="the report as JSON")
     check.add_argument(
         "--as-of",
-        type=_datetime,
+        type=iso_datetime,
         default=None,
         help="ISO date-time cooling dates count from (default: now)",
     )
     args = parser.parse_args(argv)
 
     if args.command == "reconcile":
-        reconciled = reconcile(
-            migration_url(),
-            services=(args.service,) if args.service else services,
-            as_of=args.as_of,
-        )
+        try:
+            reconciled = reconcile(
+                migration_url(),
+                services=(args.service,) if args.service else services,
+                as_of=args.as_of,
+            )
+        except ProgrammingError as exc:
+            print(
+                f"reconcile reads every service schema; use the admin login "
+                f"(MIGRATIONS_DATABASE_URL): {exc.orig}",
+                file=sys.stderr,
+            )
+            return 2
         if args.json:
             print(json.dumps(reconciled.to_dict(), indent=2))
         else:
@@ -350,7 +358,7 @@ def replay_outboxes(
     return report
 
 
-def _datetime(value: str) -> datetime:
+def iso_datetime(value: str) -> datetime:  # argparse names it in errors
     """An ISO date-time (a naive one is UTC); argparse reports a ValueError as a usage error."""
     parsed = datetime.fromisoformat(value)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

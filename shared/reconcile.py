@@ -20,11 +20,14 @@ In-process use (tests, other tools)::
         diff.projection, diff.source, diff.missing, diff.stale, diff.extra, diff.checked
     report.to_dict()            # JSON-ready; report.lines(): the text the CLI prints
 
-`reconcile(url_or_engine, *, services=SERVICES, as_of=None) -> ReconciliationReport`:
-`url_or_engine` is a database URL (an engine is made and disposed) or an SQLAlchemy engine
-(left open); `services` keeps the projections that a listed service holds or feeds;
+`reconcile(url_or_engine, *, services=SERVICES, as_of=None, projections=None)
+-> ReconciliationReport`: `url_or_engine` is a database URL (an engine is made and
+disposed) or an SQLAlchemy engine (left open); `services` keeps the projections that a
+listed service holds or feeds; `projections` (names from `PROJECTIONS`) keeps only those;
 `as_of` (default now) is the day cooling dates count from. All schemas are read in one
 repeatable-read transaction (one snapshot), so a reconciliation never sees half a change.
+It compares whole schemas: in tests, give it a database of its own (as
+tests/integration/test_reconcile.py does), or only look at the ids the test created.
 
 Ids are strings (`"17"`, `"patient:17"`). A projection is only comparable once the events
 in flight are consumed: run it on a quiet platform (relays and consumers caught up), or
@@ -376,8 +379,10 @@ def reconcile(
     *,
     services: Sequence[str] = SERVICES,
     as_of: datetime | None = None,
+    projections: Sequence[str] | None = None,
 ) -> ReconciliationReport:
-    """Compare every projection a service in `services` holds or feeds with its source.
+    """Compare every projection a service in `services` holds or feeds with its source
+    (`projections`: only those named, see `PROJECTIONS`).
 
     Reads all schemas in one read-only repeatable-read transaction (one snapshot) with the
     admin/migration connection. Returns a `ReconciliationReport` (`ok`, `diffs`).
@@ -386,7 +391,14 @@ def reconcile(
     unknown = sorted(set(services) - set(SERVICES))
     if unknown:
         raise ValueError(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(SERVICES)}")
-    selected = [p for p in PROJECTIONS if set(p.services) & set(services)]
+    names = {p.name for p in PROJECTIONS}
+    if projections is not None and (strange := sorted(set(projections) - names)):
+        raise ValueError(f"unknown projection(s): {', '.join(strange)}")
+    selected = [
+        p
+        for p in PROJECTIONS
+        if set(p.services) & set(services) and (projections is None or p.name in projections)
+    ]
     engine = (
         make_engine(url_or_engine, pool_size=1, application_name="reconcile")
         if isinstance(url_or_engine, str)

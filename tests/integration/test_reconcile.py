@@ -286,9 +286,21 @@ def test_followed_search_status_behind_matching_is_stale(
     assert (diff.missing, diff.extra) == ([str(patient)], [str(patients[1])])
 
 
-def test_unknown_service_is_refused(own_url: str) -> None:
+def test_unknown_service_or_projection_is_refused(own_url: str) -> None:
     with pytest.raises(ValueError, match="unknown service"):
         reconcile(own_url, services=("billing_service",))
+    with pytest.raises(ValueError, match="unknown projection"):
+        reconcile(own_url, projections=("billing_service.invoices",))
+    assert [d.projection for d in reconcile(own_url, projections=(PATIENTS,)).diffs] == [PATIENTS]
+
+
+def test_a_service_login_cannot_reconcile(
+    own_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("MIGRATIONS_DATABASE_URL", raising=False)
+    monkeypatch.setenv("DATABASE_URL", role_url(own_url, "communication_service"))
+    assert main(["reconcile"]) == 2
+    assert "use the admin login (MIGRATIONS_DATABASE_URL)" in capsys.readouterr().err
 
 
 def test_therapist_cooling_and_inquiry_projections(
