@@ -15,7 +15,9 @@ After a broker restore the consumers take the replayed records: a broker whose l
 or older than their positions shows as a recreated topic or a lost (or lower) committed
 offset, and `ConsumerRunner` reads those partitions again from the beginning, where the
 replayed records are. On a broker that kept its log the replayed records come after the
-consumers' positions and are read as new ones.
+consumers' positions and are read as new ones. A consumer notices a restore only when it
+reconnects: restart the workers before a replay (docs/runbook.md), or a position from the old
+log could be valid again in the log the replay lengthened, and the records below it skipped.
 """
 
 from __future__ import annotations
