@@ -177,7 +177,7 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
         help="--replay: rows published at or before this ISO date-time (default: --as-of)",
     )
     outbox.add_argument(
-        "--service", choices=services, help="--prune, --replay: only this service's outbox"
+        "--service", choices=services, help="only this service's outbox (default: all)"
     )
     outbox.add_argument(
         "--as-of", type=iso_datetime, default=None, help="ISO date-time to act as (default: now)"
@@ -233,6 +233,8 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
         print(f"migrations: {', '.join(services)} at head")
         _ensure_configured_tokens(url, admin, services)
         return 0
+    if args.command == "outbox" and not args.replay and (args.since or args.until):
+        parser.error("outbox --since and --until go with --replay")
     if args.command == "outbox" and (args.prune or args.replay):
         chosen = (args.service,) if args.service else services
         as_of = args.as_of or utcnow()
@@ -250,7 +252,7 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
         return 0 if not any(replayed["failed"].values()) else 1
     if args.command == "outbox":
         report = {}
-        for service in services:
+        for service in (args.service,) if args.service else services:
             database = Database(service_url(service), pool_size=1, name=f"{service}-cli")
             infra = define_infrastructure(schema_metadata(service))
             if args.retry_stuck:
@@ -312,6 +314,8 @@ def replay_outboxes(
     """`outbox --replay`: rows published again (and rows the broker refused) per service.
 
     Every service's --since is checked against the retention before anything is sent."""
+    if until is not None and until < since:
+        raise ValueError(f"--until {until.isoformat()} is before --since {since.isoformat()}")
     chosen = [(service, _service_settings(service)) for service in services]
     for _, settings in chosen:
         oldest = retention_start(as_of, settings.outbox_retention_days)

@@ -344,13 +344,38 @@ def test_replay_command_takes_only_the_chosen_service_and_refuses_pruned_ranges(
     assert json.loads(capsys.readouterr().out)["replayed"] == {"therapist_service": 0}
 
 
-def test_replay_without_since_is_a_usage_error(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["outbox", "--replay"],  # no --since
+        ["outbox", "--since", "2026-11-01T00:00"],  # --since without --replay
+        ["outbox", "--prune", "--replay", "--since", "2026-11-01T00:00"],
+        ["outbox", "--replay", "--since", "yesterday"],
+        ["outbox", "--prune", "--service", "billing_service"],
+    ],
+)
+def test_bad_outbox_arguments_are_usage_errors(
+    argv: list[str],
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", database_url)
     with pytest.raises(SystemExit) as exited:
-        main(["outbox", "--replay"])
+        main(argv)
     assert exited.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_replay_until_before_since_is_refused(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    since = utcnow() - timedelta(days=1)
+    until = since - timedelta(hours=1)
+    argv = ["outbox", "--replay", "--since", since.isoformat(), "--until", until.isoformat()]
+    assert main([*argv, "--service", "patient_service"]) == 2
+    assert "is before --since" in capsys.readouterr().err
 
 
 def test_replay_refuses_since_older_than_retention_in_process(
