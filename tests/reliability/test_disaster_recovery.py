@@ -3,9 +3,9 @@ published them, before any consumer read them). The outbox marks them published,
 sends them again by itself: reconciliation names what the projections miss, the outbox
 replay publishes the retained rows again, and a second replay applies nothing twice.
 
-Real parts throughout: the patient API and relay, geocoding's consumer and relay, matching's
-consumer, PostgreSQL (a database of this test's own, so reconciliation sees only its data)
-and a Tansu broker killed and started empty on the same port.
+Real parts throughout: the patient and therapist APIs and relays, geocoding's consumer and
+relay, matching's consumer, PostgreSQL (a database of this test's own, so reconciliation sees
+only its data) and a Tansu broker killed and started empty on the same port.
 """
 
 from __future__ import annotations
@@ -45,10 +45,16 @@ from shared.reconcile import ReconciliationReport, reconcile
 from shared.runtime import ServiceRuntime, relay_forever
 from tests.conftest import ADMIN_TOKEN, ANSWER_LINK_SECRET, SERVICE_TOKEN
 from tests.helpers import background, patient_body, wait_until
+from tests.integration.test_therapist_api import therapist_body
+from therapist_service.app import create_app as create_therapist_app
+from therapist_service.models import INFRA as THERAPIST_INFRA
+from therapist_service.schemas import TOPIC as THERAPIST_TOPIC
+from therapist_service.settings import TherapistSettings
 
 pytestmark = pytest.mark.integration
 
 BEFORE, LOST = 4, 6  # patients handled before the fault; patients whose records the broker lost
+THERAPISTS_BEFORE, THERAPISTS_LOST = 1, 2
 
 
 @pytest.fixture
@@ -136,9 +142,11 @@ def _snapshot(engine: sa.Engine) -> dict[str, Any]:
         "geocoding outbox": "SELECT count(*) FROM geocoding_service.outbox",
         "patient projection": "SELECT patient_id, version, updated_at "
         "FROM matching_service.patient_projection ORDER BY 1",
-        "entity locations": "SELECT entity_id, source_version, version, updated_at "
+        "therapist projection": "SELECT therapist_id, version, updated_at "
+        "FROM matching_service.therapist_projection ORDER BY 1",
+        "entity locations": "SELECT entity_type, entity_id, source_version, version, updated_at "
         "FROM geocoding_service.entity_locations ORDER BY 1",
-        "matching locations": "SELECT entity_id, version, updated_at "
+        "matching locations": "SELECT entity_type, entity_id, version, updated_at "
         "FROM matching_service.locations ORDER BY 1",
     }
     with engine.connect() as connection:
@@ -166,9 +174,14 @@ def test_broker_replaced_after_publish_replay_restores_every_projection(
     patient_settings = _settings(PatientSettings, url, bootstrap, prefix)
     geo_settings = _settings(GeocodingSettings, url, bootstrap, prefix)
     matching_settings = _settings(MatchingSettings, url, bootstrap, prefix)
+    therapist_settings = _settings(TherapistSettings, url, bootstrap, prefix)
     client = create_patient_app(patient_settings).test_client()
+    therapists_client = create_therapist_app(therapist_settings).test_client()
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     patient_relay = ServiceRuntime.build(patient_settings, PATIENT_INFRA).relay([PATIENT_TOPIC])
+    therapist_relay = ServiceRuntime.build(therapist_settings, THERAPIST_INFRA).relay(
+        [THERAPIST_TOPIC]
+    )
     geo_runtime = ServiceRuntime.build(geo_settings, GEO_INFRA)
     geo_relay = geo_runtime.relay([LOCATION_TOPIC])
     # the same runners throughout: they remember the broker generation they committed to
@@ -190,6 +203,20 @@ def test_broker_replaced_after_publish_replay_restores_every_projection(
             ids.append(response.json["id"])
         return ids
 
+    def create_therapists(count: int) -> list[int]:
+        ids = []
+        for _ in range(count):
+            response = therapists_client.post(
+                "/api/therapists", json=therapist_body(), headers=headers
+            )
+            assert response.status_code == 201, response.json
+            ids.append(response.json["id"])
+        return ids
+
+    def update(patient_id: int, city: str) -> None:
+        response = client.patch(f"/api/patients/{patient_id}", json={"city": city}, headers=headers)
+        assert response.status_code == 200, response.json
+
     def consistent() -> ReconciliationReport | None:
         report = reconcile(admin_url)
         return report if report.ok else None
@@ -197,7 +224,11 @@ def test_broker_replaced_after_publish_replay_restores_every_projection(
     def all_published() -> bool:
         with engine.connect() as connection:
             return not connection.execute(
-                sa.text("SELECT count(*) FROM patient_service.outbox WHERE published_at IS NULL")
+                sa.text(
+                    "SELECT (SELECT count(*) FROM patient_service.outbox "
+                    "WHERE published_at IS NULL) + (SELECT count(*) FROM "
+                    "therapist_service.outbox WHERE published_at IS NULL)"
+                )
             ).scalar_one()
 
     monkeypatch.setenv("DATABASE_URL", url)
@@ -205,7 +236,7 @@ def test_broker_replaced_after_publish_replay_restores_every_projection(
     monkeypatch.setenv("KAFKA_TOPIC_PREFIX", prefix)
     try:
         with ExitStack() as relays:
-            for relay in (patient_relay, geo_relay):
+            for relay in (patient_relay, therapist_relay, geo_relay):
                 relays.enter_context(
                     background(
                         lambda stop, relay=relay: relay_forever(  # type: ignore[misc]
@@ -216,11 +247,17 @@ def test_broker_replaced_after_publish_replay_restores_every_projection(
             # 1. normal operation: every projection follows
             with background(geo_consumer.run), background(matching_consumer.run):
                 handled = create(BEFORE)
+                create_therapists(THERAPISTS_BEFORE)
                 wait_until(consistent, timeout=90)
 
             # 2. consumers away; the relay publishes, the broker acknowledges; then the
             #    broker is replaced by an empty one before anybody read those records
             lost = create(LOST)
+            for patient_id in lost:  # three events per patient: order per aggregate matters
+                update(patient_id, "Potsdam")
+                update(patient_id, "Berlin")
+            update(handled[0], "Leipzig")  # a known patient's change, lost too
+            lost_therapists = create_therapists(THERAPISTS_LOST)
             wait_until(all_published, timeout=60)
             tally.fault("broker replaced after publish")
             broker.kill()
@@ -231,13 +268,19 @@ def test_broker_replaced_after_publish_replay_restores_every_projection(
                 with pytest.raises(AssertionError):
                     wait_until(consistent, timeout=5)
                 report = reconcile(admin_url)
-                assert report.diff("matching_service.patient_projection").missing == [
-                    str(i) for i in lost
+                patients = report.diff("matching_service.patient_projection")
+                assert patients.missing == [str(i) for i in lost]
+                assert patients.stale == [str(handled[0])]
+                locations = report.diff("geocoding_service.entity_locations")
+                assert locations.missing == [
+                    *(f"patient:{i}" for i in lost),
+                    *(f"therapist:{i}" for i in lost_therapists),
                 ]
-                assert report.diff("geocoding_service.entity_locations").missing == [
-                    f"patient:{i}" for i in lost
+                assert locations.stale == [f"patient:{handled[0]}"]
+                assert report.diff("matching_service.therapist_projection").missing == [
+                    str(i) for i in lost_therapists
                 ]
-                assert _problems(report) == 2 * LOST
+                assert _problems(report) == 2 * LOST + 2 + 2 * THERAPISTS_LOST
 
                 # 4. the replay (what the runbook runs): every outbox row since the start
                 assert main(["outbox", "--replay", "--since", since.isoformat()]) == 0
@@ -255,9 +298,13 @@ def test_broker_replaced_after_publish_replay_restores_every_projection(
 
                 # 5. a second replay: everything is a duplicate now
                 groups = {
-                    f"{prefix}geocoding_service": [f"{prefix}{PATIENT_TOPIC}"],
+                    f"{prefix}geocoding_service": [
+                        f"{prefix}{PATIENT_TOPIC}",
+                        f"{prefix}{THERAPIST_TOPIC}",
+                    ],
                     f"{prefix}matching_service": [
                         f"{prefix}{PATIENT_TOPIC}",
+                        f"{prefix}{THERAPIST_TOPIC}",
                         f"{prefix}{LOCATION_TOPIC}",
                     ],
                 }
@@ -271,7 +318,10 @@ def test_broker_replaced_after_publish_replay_restores_every_projection(
                 # handler runs of an event id handled before (all of them, both replays), and
                 # what a duplicate would have changed in the second one
                 tally.duplicates_applied = runs.duplicates() + _changes(before, after)
-                tally.checked += len(before["patient projection"]) + len(before["entity locations"])
+                tally.checked += sum(
+                    len(before[name])
+                    for name in ("patient projection", "therapist projection", "entity locations")
+                )
                 assert reconcile(admin_url).ok
     finally:
         broker.stop()
