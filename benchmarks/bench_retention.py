@@ -2,19 +2,21 @@
 and a replay of retained rows to a broker.
 
 1. Fills patient_service's outbox (fresh database): `--old` rows published 20 days ago,
-   `--recent` rows published in the last days, `--pending` rows never published.
+   `--pending` rows never published, `--outside` rows published 5 days ago, then `--recent`
+   rows published 2 days ago.
 2. Prunes (`shared.retention.prune_published`, retention 14 days) while a writer thread
    inserts an outbox row and marks it published, one transaction each, as fast as it can:
    prints the prune's rows/s and the writer's latencies, beside those of the same writer
    just before the prune (a long lock would show as a slowest write near the prune's time).
-3. Replays the `--recent` rows to a broker (`replay_published`): rows/s.
+3. Replays the window of the `--recent` rows (3 to 1 days ago) to a broker
+   (`replay_published`): rows/s; the `--outside` rows are retained but not in the window.
 
 Database: BENCH_DATABASE_URL or TEST_DATABASE_URL (a superuser URL; a database is created and
 dropped) or an embedded PostgreSQL. Broker: BENCH_KAFKA_BOOTSTRAP_SERVERS or a Tansu started
 here.
 
 Usage: python benchmarks/bench_retention.py [--old 200000] [--recent 20000] [--pending 1000]
-       [--baseline 3] [--json FILE]
+       [--outside 100000] [--baseline 3] [--json FILE]
 """
 
 from __future__ import annotations
@@ -109,6 +111,9 @@ def main() -> None:
     parser.add_argument("--recent", type=int, default=20_000, help="rows within it (replayed)")
     parser.add_argument("--pending", type=int, default=1_000, help="rows never published")
     parser.add_argument(
+        "--outside", type=int, default=100_000, help="retained rows before the replay's window"
+    )
+    parser.add_argument(
         "--baseline", type=float, default=3.0, help="seconds of writes before the prune"
     )
     parser.add_argument("--json", type=Path, help="write the figures here too")
@@ -131,11 +136,18 @@ def main() -> None:
     database = Database(role_url(url, "patient_service"), pool_size=4)
     producer = RobustProducer(bootstrap, topics=[f"{name}.patient-events"], partitions=3)
     now = utcnow()
-    record: dict[str, object] = {"old": args.old, "recent": args.recent, "pending": args.pending}
+    record: dict[str, object] = {
+        "old": args.old,
+        "recent": args.recent,
+        "pending": args.pending,
+        "outside": args.outside,
+    }
     try:
         fill(engine, args.old, now - timedelta(days=20), now - timedelta(days=20))
-        fill(engine, args.recent, now - timedelta(days=2), now - timedelta(days=2))
         fill(engine, args.pending, None, now - timedelta(days=30))
+        # retained, but published before the replay's window (and ids below it)
+        fill(engine, args.outside, now - timedelta(days=5), now - timedelta(days=5))
+        fill(engine, args.recent, now - timedelta(days=2), now - timedelta(days=2))
 
         # 2. the prune, with the API writing meanwhile
         latencies: list[float] = []
@@ -169,7 +181,8 @@ def main() -> None:
                 ).all()
             )
         assert pruned == args.old, (pruned, args.old)
-        assert left.get(False, 0) == args.recent and left.get(True, 0) == args.pending, left
+        assert left.get(False, 0) == args.recent + args.outside, left
+        assert left.get(True, 0) == args.pending, left
         record.update(prune_rows=pruned, prune_s=round(seconds, 3), writes=len(during))
         record["slowest_write_ms"] = round(slowest_ms, 1)
 

@@ -124,10 +124,19 @@ def replay_published(
     until = until or as_of
     if until < since:
         raise ValueError(f"--until {until.isoformat()} is before --since {since.isoformat()}")
+    # where the window starts in id order (published_at index): each bucket's scan in id
+    # order starts there instead of at the oldest retained row
+    outbox = infra.outbox
+    with database.session() as session:
+        first = session.execute(
+            select(func.min(outbox.c.id)).where(*_published_between(infra, since, until))
+        ).scalar_one()
+    if first is None:
+        return ReplayResult(0, 0)
     replayed = failed = 0
     for bucket in range(RELAY_BUCKETS):
         done, refused = _replay_bucket(
-            database, infra, producer, bucket, since, until, topic_prefix, batch_size
+            database, infra, producer, bucket, since, until, topic_prefix, batch_size, first - 1
         )
         replayed += done
         failed += refused
@@ -143,8 +152,10 @@ def _replay_bucket(
     until: datetime,
     topic_prefix: str,
     batch_size: int,
+    after: int,
 ) -> tuple[int, int]:
-    """Replay one bucket under its relay lock; returns (replayed, not replayed)."""
+    """Replay one bucket's rows with ids above `after` under the bucket's relay lock;
+    returns (replayed, not replayed)."""
     buckets = infra.relay_buckets
     replayed = 0
     with database.session() as session, session.begin():
@@ -152,7 +163,6 @@ def _replay_bucket(
         session.execute(
             select(buckets.c.bucket).where(buckets.c.bucket == bucket).with_for_update()
         )
-        after = 0
         while True:
             rows = _rows_after(session, infra, bucket, since, until, after, batch_size)
             if not rows:
