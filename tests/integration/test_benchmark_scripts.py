@@ -120,6 +120,7 @@ def test_retention_benchmark_prunes_and_replays_what_it_should(
     target = tmp_path / "retention.json"
     output = _run(
         ["benchmarks/bench_retention.py", "--old", "2500", "--recent", "300", "--pending", "20",
+         "--outside", "200",
          "--baseline", "0.5", "--json", str(target)],
         BENCH_DATABASE_URL=pg_admin_url,
         BENCH_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
