@@ -68,6 +68,11 @@ bench-import: $(STAMP)
 bench-geocoding: $(STAMP)
 	PYTHONPATH=. $(PY) benchmarks/bench_geocoding.py
 
+## outbox retention: prune of 200,000 rows while writes go on, replay of 20,000 rows
+.PHONY: bench-retention
+bench-retention: $(STAMP)
+	PYTHONPATH=. $(PY) benchmarks/bench_retention.py
+
 ## a new API token for the running dev stack: make token NAME=alice [ROLE=staff|admin]
 ROLE ?= staff
 token: $(STAMP)

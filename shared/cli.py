@@ -1,4 +1,4 @@
-"""Platform admin commands: `python -m shared.cli {migrate,tokens,outbox} ...`.
+"""Platform admin commands: `python -m shared.cli {migrate,tokens,outbox,reconcile} ...`.
 
 Each service keeps its own copy of the tokens (its schema is its own), so `tokens create`
 stores the hash of one new token in every service's `api_tokens` table. Token commands use
@@ -14,8 +14,9 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from shared.audit import acting_as
 from shared.auth import (
@@ -27,11 +28,26 @@ from shared.auth import (
     issue_token,
     service_token,
 )
-from shared.db import Database, InvalidDatabaseURL, schema_metadata
+from shared.db import Database, InvalidDatabaseURL, schema_metadata, utcnow
 from shared.infrastructure import define_infrastructure
+from shared.kafka import RobustProducer, kafka_client_options
 from shared.migrations import migration_url, upgrade_all
 from shared.outbox import pending_summary, retry_stuck
-from shared.settings import SERVICES, AdminSettings, load_settings, own_database_url
+from shared.reconcile import reconcile
+from shared.retention import (
+    RetentionExceeded,
+    prune_published,
+    replay_published,
+    retention_start,
+)
+from shared.settings import (
+    SERVICES,
+    AdminSettings,
+    ServiceSettings,
+    load_settings,
+    own_database_url,
+)
+from shared.topics import TOPIC_OWNERS
 
 
 def service_url(service: str) -> str:
@@ -132,9 +148,39 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
         help=f"store BOOTSTRAP_ADMIN_TOKEN hashed as the '{BOOTSTRAP_ADMIN_NAME}' admin token "
         f"(and SERVICE_TOKEN, when set, as the read-only '{SERVICE_TOKEN_NAME}' token)",
     )
-    outbox = commands.add_parser("outbox", help="unpublished and stuck outbox rows per service")
-    outbox.add_argument(
+    outbox = commands.add_parser(
+        "outbox",
+        help="unpublished and stuck outbox rows per service; prune or replay published rows",
+    )
+    outbox_action = outbox.add_mutually_exclusive_group()
+    outbox_action.add_argument(
         "--retry-stuck", action="store_true", help="give stuck rows new attempts (cause fixed)"
+    )
+    outbox_action.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete rows published more than OUTBOX_RETENTION_DAYS (14) before --as-of, in "
+        "small batches (daily, docker/crontab); unpublished rows are never deleted",
+    )
+    outbox_action.add_argument(
+        "--replay",
+        action="store_true",
+        help="publish the rows published since --since again (original event ids, in order "
+        "per aggregate) after a broker lost acknowledged records; consumers skip what they had",
+    )
+    outbox.add_argument(
+        "--since", type=iso_datetime, help="--replay: rows published at or after this ISO date-time"
+    )
+    outbox.add_argument(
+        "--until",
+        type=iso_datetime,
+        help="--replay: rows published at or before this ISO date-time (default: --as-of)",
+    )
+    outbox.add_argument(
+        "--service", choices=services, help="only this service's outbox (default: all)"
+    )
+    outbox.add_argument(
+        "--as-of", type=iso_datetime, default=None, help="ISO date-time to act as (default: now)"
     )
     outbox.add_argument(
         "--max-attempts",
@@ -142,8 +188,44 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
         default=int(os.environ.get("RELAY_MAX_ATTEMPTS") or 10),
         help="attempts after which a row counts as stuck (default: RELAY_MAX_ATTEMPTS, 10)",
     )
+    check = commands.add_parser(
+        "reconcile",
+        help="compare every projection with its source; exit 1 listing missing, stale and "
+        "extra ids",
+    )
+    check.add_argument(
+        "--service",
+        choices=services,
+        help="only the projections this service holds or feeds (default: all)",
+    )
+    check.add_argument("--json", action="store_true", help="the report as JSON")
+    check.add_argument(
+        "--as-of",
+        type=iso_datetime,
+        default=None,
+        help="ISO date-time cooling dates count from (default: now)",
+    )
     args = parser.parse_args(argv)
 
+    if args.command == "reconcile":
+        try:
+            reconciled = reconcile(
+                migration_url(),
+                services=(args.service,) if args.service else services,
+                as_of=args.as_of,
+            )
+        except ProgrammingError as exc:
+            print(
+                f"reconcile reads every service schema; use the admin login "
+                f"(MIGRATIONS_DATABASE_URL): {exc.orig}",
+                file=sys.stderr,
+            )
+            return 2
+        if args.json:
+            print(json.dumps(reconciled.to_dict(), indent=2))
+        else:
+            print("\n".join(reconciled.lines()))
+        return 0 if reconciled.ok else 1
     if args.command == "migrate":
         admin = load_settings(AdminSettings)  # a bad token is refused before migrating
         url = migration_url()
@@ -151,9 +233,26 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
         print(f"migrations: {', '.join(services)} at head")
         _ensure_configured_tokens(url, admin, services)
         return 0
+    if args.command == "outbox" and not args.replay and (args.since or args.until):
+        parser.error("outbox --since and --until go with --replay")
+    if args.command == "outbox" and (args.prune or args.replay):
+        chosen = (args.service,) if args.service else services
+        as_of = args.as_of or utcnow()
+        if args.prune:
+            print(json.dumps({"pruned": prune_outboxes(chosen, as_of)}, indent=2))
+            return 0
+        if args.since is None:
+            parser.error("outbox --replay needs --since DATETIME")
+        try:
+            replayed = replay_outboxes(chosen, since=args.since, until=args.until, as_of=as_of)
+        except (RetentionExceeded, ValueError) as exc:
+            print(f"outbox --replay refused: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(replayed, indent=2))
+        return 0 if not any(replayed["failed"].values()) else 1
     if args.command == "outbox":
         report = {}
-        for service in services:
+        for service in (args.service,) if args.service else services:
             database = Database(service_url(service), pool_size=1, name=f"{service}-cli")
             infra = define_infrastructure(schema_metadata(service))
             if args.retry_stuck:
@@ -183,6 +282,90 @@ def _run(argv: Sequence[str] | None, services: Sequence[str]) -> int:
     revoked = revoke_tokens(migration_url(), args.name_or_prefix, services)
     print(f"revoked {revoked} token row(s)", file=sys.stderr)
     return 0 if revoked else 1
+
+
+def _service_settings(service: str) -> ServiceSettings:
+    """The service's settings (broker, topic prefix, retention) on its own database URL."""
+    return load_settings(ServiceSettings, service_name=service, database_url=service_url(service))
+
+
+def prune_outboxes(services: Sequence[str], as_of: datetime) -> dict[str, int]:
+    """`outbox --prune`: rows deleted per service (those published before the retention)."""
+    pruned = {}
+    for service in services:
+        settings = _service_settings(service)
+        database = Database(settings.database_url, pool_size=1, name=f"{service}-prune")
+        try:
+            pruned[service] = prune_published(
+                database,
+                define_infrastructure(schema_metadata(service)),
+                as_of=as_of,
+                retention_days=settings.outbox_retention_days,
+            )
+        finally:
+            database.dispose()
+        print(f"outbox prune: {service}: {pruned[service]} row(s) deleted", file=sys.stderr)
+    return pruned
+
+
+def replay_outboxes(
+    services: Sequence[str], *, since: datetime, until: datetime | None, as_of: datetime
+) -> dict[str, dict[str, int]]:
+    """`outbox --replay`: rows published again (and rows the broker refused) per service.
+
+    Every service's --since is checked against the retention before anything is sent."""
+    if until is not None and until < since:
+        raise ValueError(f"--until {until.isoformat()} is before --since {since.isoformat()}")
+    chosen = [(service, _service_settings(service)) for service in services]
+    for _, settings in chosen:
+        oldest = retention_start(as_of, settings.outbox_retention_days)
+        if since < oldest:
+            raise RetentionExceeded(
+                f"--since {since.isoformat()} is older than the outbox retention "
+                f"(OUTBOX_RETENTION_DAYS={settings.outbox_retention_days}: rows published "
+                f"before {oldest.isoformat()} may be pruned already)"
+            )
+    report: dict[str, dict[str, int]] = {"replayed": {}, "failed": {}}
+    for service, settings in chosen:
+        owned = [settings.topic(topic) for topic, owner in TOPIC_OWNERS.items() if owner == service]
+        producer = RobustProducer(
+            settings.kafka_bootstrap_servers,
+            client_id=f"{service}-replay",
+            topics=owned,
+            partitions=settings.kafka_partitions,
+            client_options=kafka_client_options(settings),
+        )
+        database = Database(settings.database_url, pool_size=1, name=f"{service}-replay")
+        try:
+            if not producer.ready():
+                raise SystemExit(f"cannot reach the broker at {settings.kafka_bootstrap_servers}")
+            result = replay_published(
+                database,
+                define_infrastructure(schema_metadata(service)),
+                producer,
+                since=since,
+                until=until,
+                as_of=as_of,
+                retention_days=settings.outbox_retention_days,
+                topic_prefix=settings.kafka_topic_prefix,
+            )
+        finally:
+            producer.close()
+            database.dispose()
+        report["replayed"][service] = result.replayed
+        report["failed"][service] = result.failed
+        print(
+            f"outbox replay: {service}: {result.replayed} row(s) published again"
+            + (f", {result.failed} refused by the broker" if result.failed else ""),
+            file=sys.stderr,
+        )
+    return report
+
+
+def iso_datetime(value: str) -> datetime:  # argparse names it in errors
+    """An ISO date-time (a naive one is UTC); argparse reports a ValueError as a usage error."""
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _ensure_configured_tokens(url: str, admin: AdminSettings, services: Sequence[str]) -> None:

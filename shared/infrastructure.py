@@ -76,6 +76,13 @@ def define_infrastructure(metadata: MetaData) -> Infrastructure:
             "id",
             postgresql_where=text("published_at IS NULL"),
         ),
+        # published rows by publication time: the retention prune and the replay
+        # (shared.retention)
+        Index(
+            "ix_outbox_published_at",
+            "published_at",
+            postgresql_where=text("published_at IS NOT NULL"),
+        ),
     )
     relay_buckets = Table(
         "relay_buckets",

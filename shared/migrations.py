@@ -205,6 +205,37 @@ def create_audit_table(schema: str) -> None:
     alembic_op.execute(f"GRANT SELECT, INSERT ON {role}.audit_events TO {role}")
 
 
+def create_outbox_published_index(schema: str) -> None:
+    """Revision step: published outbox rows by publication time, for the retention prune
+    and the replay (`shared.retention`).
+
+    Built CONCURRENTLY (outside the revision's transaction): an outbox never pruned before
+    may be large, and a plain CREATE INDEX would hold back every insert into it (every
+    write of the API) until it is built. A build that failed half-way leaves an invalid
+    index, dropped first when the revision runs again."""
+    from alembic import op as alembic_op
+
+    with alembic_op.get_context().autocommit_block():
+        alembic_op.execute(
+            f"DROP INDEX CONCURRENTLY IF EXISTS {_quote(schema)}.ix_outbox_published_at"
+        )
+        alembic_op.create_index(
+            "ix_outbox_published_at",
+            "outbox",
+            ["published_at"],
+            schema=schema,
+            postgresql_where=sa.text("published_at IS NOT NULL"),
+            postgresql_concurrently=True,
+        )
+
+
+def drop_outbox_published_index(schema: str) -> None:
+    """Downgrade step of `create_outbox_published_index`."""
+    from alembic import op as alembic_op
+
+    alembic_op.drop_index("ix_outbox_published_at", table_name="outbox", schema=schema)
+
+
 def drop_audit_table(schema: str) -> None:
     """Downgrade step of `create_audit_table`."""
     from alembic import op as alembic_op

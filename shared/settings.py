@@ -47,6 +47,8 @@ class ServiceSettings(BaseSettings):
     relay_batch_size: int = Field(default=500, ge=1)
     relay_idle_seconds: float = Field(default=0.1, gt=0)
     relay_max_attempts: int = Field(default=10, ge=1)
+    # published outbox rows are kept this long for a replay, then pruned (shared.retention)
+    outbox_retention_days: int = Field(default=14, ge=1)
     event_max_bytes: int = Field(default=MEGABYTE, ge=1024)  # consumed values beyond: DLQ
     max_content_length: int = Field(default=MEGABYTE, ge=1)  # request body bytes (413 beyond)
     # port of the worker process's own /metrics (consumer lag); unset: not served

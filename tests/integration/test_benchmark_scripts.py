@@ -112,3 +112,20 @@ def test_acceptances_benchmark_prints_the_contest_figures(pg_admin_url: str) -> 
     )
     assert "5 parallel acceptances answered in" in output
     assert "1 claim, 4 conflicts" in output
+
+
+def test_retention_benchmark_prunes_and_replays_what_it_should(
+    pg_admin_url: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    target = tmp_path / "retention.json"
+    output = _run(
+        ["benchmarks/bench_retention.py", "--old", "2500", "--recent", "300", "--pending", "20",
+         "--outside", "200",
+         "--baseline", "0.5", "--json", str(target)],
+        BENCH_DATABASE_URL=pg_admin_url,
+        BENCH_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        LOG_LEVEL="WARNING",
+    )  # fmt: skip
+    assert "prune: 2,500 rows" in output and "replay: 300 rows" in output
+    record = json.loads(target.read_text())
+    assert (record["prune_rows"], record["replay_rows"]) == (2500, 300)
