@@ -53,6 +53,9 @@ class Batchable:
 TRANSIENT_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03", "40001", "40P01", "55P03"})
 # how long one commit or committed-offset lookup may block the loop
 BROKER_CALL_TIMEOUT_MS = 5000
+# messages per poll: a partition's share of a poll is handled in one transaction, so larger
+# polls mean fewer transactions (each fetch still stops at max_partition_fetch_bytes, 1 MiB)
+MAX_POLL_RECORDS = 2000
 # how often the poll loop updates its consumer lag (metric; from what the fetches reported)
 LAG_INTERVAL_S = 1.0
 # whole classes: 08 connection exception, 53 insufficient resources (too many connections,
@@ -224,8 +227,10 @@ class ConsumerRunner:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=self._session_timeout_ms,
-            heartbeat_interval_ms=max(1000, self._session_timeout_ms // 5),
-            max_poll_records=500,
+            # a member learns of a rebalance at its next heartbeat: the sooner, the shorter
+            # the pause while a worker joins or leaves (docs/benchmarks.md, "Events")
+            heartbeat_interval_ms=max(300, self._session_timeout_ms // 10),
+            max_poll_records=MAX_POLL_RECORDS,
             fetch_max_wait_ms=100,
             # topics are created by their producers with the configured partition count; a
             # consumer's metadata request must not create them first with the broker default
@@ -479,7 +484,8 @@ class ConsumerRunner:
             return set()
         # in id order: two consumers recording overlapping batches (a rebalance) lock the
         # rows in the same order and cannot deadlock
-        ordered = sorted({envelope.event_id: envelope.event_type for envelope in envelopes}.items())
+        types = {envelope.event_id: envelope.event_type for envelope in envelopes}
+        ordered = sorted(types.items(), key=lambda item: item[0].int)
         return set(
             uow.session.execute(
                 self._record_events,
