@@ -48,9 +48,10 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy shared patient_service/rules.py therapist_service/rules.py geocoding_service/rules.py */service.py matching_service/service communication_service matching_service/placement matching_service/bundling \
 		matching_service/simulation therapist_service/directory benchmarks tools
 
-## outbox -> Kafka -> consumer throughput and latency
+## outbox -> Kafka -> consumer throughput, order check, latency, a consumer joining
+## (6 partitions, 1 relay, 2 consumers; other set-ups: make bench-events EVENTS_ARGS="--consumers 1")
 bench-events: $(STAMP)
-	PYTHONPATH=. $(PY) benchmarks/events.py
+	PYTHONPATH=. $(PY) benchmarks/events.py $(EVENTS_ARGS)
 
 ## bundle algorithm at three market sizes
 bench-bundles: $(STAMP)

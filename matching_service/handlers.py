@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from matching_service import service
+from matching_service.models import PatientProjection
 from matching_service.schemas import (
     COMMUNICATION_TOPIC,
     EMAIL_SENT,
@@ -26,11 +27,12 @@ from matching_service.schemas import (
     PhoneCallCompletedView,
     TherapistSnapshot,
 )
+from matching_service.service import _upsert_newer
 from matching_service.service.erasure import erase_patient
 from matching_service.service.sending import mark_inquiry_sent
-from shared.consumer import Handler
-from shared.db import UnitOfWork
-from shared.events import Envelope
+from shared.consumer import Batchable, Handler
+from shared.db import UnitOfWork, utcnow
+from shared.events import MAX_VERSION_JUMP, Envelope
 
 SUBSCRIPTIONS: tuple[str, ...] = (
     PATIENT_TOPIC,
@@ -45,6 +47,31 @@ def on_patient_changed(uow: UnitOfWork, envelope: Envelope) -> None:
     snapshot = _PATIENT_EVENTS[envelope.event_type].parse_payload(envelope)
     assert isinstance(snapshot, PatientSnapshot)
     service.apply_patient_snapshot(uow, snapshot)
+
+
+def on_patients_changed(uow: UnitOfWork, envelopes: Sequence[Envelope]) -> None:
+    """Several patient.created / patient.updated (partition order) -> one multi-row upsert.
+
+    The same statement as `service.apply_patient_snapshot` (insert, or update where the held
+    version is older), run for every patient's highest version in the batch (the first of
+    equal ones): exactly what applying them one by one leaves behind. A version past the
+    plausibility bound goes the one-by-one way, which checks it against the version held.
+    """
+    latest: dict[int, PatientSnapshot] = {}
+    for envelope in envelopes:
+        snapshot = _PATIENT_EVENTS[envelope.event_type].parse_payload(envelope)
+        assert isinstance(snapshot, PatientSnapshot)
+        held = latest.get(snapshot.patient_id)
+        if held is None or snapshot.version > held.version:
+            latest[snapshot.patient_id] = snapshot
+    if any(snapshot.version > MAX_VERSION_JUMP for snapshot in latest.values()):
+        for snapshot in latest.values():
+            service.apply_patient_snapshot(uow, snapshot)
+        return
+    now = utcnow()
+    rows = [{**snapshot.model_dump(), "updated_at": now} for snapshot in latest.values()]
+    statement = _upsert_newer(PatientProjection, tuple(rows[0]), ("patient_id",))
+    uow.session.execute(statement, rows)
 
 
 _PATIENT_EVENTS = {event.name: event for event in (PATIENT_CREATED, PATIENT_UPDATED)}
@@ -107,8 +134,8 @@ def on_phone_call_completed(uow: UnitOfWork, envelope: Envelope) -> None:
 
 
 HANDLERS: Mapping[str, Handler] = {
-    PATIENT_CREATED.name: on_patient_changed,
-    PATIENT_UPDATED.name: on_patient_changed,
+    PATIENT_CREATED.name: Batchable(on_patient_changed, on_patients_changed),
+    PATIENT_UPDATED.name: Batchable(on_patient_changed, on_patients_changed),
     PATIENT_ERASED.name: on_patient_erased,
     **{name: on_therapist_changed for name in _THERAPIST_EVENTS},
     **{name: on_location_changed for name in _LOCATION_EVENTS},

@@ -6,11 +6,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
-from sqlalchemy import bindparam
+from sqlalchemy import String, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -26,12 +28,34 @@ from shared.outbox import is_record_fault
 log = logging.getLogger(__name__)
 
 Handler = Callable[[UnitOfWork, Envelope], None]
+# the multi-event form of a handler: several events (in partition order) in one call
+BatchHandler = Callable[[UnitOfWork, Sequence[Envelope]], None]
+
+
+@dataclass(frozen=True)
+class Batchable:
+    """A handler that also has a multi-event form (`many`), e.g. one multi-row upsert.
+
+    Called like any handler it handles one event (`one`). In a poll batch, consecutive
+    events whose handlers share the same `many` are handed to it together; `many` must leave
+    the database exactly as calling `one` for each of them in order would.
+    """
+
+    one: Handler
+    many: BatchHandler
+
+    def __call__(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        self.one(uow, envelope)
+
 
 # SQLSTATEs that say "the database cannot take this now", not "this message is wrong":
 # read-only after a failover, shutdowns, too many connections, serialisation and deadlock.
 TRANSIENT_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03", "40001", "40P01", "55P03"})
 # how long one commit or committed-offset lookup may block the loop
 BROKER_CALL_TIMEOUT_MS = 5000
+# messages per poll: a partition's share of a poll is handled in one transaction, so larger
+# polls mean fewer transactions (each fetch still stops at max_partition_fetch_bytes, 1 MiB)
+MAX_POLL_RECORDS = 2000
 # how often the poll loop updates its consumer lag (metric; from what the fetches reported)
 LAG_INTERVAL_S = 1.0
 # whole classes: 08 connection exception, 53 insufficient resources (too many connections,
@@ -116,7 +140,9 @@ class ConsumerRunner:
     moves on. A database that is unavailable is not the message's fault: nothing is
     dead-lettered, the unhandled messages are rewound and polled again after a pause.
 
-    For throughput, the messages of one poll share one transaction. When any of them fails,
+    For throughput, the messages of one poll share one transaction: their event ids go into
+    `processed_events` in one statement, and runs of consecutive events whose handler is
+    `Batchable` are handled by its multi-event form. When any of them fails,
     that transaction is rolled back whole and the batch is replayed message by message
     through the careful path (own transaction, retries, then dead letter), so a failure
     costs a replay but never reorders a partition or loses a message. Handlers never commit.
@@ -181,6 +207,17 @@ class ConsumerRunner:
             .on_conflict_do_nothing()
             .returning(self._processed.c.event_id)
         )
+        # the same for all events of a poll batch at once (ids and types as two arrays)
+        unnest = select(
+            func.unnest(bindparam("event_ids", type_=ARRAY(UUID(as_uuid=True)))),
+            func.unnest(bindparam("event_types", type_=ARRAY(String()))),
+        )
+        self._record_events = (
+            pg_insert(self._processed)
+            .from_select(["event_id", "event_type"], unnest)
+            .on_conflict_do_nothing()
+            .returning(self._processed.c.event_id)
+        )
 
     def _consumer(self) -> KafkaConsumer:
         consumer = KafkaConsumer(
@@ -190,8 +227,10 @@ class ConsumerRunner:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=self._session_timeout_ms,
-            heartbeat_interval_ms=max(1000, self._session_timeout_ms // 5),
-            max_poll_records=500,
+            # a member learns of a rebalance at its next heartbeat: the sooner, the shorter
+            # the pause while a worker joins or leaves (docs/benchmarks.md, "Events")
+            heartbeat_interval_ms=max(300, self._session_timeout_ms // 10),
+            max_poll_records=MAX_POLL_RECORDS,
             fetch_max_wait_ms=100,
             # topics are created by their producers with the configured partition count; a
             # consumer's metadata request must not create them first with the broker default
@@ -386,10 +425,16 @@ class ConsumerRunner:
     # ------------------------------------------------------------ handling
 
     def handle_batch(self, messages: Sequence[Any]) -> None:
-        """Handle messages of one partition in order: one transaction, or one each on failure."""
+        """Handle messages of one partition in order: one transaction, or one each on failure.
+
+        The batch's event ids are recorded in one statement (the new ones come back); then
+        the handlers run in partition order, runs of consecutive `Batchable` events with the
+        same multi-event form in one call.
+        """
         failed_at: int | None = 0
         try:
             with self._db.unit_of_work() as uow:
+                todo: list[tuple[int, Envelope, Handler]] = []
                 for index, message in enumerate(messages):
                     failed_at = index  # where we are, should the next step raise
                     envelope = self.parse(message)
@@ -397,7 +442,24 @@ class ConsumerRunner:
                     if handler is None:
                         log.info("skipping event type %s: no handler", envelope.event_type)
                         continue
-                    self._run_handler(uow, envelope, handler)
+                    todo.append((index, envelope, handler))
+                failed_at = None  # the statements below blame no single message
+                fresh = self._record_batch(uow, [envelope for _, envelope, _ in todo])
+                first_time: list[tuple[int, Envelope, Handler]] = []
+                for item in todo:
+                    if item[1].event_id in fresh:
+                        fresh.discard(item[1].event_id)  # a second copy in the batch: duplicate
+                        first_time.append(item)
+                    else:
+                        log.info("duplicate event %s ignored", item[1].event_id)
+                for run in _runs(first_time):
+                    index, envelope, handler = run[0]
+                    if len(run) > 1 and isinstance(handler, Batchable):
+                        failed_at = None  # a multi-event call blames no single message
+                        handler.many(uow, [envelope for _, envelope, _ in run])
+                    else:
+                        failed_at = index
+                        self._call_handler(uow, envelope, handler)
                 failed_at = None  # a failing commit blames no single message
                 uow.commit()
         except Exception as exc:
@@ -415,6 +477,24 @@ class ConsumerRunner:
                 except Interruption as interruption:
                     interruption.done = index  # the ones before are finished: not redone
                     raise
+
+    def _record_batch(self, uow: UnitOfWork, envelopes: Sequence[Envelope]) -> set[Any]:
+        """Insert the batch's event ids into `processed_events`; the ids that were new."""
+        if not envelopes:
+            return set()
+        # in id order: two consumers recording overlapping batches (a rebalance) lock the
+        # rows in the same order and cannot deadlock
+        types = {envelope.event_id: envelope.event_type for envelope in envelopes}
+        ordered = sorted(types.items(), key=lambda item: item[0].int)
+        return set(
+            uow.session.execute(
+                self._record_events,
+                {
+                    "event_ids": [event_id for event_id, _ in ordered],
+                    "event_types": [event_type for _, event_type in ordered],
+                },
+            ).scalars()
+        )
 
     def parse(self, message: Any) -> Envelope:
         """The message's envelope, from the service that owns its topic; else `InvalidEvent`."""
@@ -493,6 +573,10 @@ class ConsumerRunner:
         if first_time is None:
             log.info("duplicate event %s ignored", envelope.event_id)
             return
+        self._call_handler(uow, envelope, handler)
+
+    @staticmethod
+    def _call_handler(uow: UnitOfWork, envelope: Envelope, handler: Handler) -> None:
         token = event_id_var.set(str(envelope.event_id))
         try:
             handler(uow, envelope)
@@ -550,6 +634,26 @@ class ConsumerRunner:
             outcome = self._producer.send_all([_dead_letter_record(self._dlq, key, b"", headers)])
         if outcome[0] is not None:
             raise DeadLetterUnavailable(f"cannot write to {self._dlq}: {outcome[0]}")
+
+
+def _runs(
+    items: Sequence[tuple[int, Envelope, Handler]],
+) -> list[list[tuple[int, Envelope, Handler]]]:
+    """Consecutive items grouped while their handlers share one multi-event form (others
+    stand alone): handling run after run keeps the partition's order."""
+    runs: list[list[tuple[int, Envelope, Handler]]] = []
+    for item in items:
+        handler = item[2]
+        previous = runs[-1][-1][2] if runs else None
+        if (
+            isinstance(handler, Batchable)
+            and isinstance(previous, Batchable)
+            and previous.many is handler.many
+        ):
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
 
 
 def _dead_letter_record(

@@ -44,7 +44,7 @@ class ServiceSettings(BaseSettings):
     log_json: bool = True
     db_pool_size: int = Field(default=5, ge=1)
     consumer_max_attempts: int = Field(default=3, ge=1)
-    relay_batch_size: int = Field(default=500, ge=1)
+    relay_batch_size: int = Field(default=2000, ge=1)
     relay_idle_seconds: float = Field(default=0.1, gt=0)
     relay_max_attempts: int = Field(default=10, ge=1)
     # published outbox rows are kept this long for a replay, then pruned (shared.retention)

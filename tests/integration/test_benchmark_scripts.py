@@ -61,17 +61,22 @@ def test_matching_benchmark_runs_one_bundle_run_and_checks_what_it_wrote(
     assert {"read_s", "bundle_s", "write_s", "seconds"} <= set(record)
 
 
-def test_events_benchmark_prints_throughput_and_latency(
+def test_events_benchmark_prints_throughput_order_latency_and_rebalance(
     pg_admin_url: str, kafka_bootstrap: str
 ) -> None:
     output = _run(
-        ["benchmarks/events.py", "--events", "300", "--rate", "50", "--seconds", "2"],
+        ["benchmarks/events.py", "--events", "300", "--rate", "50", "--seconds", "2",
+         "--partitions", "4", "--consumers", "2", "--versions", "3",
+         "--join-after", "1", "--join-seconds", "3"],
         BENCH_DATABASE_URL=pg_admin_url,
         BENCH_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
         LOG_LEVEL="WARNING",
-    )
+    )  # fmt: skip
     assert "events/s sustained" in output
+    # 100 patients, 3 versions each, read back from the 4 partitions in outbox order
+    assert "order: 300 events of 100 patients read back from 4 partitions" in output
     assert "p95" in output
+    assert "rebalance: consumer 2 joined" in output
 
 
 def test_import_benchmark_imports_then_reimports_without_a_change_or_event(
