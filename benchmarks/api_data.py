@@ -64,8 +64,9 @@ class Sizes:
     active_searches: int = 20_000
     # practices with an open (sent) inquiry, and answered / closed ones in the past
     sent_inquiries: int = 8_000
-    answered_inquiries: int = 6_000
-    closed_inquiries: int = 1_500
+    # a year of answers: most searches have been in several inquiries
+    answered_inquiries: int = 30_000
+    closed_inquiries: int = 5_000
     unsent_inquiries: int = 500
     calls_per_day: int = 60
     call_days: int = 10
@@ -555,6 +556,7 @@ def _inquiries(
     open_practices = [practices[i] for i in order[:open_count]]
     past_practices = [practices[i] for i in order[open_count:]] or practices
     active = patients.active_search_ids
+    searches = len(patients.search_rows)
     open_slots = {search_id: 3 for search_id in active}
     inquiries = _Inquiries([], [], [], {}, {}, {}, {}, {})
 
@@ -567,7 +569,7 @@ def _inquiries(
             for search_id in chosen:
                 open_slots[search_id] -= 1
         else:
-            chosen = list(dict.fromkeys(rng.choice(active, size=size).tolist()))
+            chosen = list(dict.fromkeys(rng.integers(1, searches + 1, size=size).tolist()))
         if not chosen:
             return
         sent_at = None if status == "unsent" else created + timedelta(hours=2)
@@ -657,10 +659,11 @@ def _calls(
     inquiries: _Inquiries,
     now: datetime,
 ) -> tuple[tuple[list[str], list[list[Any]]], list[date]]:
-    """Follow-up calls of sent inquiries, one slot each, over the coming days (09-17 UTC)."""
+    """Follow-up calls of sent inquiries, one slot each, over the coming days (08-17 UTC),
+    and the calls of the past half year (done, reached or not)."""
     columns = [
         "id", "therapist_id", "inquiry_id", "purpose", "status", "attempt", "scheduled_at",
-        "patient_references",
+        "patient_references", "completed_at",
     ]  # fmt: skip
     sent = [i for i, status in inquiries.status_of.items() if status == "sent"]
     rows: list[list[Any]] = []
@@ -682,6 +685,20 @@ def _calls(
             references = [f"PS-{s}" for s in inquiries.patients_of[inquiry_id]]
             rows.append(
                 [len(rows) + 1, therapist_id, inquiry_id, "follow_up", "scheduled", 1, at,
-                 references]
+                 references, None]
+            )  # fmt: skip
+    done = [i for i, status in inquiries.status_of.items() if status in ("answered", "closed")]
+    for offset in range(1, 181):
+        day = now.date() - timedelta(days=offset)
+        for slot in range(sizes.calls_per_day):
+            inquiry_id = done[(offset * sizes.calls_per_day + slot) % len(done)]
+            at = datetime(day.year, day.month, day.day, 8, tzinfo=UTC) + timedelta(
+                minutes=10 * (slot % 54)
+            )
+            references = [f"PS-{s}" for s in inquiries.patients_of[inquiry_id]]
+            status = "reached" if rng.random() < 0.7 else "not_reached"
+            rows.append(
+                [len(rows) + 1, inquiries.therapist_of[inquiry_id], inquiry_id, "follow_up",
+                 status, 1, at, references, at + timedelta(minutes=5)]
             )  # fmt: skip
     return (columns, rows), days

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -127,7 +128,7 @@ class Traffic:
         return items.pop()
 
     def _name(self) -> str:
-        return self.rng.choice(["Mül", "schmidt", "Anna", "weber", "Kle", "jonas", "Hoff"])
+        return quote(self.rng.choice(["Mül", "schmidt", "Anna", "weber", "Kle", "jonas", "Hoff"]))
 
     # patient_service
     def patient_list(self) -> Call:

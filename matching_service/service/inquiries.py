@@ -13,7 +13,19 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Double, Integer, Table, and_, func, insert, literal, select, text, update
+from sqlalchemy import (
+    Double,
+    Integer,
+    Table,
+    and_,
+    any_,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy import cast as cast_
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -38,7 +50,7 @@ from matching_service.schemas import (
 )
 from matching_service.service import market
 from matching_service.settings import MatchingSettings
-from shared.db import UnitOfWork, utcnow
+from shared.db import UnitOfWork, count_upto, ids_where, utcnow
 from shared.errors import Conflict, NotFound, RuleViolation
 from shared.outbox import PendingEvent
 from shared.web import Page
@@ -553,19 +565,19 @@ def list_inquiries(uow: UnitOfWork, query: InquiryListQuery, *, follow_up_after_
         conditions.append(overdue if query.overdue else ~overdue)
     if query.postal_code_prefix:
         conditions.append(
-            Inquiry.therapist_id.in_(
-                select(TherapistProjection.therapist_id).where(
+            Inquiry.therapist_id
+            == any_(
+                ids_where(
+                    TherapistProjection.therapist_id,
                     TherapistProjection.postal_code.startswith(
                         query.postal_code_prefix, autoescape=True
-                    )
+                    ),
                 )
             )
         )
     with uow:
         session = uow.session
-        total = session.execute(
-            select(func.count()).select_from(Inquiry).where(*conditions)
-        ).scalar_one()
+        total, exact = count_upto(session, select(Inquiry).where(*conditions))
         items = (
             session.execute(
                 select(Inquiry)
@@ -578,4 +590,6 @@ def list_inquiries(uow: UnitOfWork, query: InquiryListQuery, *, follow_up_after_
             .all()
         )
         details = _with_patients(session, items)
-    return Page(items=details, total=total, page=query.page, per_page=query.per_page)
+    return Page(
+        items=details, total=total, page=query.page, per_page=query.per_page, total_exact=exact
+    )
