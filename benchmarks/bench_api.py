@@ -34,6 +34,7 @@ import json
 import os
 import queue
 import random
+import resource
 import secrets
 import shutil
 import subprocess
@@ -51,6 +52,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import sqlalchemy as sa
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -58,6 +61,7 @@ from api_data import FOLLOW_UP_AFTER_DAYS, Platform, Sizes, load_platform  # noq
 
 from shared.auth import Role, issue_token, service_token  # noqa: E402
 from shared.cli import token_stores  # noqa: E402
+from shared.db import driver_url  # noqa: E402
 from shared.devstack import (  # noqa: E402
     EmbeddedPostgres,
     drop_database,
@@ -402,6 +406,64 @@ def cpu_ticks() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pids: set[int] | None = None, group: int | None = None) -> dict[int, float]:
+    """CPU seconds (user + system) of the given processes, or of a process group's."""
+    out: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or (pids is not None and int(entry) not in pids):
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if group is not None and int(fields[2]) != group:
+            continue
+        out[int(entry)] = (int(fields[11]) + int(fields[12])) / _TICK
+    return out
+
+
+class CpuMeter:
+    """CPU used by the services, by PostgreSQL's backends of the bench database and by this
+    process (the load generator) between `start` and `stop`."""
+
+    def __init__(self, stack: Stack, admin: sa.Engine, database: str) -> None:
+        self.stack, self.admin, self.database = stack, admin, database
+
+    def _backends(self) -> set[int]:
+        with self.admin.connect() as connection:
+            rows = connection.execute(
+                sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :name"),
+                {"name": self.database},
+            )
+            return {int(pid) for (pid,) in rows}
+
+    def _sample(self) -> tuple[dict[int, float], dict[int, float], float]:
+        services: dict[int, float] = {}
+        for process in self.stack.processes:
+            services.update(process_cpu(group=process.pid))
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return services, process_cpu(self._backends()), usage.ru_utime + usage.ru_stime
+
+    def start(self) -> None:
+        self.before = self._sample()
+
+    def stop(self) -> dict[str, float]:
+        after = self._sample()
+
+        def used(old: dict[int, float], new: dict[int, float]) -> float:
+            return sum(cpu - old.get(pid, 0.0) for pid, cpu in new.items())
+
+        return {
+            "services": used(self.before[0], after[0]),
+            "postgresql": used(self.before[1], after[1]),
+            "load_generator": after[2] - self.before[2],
+        }
+
+
 # ---------------------------------------------------------------- the stack
 
 
@@ -519,6 +581,14 @@ def print_table(records: list[dict[str, Any]], machine: dict[str, Any]) -> None:
         f"{machine['cpu_busy_pct']:.0f} % busy, load average {machine['load_1m']:.2f}, "
         f"client threads late p95 {machine['late_p95_ms']:.0f} ms"
     )
+    services = machine["cpu_ms_per_request_services"]
+    database = machine["cpu_ms_per_request_postgresql"]
+    client = machine["cpu_ms_per_request_load_generator"]
+    print(
+        f"  CPU per request: services {services:.1f} ms, PostgreSQL {database:.1f} ms, load "
+        f"generator {client:.1f} ms: {rate:.0f}/s need "
+        f"{rate * (services + database + client) / 1000:.2f} of {os.cpu_count()} cores"
+    )
     print(
         f"  {'service':<14}{'class':<8}{'requests':>9}{'/s':>7}{'p50 ms':>9}{'p95 ms':>9}"
         f"{'p99 ms':>9}{'errors':>8}{'4xx':>6}  target"
@@ -558,21 +628,27 @@ def run(admin_url: str, args: argparse.Namespace, var: Path) -> list[dict[str, A
             flush=True,
         )
         traffic = Traffic(platform, args.services, args.seed)
+        admin = sa.create_engine(driver_url(admin_url))
+        cleanup.callback(admin.dispose)
+        meter = CpuMeter(stack, admin, name)
         if args.warmup > 0:
             drive(traffic, ports, token, min(args.rates), args.warmup, args.threads)
         for rate in args.rates:
             busy0, total0 = cpu_ticks()
+            meter.start()
             started = time.perf_counter()
             results = drive(traffic, ports, token, rate, args.duration, args.threads)
             elapsed = time.perf_counter() - started
+            spent = meter.stop()
             busy1, total1 = cpu_ticks()
             machine = {
                 "sent_per_s": len(results) / elapsed,
                 "cpu_busy_pct": 100.0 * (busy1 - busy0) / max(total1 - total0, 1),
                 "load_1m": os.getloadavg()[0],
                 "late_p95_ms": percentile([r.late_ms for r in results], 0.95),
+                **{f"cpu_ms_per_request_{k}": 1000 * v / len(results) for k, v in spent.items()},
             }
-            summary = summarise(results, rate, args.duration)
+            summary = summarise(results, rate, elapsed)
             for record in summary:
                 record.update({f"machine_{k}": round(v, 2) for k, v in machine.items()})
             print_table(summary, machine)

@@ -123,6 +123,8 @@ def list_therapists(uow: UnitOfWork, query: TherapistListQuery) -> Page:
         conditions.append(Therapist.informed_about_platform == query.informed_about_platform)
     if query.practice_key is not None:
         conditions.append(Therapist.practice_key == query.practice_key)
+    if query.id:
+        conditions.append(Therapist.id.in_(query.id))
     if query.q:
         pattern = f"%{_escape_like(query.q.lower())}%"
         conditions.append(
