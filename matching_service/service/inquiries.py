@@ -510,7 +510,8 @@ class InquiryDetail:
     """An inquiry with its patients in position order (the shape of `InquiryOut`)."""
 
     inquiry: Inquiry
-    patients: list[InquiryPatient]
+    # ORM objects; plain rows of the same columns in the list (read only)
+    patients: list[Any]
 
     def __getattr__(self, name: str) -> Any:
         """The inquiry's own columns (id, status, sent_at, ...) read through."""
@@ -546,6 +547,26 @@ def _with_patients(session: Session, inquiries: Sequence[Inquiry]) -> list[Inqui
             .where(InquiryPatient.inquiry_id.in_(list(patients)))
             .order_by(InquiryPatient.inquiry_id, InquiryPatient.position)
         ).scalars()
+        for row in rows:
+            patients[row.inquiry_id].append(row)
+    return [InquiryDetail(inquiry, patients[inquiry.id]) for inquiry in inquiries]
+
+
+def _with_patient_rows(session: Session, inquiries: Sequence[Inquiry]) -> list[InquiryDetail]:
+    """The same for reading only: the patients as plain rows of the columns `InquiryOut`
+    shows (a page holds about 100 of them; as ORM objects they cost most of the request)."""
+    table = InquiryPatient.__table__
+    patients: dict[int, list[Any]] = {inquiry.id: [] for inquiry in inquiries}
+    if inquiries:
+        columns = (
+            "inquiry_id", "search_id", "patient_id", "position", "status", "outcome",
+            "conflict", "replacement_offers",
+        )  # fmt: skip
+        rows = session.execute(
+            select(*(table.c[name] for name in columns))
+            .where(table.c.inquiry_id.in_(list(patients)))
+            .order_by(table.c.inquiry_id, table.c.position)
+        )
         for row in rows:
             patients[row.inquiry_id].append(row)
     return [InquiryDetail(inquiry, patients[inquiry.id]) for inquiry in inquiries]
@@ -589,7 +610,7 @@ def list_inquiries(uow: UnitOfWork, query: InquiryListQuery, *, follow_up_after_
             .scalars()
             .all()
         )
-        details = _with_patients(session, items)
+        details = _with_patient_rows(session, items)
     return Page(
         items=details, total=total, page=query.page, per_page=query.per_page, total_exact=exact
     )
