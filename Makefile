@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo postman postman-check test reliability lint bench-events bench-bundles bench-matching bench-import bench-geocoding token migrate clean
+.PHONY: run demo postman postman-check test reliability lint bench-events bench-bundles bench-matching bench-import bench-geocoding bench-api token migrate clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -73,6 +73,11 @@ bench-geocoding: $(STAMP)
 .PHONY: bench-retention
 bench-retention: $(STAMP)
 	PYTHONPATH=. $(PY) benchmarks/bench_retention.py
+
+## the API under load: 100,000 patients, 40,000 therapists loaded with COPY, the services under
+## gunicorn as in make run, mixed staff traffic at 50, 200, 500 requests/s (BENCH_API_ARGS)
+bench-api: $(STAMP)
+	PYTHONPATH=. $(PY) benchmarks/bench_api.py $(BENCH_API_ARGS)
 
 ## a new API token for the running dev stack: make token NAME=alice [ROLE=staff|admin]
 ROLE ?= staff

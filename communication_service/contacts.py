@@ -3,6 +3,7 @@ when a message is sent or a call is listed (never taken from events, never store
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,17 +31,22 @@ class ContactDirectory:
         data = self._get(f"{self.therapist_service_url}/api/therapists/{therapist_id}")
         if data is None:
             return None
-        return TherapistContact(
-            therapist_id=therapist_id,
-            salutation=data.get("salutation"),
-            title=data.get("title"),
-            first_name=data.get("first_name") or "",
-            last_name=data.get("last_name") or "",
-            email=data.get("email"),
-            phone=data.get("phone"),
-            informed_about_platform=bool(data.get("informed_about_platform")),
-            phone_hours=data.get("phone_hours") or {},
-        )
+        return _therapist_contact(therapist_id, data)
+
+    def therapists(self, therapist_ids: Iterable[int]) -> dict[int, TherapistContact]:
+        """The contact data of many therapists, 100 per request (those therapist_service
+        does not know are left out)."""
+        wanted = sorted(set(therapist_ids))
+        found: dict[int, TherapistContact] = {}
+        for start in range(0, len(wanted), 100):
+            chunk = wanted[start : start + 100]
+            query = "&".join(f"id={therapist_id}" for therapist_id in chunk)
+            url = f"{self.therapist_service_url}/api/therapists?{query}&per_page=100"
+            data = self._get(url)
+            for item in (data or {}).get("items", []):
+                contact = _therapist_contact(int(item["id"]), item)
+                found[contact.therapist_id] = contact
+        return found
 
     def patient(self, patient_id: int) -> PatientContact | None:
         """The patient's contact data, or None when patient_service does not know them."""
@@ -73,6 +79,20 @@ class ContactDirectory:
         if not isinstance(body, dict):
             raise ContactUnavailable(f"{url}: not a JSON object")
         return body
+
+
+def _therapist_contact(therapist_id: int, data: dict[str, Any]) -> TherapistContact:
+    return TherapistContact(
+        therapist_id=therapist_id,
+        salutation=data.get("salutation"),
+        title=data.get("title"),
+        first_name=data.get("first_name") or "",
+        last_name=data.get("last_name") or "",
+        email=data.get("email"),
+        phone=data.get("phone"),
+        informed_about_platform=bool(data.get("informed_about_platform")),
+        phone_hours=data.get("phone_hours") or {},
+    )
 
 
 def directory_of(settings: CommunicationSettings) -> ContactDirectory:

@@ -65,6 +65,9 @@ class Email(Base):
         ),
         Index("ix_emails_inquiry_id", "inquiry_id"),
         Index("ix_emails_created_at", "created_at"),
+        # a therapist's or a patient's emails, newest first
+        Index("ix_emails_therapist_id_created_at", "therapist_id", "created_at"),
+        Index("ix_emails_patient_id_created_at", "patient_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

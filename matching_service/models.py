@@ -53,6 +53,14 @@ class PatientProjection(Base):
     """Matching's read model of a patient, fed by patient events (no direct identifiers)."""
 
     __tablename__ = "patient_projection"
+    __table_args__ = (
+        # postal-code prefixes of the search list (LIKE '10%' outside the C locale)
+        Index(
+            "ix_patient_projection_postal_code_prefix",
+            "postal_code",
+            postgresql_ops={"postal_code": "varchar_pattern_ops"},
+        ),
+    )
 
     patient_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     version: Mapped[int]
@@ -86,6 +94,11 @@ class TherapistProjection(Base):
     __table_args__ = (
         Index("ix_therapist_projection_practice_key", "practice_key"),
         Index("ix_therapist_projection_postal_code", "postal_code"),
+        Index(
+            "ix_therapist_projection_postal_code_prefix",
+            "postal_code",
+            postgresql_ops={"postal_code": "varchar_pattern_ops"},
+        ),
     )
 
     therapist_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
@@ -125,7 +138,10 @@ class PatientSearch(Base):
             unique=True,
             postgresql_where=text("status IN ('active', 'paused', 'in_trial')"),
         ),
-        Index("ix_patient_searches_status_waiting", "status", "waiting_since"),
+        Index("ix_patient_searches_status_waiting_id", "status", "waiting_since", "id"),
+        # the list's order whatever the status, and a patient's searches
+        Index("ix_patient_searches_waiting_since_id", "waiting_since", "id"),
+        Index("ix_patient_searches_patient_id", "patient_id"),
         # the budget is never exceeded, whatever runs at once
         CheckConstraint("contacts_used <= contact_budget", name="budget_not_exceeded"),
         CheckConstraint(
@@ -236,6 +252,9 @@ class Inquiry(Base):
         ),
         Index("ix_inquiries_therapist_id", "therapist_id", "created_at"),
         Index("ix_inquiries_status_sent_at", "status", "sent_at"),
+        # the list's order (newest first), also within a status
+        Index("ix_inquiries_created_at_id", "created_at", "id"),
+        Index("ix_inquiries_status_created_at_id", "status", "created_at", "id"),
         CheckConstraint("status IN ('unsent', 'sent', 'answered', 'closed')", name="status_values"),
         CheckConstraint("channel IN ('email', 'phone', 'link')", name="channel_values"),
         CheckConstraint("sent_via IN ('email', 'phone')", name="sent_via_values"),

@@ -35,6 +35,11 @@ class Patient(Base):
         Index("ix_patients_postal_code", "postal_code"),
         Index("ix_patients_birth_date", "birth_date"),
         Index("ix_patients_email", "email"),
+        # the list's orders, also within a status (patient_0006)
+        Index("ix_patients_created_at_id", "created_at", "id"),
+        Index("ix_patients_status_created_at_id", "status", "created_at", "id"),
+        Index("ix_patients_last_name_lower_id", text("lower(last_name)"), "id"),
+        Index("ix_patients_status_last_name_lower_id", "status", text("lower(last_name)"), "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

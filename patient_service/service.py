@@ -35,7 +35,7 @@ from patient_service.schemas import (
     PatientUpdate,
 )
 from shared import audit
-from shared.db import UnitOfWork, utcnow
+from shared.db import UnitOfWork, count_upto, utcnow
 from shared.errors import Conflict, NotFound
 from shared.events import EventType
 from shared.outbox import PendingEvent
@@ -178,9 +178,7 @@ def list_patients(uow: UnitOfWork, query: PatientListQuery) -> Page:
             )
         )
     with uow:
-        total = uow.session.execute(
-            select(func.count()).select_from(Patient).where(*conditions)
-        ).scalar_one()
+        total, exact = count_upto(uow.session, select(Patient).where(*conditions))
         items = (
             uow.session.execute(
                 select(Patient)
@@ -195,7 +193,9 @@ def list_patients(uow: UnitOfWork, query: PatientListQuery) -> Page:
         if query.search and items:
             _audit(uow, "read", [patient.id for patient in items], ["search"])
             uow.commit()
-    return Page(items=items, total=total, page=query.page, per_page=query.per_page)
+    return Page(
+        items=items, total=total, page=query.page, per_page=query.per_page, total_exact=exact
+    )
 
 
 def update_patient(

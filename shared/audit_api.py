@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 import flask_restful
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, select
 
 from shared.audit import AuditAction
 from shared.auth import Role
-from shared.db import Database
+from shared.db import Database, count_upto
 from shared.fields import QueryTimestamp
 from shared.infrastructure import Infrastructure
 from shared.web import Page, PageQuery, operation
@@ -58,9 +58,7 @@ def list_events(database: Database, table: Table, query: AuditQuery) -> Page:
     if query.occurred_to is not None:
         conditions.append(table.c.occurred_at < query.occurred_to)
     with database.session() as session:
-        total = session.execute(
-            select(func.count()).select_from(table).where(*conditions)
-        ).scalar_one()
+        total, exact = count_upto(session, select(table).where(*conditions))
         rows = session.execute(
             select(table)
             .where(*conditions)
@@ -69,7 +67,9 @@ def list_events(database: Database, table: Table, query: AuditQuery) -> Page:
             .limit(query.per_page)
         ).mappings()
         items = [AuditEventOut.model_validate(dict(row)) for row in rows]
-    return Page(items=items, total=total, page=query.page, per_page=query.per_page)
+    return Page(
+        items=items, total=total, page=query.page, per_page=query.per_page, total_exact=exact
+    )
 
 
 class AuditEvents(flask_restful.Resource):

@@ -83,8 +83,10 @@ class TokenStore:
 
     def caller_for(self, token: str) -> Caller | None:
         """The name and role of a valid, unrevoked token, else None."""
-        with self._db.session() as session:
-            row = session.execute(
+        # every request asks: one statement outside a transaction (a revocation counts at
+        # once, nothing is cached)
+        with self._db.autocommit() as connection:
+            row = connection.execute(
                 select(self._table.c.name, self._table.c.role).where(
                     self._table.c.token_hash == hash_token(token),
                     self._table.c.revoked_at.is_(None),

@@ -102,10 +102,17 @@ def _operation(
         if op.paginated:
             ref = {
                 "type": "object",
-                "required": ["items", "total", "page", "per_page"],
+                "required": ["items", "total", "total_exact", "page", "per_page"],
                 "properties": {
                     "items": {"type": "array", "items": ref},
-                    "total": {"type": "integer"},
+                    "total": {
+                        "type": "integer",
+                        "description": "matches, counted up to 10,000 (see total_exact)",
+                    },
+                    "total_exact": {
+                        "type": "boolean",
+                        "description": "false: there are more than `total` matches",
+                    },
                     "page": {"type": "integer"},
                     "per_page": {"type": "integer"},
                 },

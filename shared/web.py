@@ -98,6 +98,8 @@ class Page:
     total: int
     page: int
     per_page: int
+    # False: `total` is a lower bound (shared.db.COUNT_LIMIT; lists count no further)
+    total_exact: bool = True
 
 
 class ErrorBody(BaseModel):
@@ -267,6 +269,7 @@ def render(op: Operation, result: Any) -> tuple[Any, int]:
         return {
             "items": [_dump(op.response, item) for item in result.items],
             "total": result.total,
+            "total_exact": result.total_exact,
             "page": result.page,
             "per_page": result.per_page,
         }, op.status

@@ -49,6 +49,23 @@ class Therapist(Base):
         Index("ix_therapists_practice_key", "practice_key"),
         Index("ix_therapists_name_plz", "first_name", "last_name", "postal_code"),
         Index("ix_therapists_last_name_lower", text("lower(last_name)")),
+        # the list's filters (therapist_0007)
+        Index(
+            "ix_therapists_therapy_methods",
+            "therapy_methods",
+            postgresql_using="gin",
+            postgresql_ops={"therapy_methods": "jsonb_path_ops"},
+        ),
+        Index(
+            "ix_therapists_potentially_available",
+            "id",
+            postgresql_where=text("potentially_available"),
+        ),
+        Index(
+            "ix_therapists_informed_about_platform",
+            "id",
+            postgresql_where=text("informed_about_platform"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -164,6 +164,12 @@ class TherapistListQuery(PageQuery):
         Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=100)]
         | None
     ) = Field(default=None, description="Part of the first or last name (case-insensitive).")
+    id: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] | None = Field(
+        default=None,
+        max_length=100,
+        description="Only these therapists (`id=1&id=2`, at most 100): one request for the "
+        "contact data of many (communication's call list).",
+    )
 
 
 class TherapistOut(BaseModel):

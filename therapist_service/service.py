@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from shared import audit
-from shared.db import UnitOfWork, utcnow
+from shared.db import UnitOfWork, count_upto, utcnow
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.events import EventType, describe
 from shared.outbox import PendingEvent
@@ -117,11 +117,14 @@ def list_therapists(uow: UnitOfWork, query: TherapistListQuery) -> Page:
     if query.therapy_method is not None:
         conditions.append(Therapist.therapy_methods.contains([query.therapy_method]))
     if query.potentially_available is not None:
-        conditions.append(Therapist.potentially_available.is_(query.potentially_available))
+        # `= true` (not `IS true`): the planner then uses the partial index of the flagged ones
+        conditions.append(Therapist.potentially_available == query.potentially_available)
     if query.informed_about_platform is not None:
-        conditions.append(Therapist.informed_about_platform.is_(query.informed_about_platform))
+        conditions.append(Therapist.informed_about_platform == query.informed_about_platform)
     if query.practice_key is not None:
         conditions.append(Therapist.practice_key == query.practice_key)
+    if query.id:
+        conditions.append(Therapist.id.in_(query.id))
     if query.q:
         pattern = f"%{_escape_like(query.q.lower())}%"
         conditions.append(
@@ -131,9 +134,7 @@ def list_therapists(uow: UnitOfWork, query: TherapistListQuery) -> Page:
             )
         )
     with uow:
-        total = uow.session.execute(
-            select(func.count()).select_from(Therapist).where(*conditions)
-        ).scalar_one()
+        total, exact = count_upto(uow.session, select(Therapist).where(*conditions))
         items = (
             uow.session.execute(
                 select(Therapist)
@@ -145,7 +146,9 @@ def list_therapists(uow: UnitOfWork, query: TherapistListQuery) -> Page:
             .scalars()
             .all()
         )
-    return Page(items=items, total=total, page=query.page, per_page=query.per_page)
+    return Page(
+        items=items, total=total, page=query.page, per_page=query.per_page, total_exact=exact
+    )
 
 
 def _escape_like(text: str) -> str:

@@ -306,15 +306,14 @@ def call_list(uow: UnitOfWork, query: CallListQuery, directory: ContactDirectory
             statement = statement.where(PhoneCall.status == query.status)
         calls = uow.session.execute(statement.order_by(PhoneCall.scheduled_at, PhoneCall.id))
         calls_list = list(calls.scalars())
-    contacts: dict[int, Any] = {}
-    for therapist_id in {call.therapist_id for call in calls_list}:
-        try:
-            contacts[therapist_id] = directory.therapist(therapist_id)
-        except ContactUnavailable:
-            contacts[therapist_id] = None
+    # one request per 100 therapists of the day, not one per therapist
+    try:
+        contacts: dict[int, Any] = directory.therapists(call.therapist_id for call in calls_list)
+    except ContactUnavailable:
+        contacts = {}
     items = []
     for call in calls_list:
-        contact = contacts[call.therapist_id]
+        contact = contacts.get(call.therapist_id)
         name = None
         if contact is not None:
             name = " ".join(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from communication_service.contacts import ContactDirectory
@@ -25,7 +25,7 @@ from communication_service.schemas import (
     SearchChangedView,
 )
 from communication_service.service import calls
-from shared.db import UnitOfWork, utcnow
+from shared.db import UnitOfWork, count_upto, utcnow
 from shared.errors import NotFound
 from shared.outbox import PendingEvent
 from shared.web import Page
@@ -272,9 +272,7 @@ def list_emails(uow: UnitOfWork, query: EmailListQuery) -> Page:
         conditions.append(Email.created_at >= start)
         conditions.append(Email.created_at < start + timedelta(days=1))
     with uow:
-        total = uow.session.execute(
-            select(func.count()).select_from(Email).where(*conditions)
-        ).scalar_one()
+        total, exact = count_upto(uow.session, select(Email).where(*conditions))
         items = list(
             uow.session.execute(
                 select(Email)
@@ -284,7 +282,9 @@ def list_emails(uow: UnitOfWork, query: EmailListQuery) -> Page:
                 .offset((query.page - 1) * query.per_page)
             ).scalars()
         )
-    return Page(items=items, total=total, page=query.page, per_page=query.per_page)
+    return Page(
+        items=items, total=total, page=query.page, per_page=query.per_page, total_exact=exact
+    )
 
 
 def get_email(uow: UnitOfWork, email_id: int) -> Email:

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Table, and_, bindparam, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, any_, bindparam, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from matching_service.models import (
@@ -50,7 +50,7 @@ from matching_service.schemas import (
 from matching_service.service.withdrawals import SEARCH_CANCELLED as WITHDRAWN_CANCELLED
 from matching_service.service.withdrawals import withdraw_search
 from shared import audit
-from shared.db import UnitOfWork, utcnow
+from shared.db import UnitOfWork, count_upto, ids_where, utcnow
 from shared.errors import Conflict, InvalidTransition, NotFound, RuleViolation
 from shared.events import MAX_VERSION_JUMP, EventType, InvalidEvent, implausible_version
 from shared.outbox import PendingEvent
@@ -228,11 +228,13 @@ def list_searches(uow: UnitOfWork, query: SearchListQuery) -> Page:
         conditions.append(PatientSearch.status == query.status)
     if query.postal_code_prefix:
         conditions.append(
-            PatientSearch.patient_id.in_(
-                select(PatientProjection.patient_id).where(
+            PatientSearch.patient_id
+            == any_(
+                ids_where(
+                    PatientProjection.patient_id,
                     PatientProjection.postal_code.startswith(
                         query.postal_code_prefix, autoescape=True
-                    )
+                    ),
                 )
             )
         )
@@ -240,9 +242,7 @@ def list_searches(uow: UnitOfWork, query: SearchListQuery) -> Page:
         since = utcnow() - timedelta(days=query.waiting_longer_than_days)
         conditions.append(PatientSearch.waiting_since < since)
     with uow:
-        total = uow.session.execute(
-            select(func.count()).select_from(PatientSearch).where(*conditions)
-        ).scalar_one()
+        total, exact = count_upto(uow.session, select(PatientSearch).where(*conditions))
         items = (
             uow.session.execute(
                 select(PatientSearch)
@@ -254,7 +254,9 @@ def list_searches(uow: UnitOfWork, query: SearchListQuery) -> Page:
             .scalars()
             .all()
         )
-    return Page(items=items, total=total, page=query.page, per_page=query.per_page)
+    return Page(
+        items=items, total=total, page=query.page, per_page=query.per_page, total_exact=exact
+    )
 
 
 def search_detail(uow: UnitOfWork, search_id: int) -> SearchDetail:

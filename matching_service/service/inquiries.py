@@ -13,7 +13,19 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Double, Integer, Table, and_, func, insert, literal, select, text, update
+from sqlalchemy import (
+    Double,
+    Integer,
+    Table,
+    and_,
+    any_,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy import cast as cast_
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -38,7 +50,7 @@ from matching_service.schemas import (
 )
 from matching_service.service import market
 from matching_service.settings import MatchingSettings
-from shared.db import UnitOfWork, utcnow
+from shared.db import UnitOfWork, count_upto, ids_where, utcnow
 from shared.errors import Conflict, NotFound, RuleViolation
 from shared.outbox import PendingEvent
 from shared.web import Page
@@ -498,7 +510,8 @@ class InquiryDetail:
     """An inquiry with its patients in position order (the shape of `InquiryOut`)."""
 
     inquiry: Inquiry
-    patients: list[InquiryPatient]
+    # ORM objects; plain rows of the same columns in the list (read only)
+    patients: list[Any]
 
     def __getattr__(self, name: str) -> Any:
         """The inquiry's own columns (id, status, sent_at, ...) read through."""
@@ -539,6 +552,26 @@ def _with_patients(session: Session, inquiries: Sequence[Inquiry]) -> list[Inqui
     return [InquiryDetail(inquiry, patients[inquiry.id]) for inquiry in inquiries]
 
 
+def _with_patient_rows(session: Session, inquiries: Sequence[Inquiry]) -> list[InquiryDetail]:
+    """The same for reading only: the patients as plain rows of the columns `InquiryOut`
+    shows (a page holds about 100 of them; as ORM objects they cost most of the request)."""
+    table = InquiryPatient.__table__
+    patients: dict[int, list[Any]] = {inquiry.id: [] for inquiry in inquiries}
+    if inquiries:
+        columns = (
+            "inquiry_id", "search_id", "patient_id", "position", "status", "outcome",
+            "conflict", "replacement_offers",
+        )  # fmt: skip
+        rows = session.execute(
+            select(*(table.c[name] for name in columns))
+            .where(table.c.inquiry_id.in_(list(patients)))
+            .order_by(table.c.inquiry_id, table.c.position)
+        )
+        for row in rows:
+            patients[row.inquiry_id].append(row)
+    return [InquiryDetail(inquiry, patients[inquiry.id]) for inquiry in inquiries]
+
+
 def list_inquiries(uow: UnitOfWork, query: InquiryListQuery, *, follow_up_after_days: int) -> Page:
     """A page of inquiries, newest first, filtered by therapist, status, overdue (sent,
     unanswered for FOLLOW_UP_AFTER_DAYS at `as_of`) and the therapist's postal-code prefix."""
@@ -553,19 +586,19 @@ def list_inquiries(uow: UnitOfWork, query: InquiryListQuery, *, follow_up_after_
         conditions.append(overdue if query.overdue else ~overdue)
     if query.postal_code_prefix:
         conditions.append(
-            Inquiry.therapist_id.in_(
-                select(TherapistProjection.therapist_id).where(
+            Inquiry.therapist_id
+            == any_(
+                ids_where(
+                    TherapistProjection.therapist_id,
                     TherapistProjection.postal_code.startswith(
                         query.postal_code_prefix, autoescape=True
-                    )
+                    ),
                 )
             )
         )
     with uow:
         session = uow.session
-        total = session.execute(
-            select(func.count()).select_from(Inquiry).where(*conditions)
-        ).scalar_one()
+        total, exact = count_upto(session, select(Inquiry).where(*conditions))
         items = (
             session.execute(
                 select(Inquiry)
@@ -577,5 +610,7 @@ def list_inquiries(uow: UnitOfWork, query: InquiryListQuery, *, follow_up_after_
             .scalars()
             .all()
         )
-        details = _with_patients(session, items)
-    return Page(items=details, total=total, page=query.page, per_page=query.per_page)
+        details = _with_patient_rows(session, items)
+    return Page(
+        items=details, total=total, page=query.page, per_page=query.per_page, total_exact=exact
+    )

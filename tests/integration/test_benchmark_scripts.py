@@ -134,3 +134,20 @@ def test_retention_benchmark_prunes_and_replays_what_it_should(
     assert "prune: 2,500 rows" in output and "replay: 300 rows" in output
     record = json.loads(target.read_text())
     assert (record["prune_rows"], record["replay_rows"]) == (2500, 300)
+
+def test_api_benchmark_loads_a_platform_and_prints_latencies_per_endpoint_class(
+    pg_admin_url: str, tmp_path: Path
+) -> None:
+    target = tmp_path / "api.json"
+    output = _run(
+        ["benchmarks/bench_api.py", "--quick", "--json", str(target)],
+        BENCH_DATABASE_URL=pg_admin_url,
+        LOG_LEVEL="WARNING",
+    )
+    assert "loaded with COPY" in output and "20 requests/s offered" in output
+    records = json.loads(target.read_text())
+    overall = next(r for r in records if r["service"] == "all")
+    assert overall["requests"] == 60 and overall["errors"] == 0 and overall["refused"] == 0
+    classes = {(r["service"], r["class"]) for r in records}
+    assert {("patient", "list"), ("therapist", "detail"), ("matching", "filter")} <= classes
+    assert all(r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] for r in records)

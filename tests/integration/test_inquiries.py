@@ -263,6 +263,8 @@ def test_inquiries_are_listed_by_therapist_status_overdue_and_region(
     )
     item = client.get(f"/api/inquiries?therapist_id={old}", headers=admin_headers).json["items"][0]
     assert item["patients"][0]["search_id"] == search
+    # the list reads the patients as plain rows, the detail as objects: the same answer
+    assert item == client.get(f"/api/inquiries/{item['id']}", headers=admin_headers).json
     for query in (
         "status=open",
         "overdue=maybe",

@@ -223,6 +223,11 @@ def test_list_filters_and_paginates(client: Any, admin_headers: dict[str, str]) 
     assert len(ids("informed_about_platform=false")) == 2
     assert ids(f"q=zander{marker}") == [systemic["id"]]
     assert ids("q=%25%25") == []  # LIKE wildcards are matched literally
+    everyone = ids("")
+    assert sorted(ids(f"id={everyone[0]}&id={everyone[2]}")) == sorted([everyone[0], everyone[2]])
+    too_many = "&".join(f"id={n}" for n in range(1, 102))
+    refused = client.get(f"/api/therapists?{too_many}", headers=admin_headers)
+    assert refused.status_code == 422 and "id" in str(refused.json)
     page = client.get(
         f"/api/therapists?postal_code_prefix={plz}&per_page=2&page=2", headers=admin_headers
     ).json

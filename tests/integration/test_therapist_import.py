@@ -410,7 +410,7 @@ def test_the_report_is_stored_and_served(client: Any, admin_headers: dict[str, s
     stored = client.get(f"/api/therapist-imports/{report['id']}", headers=admin_headers)
     assert stored.status_code == 200 and stored.json == report
     listed = client.get("/api/therapist-imports", headers=admin_headers).json
-    assert set(listed) == {"items", "total", "page", "per_page"}
+    assert set(listed) == {"items", "total", "total_exact", "page", "per_page"}
     summary = {
         **{k: v for k, v in report.items() if k not in ("skipped", "errors")},
         "skipped_count": 0,
