@@ -135,6 +135,7 @@ def test_retention_benchmark_prunes_and_replays_what_it_should(
     record = json.loads(target.read_text())
     assert (record["prune_rows"], record["replay_rows"]) == (2500, 300)
 
+
 def test_api_benchmark_loads_a_platform_and_prints_latencies_per_endpoint_class(
     pg_admin_url: str, tmp_path: Path
 ) -> None:
