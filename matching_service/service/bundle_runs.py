@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 
 from matching_service.bundling import BundleResult, Strategy, propose_bundles
 from matching_service.bundling.model import Id, Search, SearchReason, TherapistReason
@@ -69,6 +69,10 @@ def run_bundles(
     config = bundle_config(settings)
     with uow, _no_cycle_collection():
         session = uow.session
+        # this transaction only (nothing outlives it: safe behind PgBouncer): the reads'
+        # estimated costs pass the JIT threshold once inquiries exist, and compiling them
+        # takes longer than running them
+        session.execute(text("SET LOCAL jit = off"))
         if not request.dry_run:
             lock_inquiry_writes(session)
         searches = market.load_searches(

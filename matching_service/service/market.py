@@ -1,8 +1,8 @@
 """The bundler's input read from the projections, and who may be contacted (business-rules.md §6).
 
-One query per table, rows straight into the bundler's value types (no ORM object per row): each
-query aggregates its rows into one JSON array in SQL (a search's exclusions, a therapist's
-answer history included), so the driver returns one value and a single parse reads it.
+One query per table, executed as Core on the session's connection, rows straight into the
+bundler's value types (no ORM object or result handling per row); what a row has many of is
+aggregated in SQL (a search's exclusions as an array, a therapist's answer history as JSON).
 Contactability is computed in SQL from the database's own records: the therapist's status,
 the practice's cooling periods, its open inquiries and the therapist's location.
 """
@@ -10,13 +10,13 @@ the practice's cooling periods, its open inquiries and the therapist's location.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 from sqlalchemy import Integer, and_, cast, exists, func, literal, or_, select
-from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from matching_service.bundling.model import Search, Therapist
@@ -148,8 +148,7 @@ def load_therapists(
     their potentially_available flag and answer history (service/history.py).
 
     Without a location row for their current postal code `lat`/`lon` are None (the bundler
-    leaves them out with `no_location`). One query: the rows come as one JSON array (the
-    answer histories aggregated into it), read with one parse.
+    leaves them out with `no_location`). One query, the answer histories aggregated into it.
     """
     t = TherapistProjection
     conditions = [t.status == "active"]
@@ -160,30 +159,30 @@ def load_therapists(
     # the histories of these therapists only (all of them: no filter)
     narrowed = select(t.therapist_id).where(*conditions) if len(conditions) > 1 else None
     history = answer_history.history_documents(narrowed)
-    row = func.json_build_array(
-        t.therapist_id,
-        t.practice_key,
-        t.gender,
-        t.therapy_methods,
-        t.patient_age_min,
-        t.patient_age_max,
-        t.preferred_patient_gender,
-        t.preferred_diagnoses,
-        t.prefers_group_therapy,
-        t.working_hours,
-        t.potentially_available,
-        Location.lat,
-        Location.lon,
-        cooling_until(today),
-        practice_has_open_inquiry(),
-        history.c.entries,
-    )
     statement = (
-        select(func.json_agg(aggregate_order_by(row, t.therapist_id)))
+        select(
+            t.therapist_id,
+            t.practice_key,
+            t.gender,
+            t.therapy_methods,
+            t.patient_age_min,
+            t.patient_age_max,
+            t.preferred_patient_gender,
+            t.preferred_diagnoses,
+            t.prefers_group_therapy,
+            t.working_hours,
+            t.potentially_available,
+            Location.lat,
+            Location.lon,
+            cooling_until(today),
+            practice_has_open_inquiry(),
+            history.c.entries,
+        )
         .select_from(t)
         .outerjoin(Location, _located("therapist", t.therapist_id, t.postal_code))
         .outerjoin(history, history.c.therapist_id == t.therapist_id)
         .where(*conditions)
+        .order_by(t.therapist_id)
     )
     therapists = []
     for (
@@ -203,7 +202,7 @@ def load_therapists(
         cooling,
         open_inquiry,
         entries,
-    ) in session.execute(statement).scalar_one() or ():
+    ) in _rows(session, statement):
         reason = "cooling" if cooling is not None else None
         if open_inquiry:
             reason = "open_inquiry" if reason is None else f"{reason}, open_inquiry"
@@ -267,52 +266,59 @@ def load_searches(
     rules decide).
     """
     s, p = PatientSearch, PatientProjection
+    # correlated per search (index probes): a plan that stays right when the statistics are
+    # stale, as they are after a run wrote thousands of inquiries (joined aggregates then
+    # turn into nested loops over every open inquiry)
     if max_open_inquiries is not None:
+        # the inquiry's status is read per patient row (a scalar subquery, never turned into
+        # a join): the plan starts from the search's own rows
+        inquiry_status = (
+            select(Inquiry.status).where(Inquiry.id == InquiryPatient.inquiry_id).scalar_subquery()
+        )
         open_inquiries: Any = (
             select(func.count())
             .select_from(InquiryPatient)
-            .join(Inquiry, Inquiry.id == InquiryPatient.inquiry_id)
             .where(
                 InquiryPatient.search_id == s.id,
                 InquiryPatient.status == "open",
-                Inquiry.status.in_(OPEN_INQUIRY_STATUSES),
+                inquiry_status.in_(OPEN_INQUIRY_STATUSES),
             )
             .scalar_subquery()
         )
     else:
         open_inquiries = literal(0)
-    # the search's exclusions (aggregated per search: one index probe each)
+    # the search's exclusions as one array
     excluded = (
-        select(func.json_agg(SearchExclusion.therapist_id))
+        select(func.array_agg(SearchExclusion.therapist_id))
         .where(SearchExclusion.search_id == s.id)
         .scalar_subquery()
     )
-    row = func.json_build_array(
-        s.id,
-        s.patient_id,
-        s.waiting_since,
-        s.contact_budget - s.contacts_used,
-        open_inquiries,
-        p.gender,
-        p.birth_date,
-        p.diagnosis,
-        p.preferred_therapy_method,
-        p.preferred_therapist_gender,
-        p.open_to_group_therapy,
-        p.availability,
-        p.max_travel_km,
-        p.travel_mode,
-        p.excluded_therapist_ids,
-        excluded,
-        Location.lat,
-        Location.lon,
-    )
     statement = (
-        select(func.json_agg(aggregate_order_by(row, s.waiting_since, s.id)))
+        select(
+            s.id,
+            s.patient_id,
+            s.waiting_since,
+            s.contact_budget - s.contacts_used,
+            open_inquiries,
+            p.gender,
+            p.birth_date,
+            p.diagnosis,
+            p.preferred_therapy_method,
+            p.preferred_therapist_gender,
+            p.open_to_group_therapy,
+            p.availability,
+            p.max_travel_km,
+            p.travel_mode,
+            p.excluded_therapist_ids,
+            excluded,
+            Location.lat,
+            Location.lon,
+        )
         .select_from(s)
         .join(p, p.patient_id == s.patient_id)
         .outerjoin(Location, _located("patient", s.patient_id, p.postal_code))
         .where(s.status == "active")
+        .order_by(s.waiting_since, s.id)
     )
     if search_ids is not None:
         statement = statement.where(s.id == func.any(_int_array(list(search_ids))))
@@ -340,7 +346,7 @@ def load_searches(
         search_excluded,
         lat,
         lon,
-    ) in session.execute(statement).scalar_one() or ():
+    ) in _rows(session, statement):
         budget = max(budget_left, 0)
         if max_open_inquiries is not None:
             budget = min(budget, max(max_open_inquiries - open_count, 0))
@@ -352,10 +358,10 @@ def load_searches(
                 lon=lon,
                 max_travel_km=float(max_travel_km),
                 travel_mode=travel_mode,
-                waiting_since=_instant(waiting_since),
+                waiting_since=waiting_since,
                 contact_budget=budget,
                 gender=gender,
-                birth_date=None if birth_date is None else date.fromisoformat(birth_date),
+                birth_date=birth_date,
                 diagnosis=diagnosis,
                 preferred_therapy_method=preferred_method,
                 preferred_therapist_gender=preferred_gender,
@@ -370,9 +376,10 @@ def load_searches(
     return searches
 
 
-def _instant(text: str) -> datetime:
-    """A timestamptz of a JSON document (ISO 8601 with its offset) as a UTC datetime."""
-    return datetime.fromisoformat(text).astimezone(UTC)
+def _rows(session: Session, statement: Any) -> Sequence[Any]:
+    """The rows of a Core statement, on the session's connection (in its transaction),
+    without the ORM's per-row result handling."""
+    return session.connection().execute(statement).all()
 
 
 def _int_array(items: list[int]) -> Any:
