@@ -27,7 +27,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import cast as cast_
-from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -98,15 +98,15 @@ class HeldSearch:
 
 
 def hold_searches(session: Session, search_ids: Sequence[int]) -> dict[int, HeldSearch]:
-    """Lock the searches' rows (in id order: no deadlock between writers) and read them; the
-    locked rows come back as one JSON array (one value to parse for thousands of rows)."""
+    """Lock the searches' rows (in id order: no deadlock between writers) and read them (Core
+    rows on the session's connection: no ORM handling per row)."""
     s, p = PatientSearch, PatientProjection
-    held = (
+    rows = session.connection().execute(
         select(
             s.id,
             s.patient_id,
             s.status,
-            (s.contact_budget - s.contacts_used).label("left"),
+            s.contact_budget - s.contacts_used,
             p.symptoms,
             p.two_year_rule_flag,
         )
@@ -114,13 +114,10 @@ def hold_searches(session: Session, search_ids: Sequence[int]) -> dict[int, Held
         .where(s.id == func.any(_int_array(sorted(set(search_ids)))))
         .order_by(s.id)
         .with_for_update(of=s)  # the searches' rows only; projections stay free to update
-        .cte("held")
     )
-    row = func.json_build_array(*held.c)
-    rows = session.execute(select(func.json_agg(aggregate_order_by(row, held.c.id)))).scalar_one()
     return {
-        search_id: HeldSearch(search_id, patient_id, status, left, symptoms or [], bool(flag))
-        for search_id, patient_id, status, left, symptoms, flag in rows or ()
+        search_id: HeldSearch(search_id, patient_id, status, left, symptoms or [], flag)
+        for search_id, patient_id, status, left, symptoms, flag in rows
     }
 
 
