@@ -148,3 +148,37 @@ def test_a_copy_with_a_duplicate_event_id_fails_as_a_whole_and_writes_nothing(
     assert [row.event_id for row in _rows(admin_engine, events)] == [
         event.envelope.event_id for event in events
     ]
+
+
+def test_matching_envelopes_are_compressed_with_lz4_where_the_server_has_it(
+    database: Database, admin_engine: sa.Engine, cleanup: list[PendingEvent]
+) -> None:
+    # large enough to be compressed when stored (over 2 kB), and compressible
+    events = [
+        PendingEvent.of(
+            NOTE_WRITTEN,
+            producer="matching_service",
+            aggregate_id=f"lz4-{i}",
+            payload={"text": "answer link " * 400, "number": i},
+        )
+        for i in range(COPY_FROM)
+    ]
+    cleanup.extend(events)
+    _write(database, events)
+    with admin_engine.connect() as connection:
+        has_lz4 = connection.execute(
+            sa.text(
+                "SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
+                "WHERE name = 'default_toast_compression'"
+            )
+        ).scalar_one()
+        methods = set(
+            connection.execute(
+                sa.text(
+                    "SELECT pg_column_compression(envelope) FROM matching_service.outbox "
+                    "WHERE event_id = ANY(:ids)"
+                ),
+                {"ids": [event.envelope.event_id for event in events]},
+            ).scalars()
+        )
+    assert methods == ({"lz4"} if has_lz4 else {"pglz"})
