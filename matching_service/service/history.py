@@ -54,11 +54,10 @@ def answer_histories(
 def history_documents(
     therapist_ids: Collection[int] | Select[Any] | None, limit: int = MAX_HISTORY_ENTRIES
 ) -> Any:
-    """Subquery: per therapist with a sent inquiry (of `therapist_ids`, a list or a SELECT of
-    ids; None: all of them) one row,
-    `therapist_id` and `entries`, a JSON array of the newest `limit` entries, newest first,
-    each `[sent_on, answered_on, patients, accepted, rejected_capacity, rejected_other]`
-    (`history_entries` reads it). The days are UTC days."""
+    """Subquery: one row per therapist with a sent inquiry (of `therapist_ids`, a list or a
+    SELECT of ids; None: all of them), `therapist_id` and `entries`: a JSON array of the
+    newest `limit` entries, newest first, each `[sent_on, answered_on, patients, accepted,
+    rejected_capacity, rejected_other]` (`history_entries` reads it); the days are UTC days."""
     numbered = select(
         Inquiry.id,
         Inquiry.therapist_id,
