@@ -2,8 +2,9 @@
 openings).
 
 Per therapist the newest `limit` sent inquiries (by `sent_at`; unsent ones do not count), in
-one query: a window function numbers each therapist's inquiries, newest first, and the
-outcomes of their patients are counted per inquiry.
+one query: a window function numbers each therapist's inquiries, newest first, the outcomes
+of their patients are counted per inquiry, and each therapist's entries are aggregated into
+one JSON array (the bundle run joins it to its read of the therapists).
 
 - `answered_on`: the day of the first answer; None while unanswered and when the inquiry
   was closed without one (`response_type` `no_response`).
@@ -17,10 +18,11 @@ outcomes of their patients are counted per inquiry.
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Date, Select, case, cast, func, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
 from matching_service.bundling.model import MAX_HISTORY_ENTRIES, HistoryEntry
@@ -40,6 +42,22 @@ def answer_histories(
     """
     if therapist_ids is not None and not therapist_ids:
         return {}
+    documents = history_documents(therapist_ids, limit)
+    return {
+        therapist_id: history_entries(entries)
+        for therapist_id, entries in session.execute(
+            select(documents.c.therapist_id, documents.c.entries)
+        )
+    }
+
+
+def history_documents(
+    therapist_ids: Collection[int] | Select[Any] | None, limit: int = MAX_HISTORY_ENTRIES
+) -> Any:
+    """Subquery: one row per therapist with a sent inquiry (of `therapist_ids`, a list or a
+    SELECT of ids; None: all of them), `therapist_id` and `entries`: a JSON array of the
+    newest `limit` entries, newest first, each `[sent_on, answered_on, patients, accepted,
+    rejected_capacity, rejected_other]` (`history_entries` reads it); the days are UTC days."""
     numbered = select(
         Inquiry.id,
         Inquiry.therapist_id,
@@ -57,21 +75,25 @@ def answer_histories(
         .label("newest"),
     ).where(Inquiry.sent_at.is_not(None))
     if therapist_ids is not None:
-        numbered = numbered.where(Inquiry.therapist_id.in_(list(therapist_ids)))
+        ids = therapist_ids if isinstance(therapist_ids, Select) else list(therapist_ids)
+        numbered = numbered.where(Inquiry.therapist_id.in_(ids))
     recent = numbered.subquery()
 
     def outcomes(values: tuple[str, ...]) -> Any:
         return func.count().filter(InquiryPatient.outcome.in_(values))
 
-    statement = (
+    entries = (
         select(
             recent.c.therapist_id,
-            recent.c.sent_at,
-            recent.c.answered_at,
-            recent.c.original_size,
-            outcomes(ACCEPTED_OUTCOMES).label("accepted"),
-            outcomes(CAPACITY_OUTCOMES).label("rejected_capacity"),
-            outcomes(OTHER_REJECTION_OUTCOMES).label("rejected_other"),
+            recent.c.newest,
+            func.json_build_array(
+                _utc_day(recent.c.sent_at),
+                _utc_day(recent.c.answered_at),
+                recent.c.original_size,
+                outcomes(ACCEPTED_OUTCOMES),
+                outcomes(CAPACITY_OUTCOMES),
+                outcomes(OTHER_REJECTION_OUTCOMES),
+            ).label("entry"),
         )
         .outerjoin(InquiryPatient, InquiryPatient.inquiry_id == recent.c.id)
         .where(recent.c.newest <= limit)
@@ -83,22 +105,35 @@ def answer_histories(
             recent.c.original_size,
             recent.c.newest,
         )
-        .order_by(recent.c.therapist_id, recent.c.newest)
+        .subquery()
     )
-    histories: dict[int, list[HistoryEntry]] = {}
-    for row in session.execute(statement):
-        histories.setdefault(row.therapist_id, []).append(
-            HistoryEntry(
-                sent_on=_utc_day(row.sent_at),
-                answered_on=None if row.answered_at is None else _utc_day(row.answered_at),
-                patients=row.original_size,
-                accepted=row.accepted,
-                rejected_capacity=row.rejected_capacity,
-                rejected_other=row.rejected_other,
-            )
+    return (
+        select(
+            entries.c.therapist_id,
+            func.json_agg(aggregate_order_by(entries.c.entry, entries.c.newest)).label("entries"),
         )
-    return {therapist_id: tuple(entries) for therapist_id, entries in histories.items()}
+        .group_by(entries.c.therapist_id)
+        .subquery("answer_history")
+    )
 
 
-def _utc_day(moment: datetime) -> date:
-    return moment.astimezone(UTC).date()
+def history_entries(entries: list[list[Any]] | None) -> tuple[HistoryEntry, ...]:
+    """The entries of one `history_documents` row (None: no history)."""
+    if not entries:
+        return ()
+    return tuple(
+        HistoryEntry(
+            sent_on=date.fromisoformat(sent_on),
+            answered_on=None if answered_on is None else date.fromisoformat(answered_on),
+            patients=patients,
+            accepted=accepted,
+            rejected_capacity=capacity,
+            rejected_other=other,
+        )
+        for sent_on, answered_on, patients, accepted, capacity, other in entries
+    )
+
+
+def _utc_day(moment: Any) -> Any:
+    """The UTC day of a timestamptz (NULL stays NULL)."""
+    return cast(func.timezone("UTC", moment), Date)

@@ -16,6 +16,7 @@ from typing import Any, cast
 from sqlalchemy import (
     Double,
     Integer,
+    String,
     Table,
     and_,
     any_,
@@ -60,7 +61,7 @@ PRODUCER = "matching_service"
 INQUIRY_WRITE_LOCK = 0x696E7175
 # the platform places statutorily insured patients; patient events carry no insurer
 INSURER_TYPE = "statutory"
-# Core table: its rows go in as one multi-row INSERT per thousand (no ORM objects)
+# Core table: its rows go in as one INSERT ... SELECT FROM unnest (no ORM objects)
 _INQUIRIES = cast(Table, Inquiry.__table__)
 # the unique index's predicate as literal SQL (an executemany takes no expanding IN list)
 _OPEN_INQUIRY = text("status IN (" + ", ".join(f"'{s}'" for s in OPEN_INQUIRY_STATUSES) + ")")
@@ -98,14 +99,15 @@ class HeldSearch:
 
 
 def hold_searches(session: Session, search_ids: Sequence[int]) -> dict[int, HeldSearch]:
-    """Lock the searches' rows (in id order: no deadlock between writers) and read them."""
+    """Lock the searches' rows (in id order: no deadlock between writers) and read them (Core
+    rows on the session's connection: no ORM handling per row)."""
     s, p = PatientSearch, PatientProjection
-    rows = session.execute(
+    rows = session.connection().execute(
         select(
             s.id,
             s.patient_id,
             s.status,
-            (s.contact_budget - s.contacts_used).label("left"),
+            s.contact_budget - s.contacts_used,
             p.symptoms,
             p.two_year_rule_flag,
         )
@@ -115,10 +117,8 @@ def hold_searches(session: Session, search_ids: Sequence[int]) -> dict[int, Held
         .with_for_update(of=s)  # the searches' rows only; projections stay free to update
     )
     return {
-        row.id: HeldSearch(
-            row.id, row.patient_id, row.status, row.left, row.symptoms or [], row.two_year_rule_flag
-        )
-        for row in rows
+        search_id: HeldSearch(search_id, patient_id, status, left, symptoms or [], flag)
+        for search_id, patient_id, status, left, symptoms, flag in rows
     }
 
 
@@ -176,28 +176,40 @@ def write_inquiries(
         return result
     session = uow.session
     now = utcnow()
+    # one INSERT of every inquiry, its columns as arrays (one parameter per column)
+    sizes = _unnest([len(plan.patients) for plan in planned], ARRAY(Integer))
     inserted = session.execute(
         pg_insert(_INQUIRIES)
+        .from_select(
+            [
+                "bundle_run_id",
+                "therapist_id",
+                "practice_key",
+                "origin",
+                "status",
+                "original_size",
+                "current_size",
+                "created_at",
+                "updated_at",
+            ],
+            select(
+                literal(bundle_run_id, Integer),
+                _unnest([plan.therapist_id for plan in planned], ARRAY(Integer)),
+                _unnest([plan.practice_key for plan in planned], ARRAY(String)),
+                literal(origin),
+                literal("unsent"),
+                sizes,
+                sizes,
+                literal(now, Inquiry.created_at.type),
+                literal(now, Inquiry.updated_at.type),
+            ),
+        )
         # a practice with an open inquiry gets no second one (the partial unique index)
         .on_conflict_do_nothing(
             index_elements=[Inquiry.practice_key],
             index_where=_OPEN_INQUIRY,
         )
-        .returning(Inquiry.id, Inquiry.practice_key, Inquiry.created_at),
-        [
-            {
-                "bundle_run_id": bundle_run_id,
-                "therapist_id": plan.therapist_id,
-                "practice_key": plan.practice_key,
-                "origin": origin,
-                "status": "unsent",
-                "original_size": len(plan.patients),
-                "current_size": len(plan.patients),
-                "created_at": now,
-                "updated_at": now,
-            }
-            for plan in planned
-        ],
+        .returning(Inquiry.id, Inquiry.practice_key, Inquiry.created_at)
     ).all()
     inquiry_of = {row.practice_key: row for row in inserted}
     rows: list[dict[str, Any]] = []

@@ -1,6 +1,8 @@
 """The bundler's input read from the projections, and who may be contacted (business-rules.md §6).
 
-One query per table, rows straight into the bundler's value types (no ORM object per row).
+One query per table, executed as Core on the session's connection, rows straight into the
+bundler's value types (no ORM object or result handling per row); what a row has many of is
+aggregated in SQL (a search's exclusions as an array, a therapist's answer history as JSON).
 Contactability is computed in SQL from the database's own records: the therapist's status,
 the practice's cooling periods, its open inquiries and the therapist's location.
 """
@@ -8,7 +10,7 @@ the practice's cooling periods, its open inquiries and the therapist's location.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -30,7 +32,7 @@ from matching_service.models import (
     TherapistProjection,
 )
 from matching_service.service import _location_reason
-from matching_service.service.history import answer_histories
+from matching_service.service import history as answer_history
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +148,17 @@ def load_therapists(
     their potentially_available flag and answer history (service/history.py).
 
     Without a location row for their current postal code `lat`/`lon` are None (the bundler
-    leaves them out with `no_location`).
+    leaves them out with `no_location`). One query, the answer histories aggregated into it.
     """
     t = TherapistProjection
+    conditions = [t.status == "active"]
+    if therapist_ids is not None:
+        conditions.append(t.therapist_id.in_(list(therapist_ids)))
+    if postal_code_prefix:
+        conditions.append(t.postal_code.startswith(postal_code_prefix, autoescape=True))
+    # the histories of these therapists only (all of them: no filter)
+    narrowed = select(t.therapist_id).where(*conditions) if len(conditions) > 1 else None
+    history = answer_history.history_documents(narrowed)
     statement = (
         select(
             t.therapist_id,
@@ -164,45 +174,58 @@ def load_therapists(
             t.potentially_available,
             Location.lat,
             Location.lon,
-            cooling_until(today).label("cooling_until"),
-            practice_has_open_inquiry().label("open_inquiry"),
+            cooling_until(today),
+            practice_has_open_inquiry(),
+            history.c.entries,
         )
+        .select_from(t)
         .outerjoin(Location, _located("therapist", t.therapist_id, t.postal_code))
-        .where(t.status == "active")
+        .outerjoin(history, history.c.therapist_id == t.therapist_id)
+        .where(*conditions)
         .order_by(t.therapist_id)
     )
-    if therapist_ids is not None:
-        statement = statement.where(t.therapist_id.in_(list(therapist_ids)))
-    if postal_code_prefix:
-        statement = statement.where(t.postal_code.startswith(postal_code_prefix, autoescape=True))
-    rows = session.execute(statement).all()
-    narrowed = therapist_ids is not None or bool(postal_code_prefix)
-    histories = answer_histories(session, [row.therapist_id for row in rows] if narrowed else None)
     therapists = []
-    for row in rows:
-        reason = "cooling" if row.cooling_until is not None else None
-        if row.open_inquiry:
+    for (
+        therapist_id,
+        practice_key,
+        gender,
+        therapy_methods,
+        age_min,
+        age_max,
+        preferred_gender,
+        preferred_diagnoses,
+        prefers_group,
+        working_hours,
+        potentially_available,
+        lat,
+        lon,
+        cooling,
+        open_inquiry,
+        entries,
+    ) in _rows(session, statement):
+        reason = "cooling" if cooling is not None else None
+        if open_inquiry:
             reason = "open_inquiry" if reason is None else f"{reason}, open_inquiry"
         if only_contactable and reason is not None:
             continue
         therapists.append(
             Therapist(
-                therapist_id=row.therapist_id,
-                lat=row.lat,
-                lon=row.lon,
-                practice_key=row.practice_key,
-                gender=row.gender,
-                therapy_methods=tuple(row.therapy_methods),
-                patient_age_min=row.patient_age_min,
-                patient_age_max=row.patient_age_max,
-                preferred_patient_gender=row.preferred_patient_gender,
-                preferred_diagnoses=tuple(row.preferred_diagnoses),
-                prefers_group_therapy=row.prefers_group_therapy,
-                working_hours=row.working_hours,
+                therapist_id=therapist_id,
+                lat=lat,
+                lon=lon,
+                practice_key=practice_key,
+                gender=gender,
+                therapy_methods=tuple(therapy_methods),
+                patient_age_min=age_min,
+                patient_age_max=age_max,
+                preferred_patient_gender=preferred_gender,
+                preferred_diagnoses=tuple(preferred_diagnoses),
+                prefers_group_therapy=prefers_group,
+                working_hours=working_hours,
                 contactable=reason is None,
                 not_contactable_reason=reason,
-                potentially_available=row.potentially_available,
-                answer_history=histories.get(row.therapist_id, ()),
+                potentially_available=potentially_available,
+                answer_history=answer_history.history_entries(entries),
             )
         )
     return therapists
@@ -243,15 +266,31 @@ def load_searches(
     rules decide).
     """
     s, p = PatientSearch, PatientProjection
-    open_inquiries = (
-        select(func.count())
-        .select_from(InquiryPatient)
-        .join(Inquiry, Inquiry.id == InquiryPatient.inquiry_id)
-        .where(
-            InquiryPatient.search_id == s.id,
-            InquiryPatient.status == "open",
-            Inquiry.status.in_(OPEN_INQUIRY_STATUSES),
+    # correlated per search (index probes): a plan that stays right when the statistics are
+    # stale, as they are after a run wrote thousands of inquiries (joined aggregates then
+    # turn into nested loops over every open inquiry)
+    if max_open_inquiries is not None:
+        # the inquiry's status is read per patient row (a scalar subquery, never turned into
+        # a join): the plan starts from the search's own rows
+        inquiry_status = (
+            select(Inquiry.status).where(Inquiry.id == InquiryPatient.inquiry_id).scalar_subquery()
         )
+        open_inquiries: Any = (
+            select(func.count())
+            .select_from(InquiryPatient)
+            .where(
+                InquiryPatient.search_id == s.id,
+                InquiryPatient.status == "open",
+                inquiry_status.in_(OPEN_INQUIRY_STATUSES),
+            )
+            .scalar_subquery()
+        )
+    else:
+        open_inquiries = literal(0)
+    # the search's exclusions as one array
+    excluded = (
+        select(func.array_agg(SearchExclusion.therapist_id))
+        .where(SearchExclusion.search_id == s.id)
         .scalar_subquery()
     )
     statement = (
@@ -259,10 +298,8 @@ def load_searches(
             s.id,
             s.patient_id,
             s.waiting_since,
-            (s.contact_budget - s.contacts_used).label("budget_left"),
-            open_inquiries.label("open_inquiries")
-            if max_open_inquiries is not None
-            else literal(0).label("open_inquiries"),
+            s.contact_budget - s.contacts_used,
+            open_inquiries,
             p.gender,
             p.birth_date,
             p.diagnosis,
@@ -273,65 +310,79 @@ def load_searches(
             p.max_travel_km,
             p.travel_mode,
             p.excluded_therapist_ids,
+            excluded,
             Location.lat,
             Location.lon,
         )
+        .select_from(s)
         .join(p, p.patient_id == s.patient_id)
         .outerjoin(Location, _located("patient", s.patient_id, p.postal_code))
         .where(s.status == "active")
         .order_by(s.waiting_since, s.id)
     )
     if search_ids is not None:
-        statement = statement.where(s.id.in_(list(search_ids)))
+        statement = statement.where(s.id == func.any(_int_array(list(search_ids))))
     if postal_code_prefix:
         statement = statement.where(p.postal_code.startswith(postal_code_prefix, autoescape=True))
     if near is not None:
         statement = statement.where(*_within_box(near, MAX_TRAVEL_KM))
-    rows = session.execute(statement).all()
-    excluded = _exclusions(session, [row.id for row in rows])
     searches = []
-    for row in rows:
-        budget = max(row.budget_left, 0)
+    for (
+        search_id,
+        patient_id,
+        waiting_since,
+        budget_left,
+        open_count,
+        gender,
+        birth_date,
+        diagnosis,
+        preferred_method,
+        preferred_gender,
+        open_to_group,
+        availability,
+        max_travel_km,
+        travel_mode,
+        patient_excluded,
+        search_excluded,
+        lat,
+        lon,
+    ) in _rows(session, statement):
+        budget = max(budget_left, 0)
         if max_open_inquiries is not None:
-            budget = min(budget, max(max_open_inquiries - row.open_inquiries, 0))
+            budget = min(budget, max(max_open_inquiries - open_count, 0))
         searches.append(
             Search(
-                search_id=row.id,
-                patient_id=row.patient_id,
-                lat=row.lat,
-                lon=row.lon,
-                max_travel_km=float(row.max_travel_km),
-                travel_mode=row.travel_mode,
-                waiting_since=row.waiting_since,
+                search_id=search_id,
+                patient_id=patient_id,
+                lat=lat,
+                lon=lon,
+                max_travel_km=float(max_travel_km),
+                travel_mode=travel_mode,
+                waiting_since=waiting_since,
                 contact_budget=budget,
-                gender=row.gender,
-                birth_date=row.birth_date,
-                diagnosis=row.diagnosis,
-                preferred_therapy_method=row.preferred_therapy_method,
-                preferred_therapist_gender=row.preferred_therapist_gender,
-                open_to_group_therapy=row.open_to_group_therapy,
-                availability=row.availability,
+                gender=gender,
+                birth_date=birth_date,
+                diagnosis=diagnosis,
+                preferred_therapy_method=preferred_method,
+                preferred_therapist_gender=preferred_gender,
+                open_to_group_therapy=open_to_group,
+                availability=availability,
                 # the search's exclusions and the patient's own (for every search)
                 excluded_therapist_ids=frozenset(
-                    [*excluded.get(row.id, ()), *(row.excluded_therapist_ids or ())]
+                    [*(search_excluded or ()), *(patient_excluded or ())]
                 ),
             )
         )
     return searches
 
 
-def _exclusions(session: Session, search_ids: list[int]) -> dict[int, list[int]]:
-    """Therapists excluded per search (one query)."""
-    if not search_ids:
-        return {}
+def _rows(session: Session, statement: Any) -> Sequence[Any]:
+    """The rows of a Core statement, on the session's connection (in its transaction),
+    without the ORM's per-row result handling."""
+    return session.connection().execute(statement).all()
+
+
+def _int_array(items: list[int]) -> Any:
+    """One parameter holding many ids (`= ANY(...)`: a region has thousands of searches)."""
     ids = ARRAY(Integer)
-    rows = session.execute(
-        select(SearchExclusion.search_id, SearchExclusion.therapist_id).where(
-            # one array parameter: a region has thousands of searches
-            SearchExclusion.search_id == func.any(cast(literal(search_ids, ids), ids))
-        )
-    )
-    excluded: dict[int, list[int]] = {}
-    for search_id, therapist_id in rows:
-        excluded.setdefault(search_id, []).append(therapist_id)
-    return excluded
+    return cast(literal(items, ids), ids)

@@ -58,7 +58,8 @@ def test_matching_benchmark_runs_one_bundle_run_and_checks_what_it_wrote(
     assert record["inquiries"] > 0
     assert record["outbox_rows"] == record["inquiries"]
     assert record["contacts_used"] == record["inquiry_patients"] >= 3 * record["inquiries"]
-    assert {"read_s", "bundle_s", "write_s", "seconds"} <= set(record)
+    assert {"read_s", "bundle_s", "write_s", "seconds", "database_path_s"} <= set(record)
+    assert "database path (all but the bundler): " in output
 
 
 def test_events_benchmark_prints_throughput_order_latency_and_rebalance(

@@ -26,6 +26,8 @@ from matching_service.service.inquiries import (
 )
 from matching_service.settings import MatchingSettings
 from shared.auth import BOOTSTRAP_ADMIN_NAME
+from shared.db import Database
+from shared.outbox import OutboxWriter
 from shared.runtime import ServiceRuntime
 from tests.conftest import ANSWER_LINK_SECRET
 from tests.matching_support import (
@@ -34,6 +36,7 @@ from tests.matching_support import (
     insert_inquiry,
     location_event,
     new_id,
+    unique_practice,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_outboxes")]
@@ -331,6 +334,65 @@ def test_two_runs_at_once_never_double_a_practice_or_exceed_a_budget(
     assert sum(_contacts_used(admin_engine, sid) for sid in searches) == sum(
         len(i["search_ids"]) for i in first.inquiries
     )
+
+
+def test_runs_for_two_regions_at_once_give_a_shared_practice_one_inquiry_events_copied(
+    builder: MarketBuilder, settings: MatchingSettings, admin_engine: sa.Engine
+) -> None:
+    """Two regions, one practice with a therapist in each: the runs serialise on the writers'
+    lock, so the practice gets one open inquiry; the outbox rows go in by COPY (the bulk
+    path), one inquiry.created per inquiry written."""
+    practice = unique_practice()
+    regions = [_region(), _region()]
+    therapists = [builder.therapist(postal_code=r, practice_key=practice) for r in regions]
+    for region in regions:
+        for _ in range(3):
+            builder.search(postal_code=region)
+    database = Database(settings.database_url, outbox=OutboxWriter(MATCHING_INFRA, copy_from=1))
+    barrier = threading.Barrier(2)
+    runs: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run(region: str) -> None:
+        try:
+            barrier.wait(timeout=10)
+            request = BundleRunCreate(postal_code_prefix=region)
+            runs.append(
+                run_bundles(database.unit_of_work(), request, settings=settings, created_by="t")
+            )
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(region,)) for region in regions]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        database.dispose()
+    assert not errors, errors
+    first, second = sorted(runs, key=lambda r: r.inquiries_created, reverse=True)
+    assert (first.inquiries_created, second.inquiries_created) == (1, 0)
+    (written,) = first.inquiries
+    assert written["therapist_id"] in therapists
+    assert second.therapists_without_inquiry == [
+        {
+            "therapist_id": next(t for t in therapists if t != written["therapist_id"]),
+            "reason": "not_contactable: open_inquiry",
+        }
+    ]
+    assert (
+        _count(
+            admin_engine,
+            "SELECT count(*) FROM matching_service.inquiries "
+            "WHERE practice_key = :p AND status IN ('unsent', 'sent')",
+            p=practice,
+        )
+        == 1
+    )
+    (envelope,) = _created_events(admin_engine, written["id"])
+    assert [p["search_id"] for p in envelope["payload"]["patients"]] == written["search_ids"]
 
 
 def test_runs_are_listed_newest_first(client: Any, admin_headers: dict[str, str]) -> None:
