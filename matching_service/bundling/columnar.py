@@ -1,0 +1,260 @@
+"""The global strategy on columns: arrays in (`SearchColumns`, `TherapistColumns`), arrays out
+(`ColumnResult`); objects only at the edges (`engine.py`).
+
+Phases (business-rules.md §6; docs/matching-core.md explains them and their rationale):
+1. eligible patients per therapist, counted per patient location (`candidates.degree`);
+2. one representative per practice; therapists with fewer than the minimum drop out;
+3. per patient the nearest `candidate_limit` eligible representatives, ordered by scarcity,
+   overlap, distance band, openness, distance and id;
+4. coverage round with augmenting paths, repair, parallel rounds (deferred acceptance on
+   arrays), repair, colleague fallback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+
+from .assign_global import Assignment, _preference_order, _Solver
+from .candidates import Market, build_market, degree, nearest, reason_counts, therapist_pairs
+from .columns import SearchColumns, TherapistColumns
+from .geo import EARTH_RADIUS_KM, haversine_km
+from .model import BundleConfig, SearchReason, TherapistReason
+
+SEARCH_REASONS = tuple(SearchReason)
+THERAPIST_REASONS = tuple(TherapistReason)
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnResult:
+    """A run's bundles and explanations as arrays; rows refer to the input columns.
+
+    Inquiry i goes to therapist row `inquiry_therapist[i]` with the searches
+    `member_search[member_start[i]:member_start[i + 1]]` in bundle order (position 1 first).
+    Reasons are indices into SEARCH_REASONS / THERAPIST_REASONS.
+    """
+
+    inquiry_therapist: np.ndarray
+    member_start: np.ndarray
+    member_search: np.ndarray
+    distance_km: np.ndarray  # float64, travel distance with detour, 3 decimals
+    overlap_slots: np.ndarray  # int16 30-minute slots, -1 unknown
+    waiting_days: np.ndarray  # int64
+    left_out_search: np.ndarray  # search rows, priority order
+    left_out_reason: np.ndarray
+    idle_therapist: np.ndarray  # therapist rows, id order
+    idle_reason: np.ndarray
+
+
+def representatives(m: Market, deg: np.ndarray) -> np.ndarray:
+    """Per practice the usable therapist with most eligible patients; ties: the likeliest
+    open, then lowest id. (Openness first could drop the only therapist a patient reaches.)"""
+    usable = np.flatnonzero(m.t_usable)
+    order = np.lexsort((usable, -m.t_open[usable], -deg[usable], m.practice[usable]))
+    ranked = usable[order]
+    first = np.ones(len(ranked), dtype=bool)
+    first[1:] = m.practice[ranked[1:]] != m.practice[ranked[:-1]]
+    is_rep = np.zeros(m.n_t, dtype=bool)
+    is_rep[ranked[first]] = True
+    return is_rep
+
+
+class _ArraySolver(_Solver):
+    """The coverage and repair phases of the reference solver; parallel rounds on arrays."""
+
+    def __init__(
+        self, state: Assignment, cand: np.ndarray, cand_start: np.ndarray, config: BundleConfig
+    ) -> None:
+        by_t = np.argsort(cand, kind="stable")
+        n_t = len(state.members)
+        t_start = np.searchsorted(cand[by_t], np.arange(n_t + 1)).tolist()
+        p_of = np.repeat(np.arange(len(cand_start) - 1), np.diff(cand_start))
+        super().__init__(
+            state, cand.tolist(), cand_start.tolist(), p_of[by_t].tolist(), t_start, config
+        )
+        self.cand = cand
+        self.cand_start = cand_start
+
+    def parallel_round(self, n_p: int, round_no: int) -> None:
+        """One more place for every patient with budget for it, in priority order.
+
+        Deferred acceptance: patients propose to their next candidate with room, a therapist
+        holds the highest-priority proposals up to its room. All therapists rank patients by
+        the same priority, so the outcome is the serial one (patients in priority order each
+        taking their first candidate with room), computed in a few array passes.
+        """
+        s = self.s
+        budget = np.asarray(s.budget)
+        held_now = np.fromiter((len(a) for a in s.assigned), np.int64, len(s.assigned))
+        proposers = np.flatnonzero((budget >= round_no) & (held_now == round_no - 1))
+        if len(proposers) == 0:
+            return
+        room = np.array(
+            [0 if c else self.max - len(mm) for mm, c in zip(s.members, s.closed, strict=True)],
+            dtype=np.int64,
+        )
+        a, b = self.cand_start[proposers], self.cand_start[proposers + 1]
+        lengths = b - a
+        owner = np.repeat(np.arange(len(proposers)), lengths)
+        pos = np.repeat(a - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+        t = self.cand[pos]
+        ok = room[t] > 0
+        if round_no > 1:
+            mine = [(p, u) for p in proposers.tolist() for u in s.assigned[p]]
+            if mine:
+                n_t = len(room)
+                taken = np.array([p * n_t + u for p, u in mine], dtype=np.int64)
+                ok &= ~np.isin(proposers[owner] * n_t + t, taken)
+        owner, t = owner[ok], t[ok]
+        start = np.searchsorted(owner, np.arange(len(proposers) + 1))
+        ptr = start[:-1].copy()
+        end = start[1:]
+        held_p = np.zeros(0, dtype=np.int64)
+        held_t = np.zeros(0, dtype=np.int64)
+        active = np.flatnonzero(ptr < end)
+        while len(active):
+            cand_p = np.concatenate([held_p, active])
+            cand_t = np.concatenate([held_t, t[ptr[active]]])
+            order = np.lexsort((cand_p, cand_t))
+            cand_p, cand_t = cand_p[order], cand_t[order]
+            rank = np.arange(len(cand_t)) - np.searchsorted(cand_t, cand_t)
+            accept = rank < room[cand_t]
+            held_p, held_t = cand_p[accept], cand_t[accept]
+            rejected = cand_p[~accept]
+            ptr[rejected] += 1
+            active = rejected[ptr[rejected] < end[rejected]]
+        order = np.argsort(held_p, kind="stable")
+        for i, u in zip(held_p[order].tolist(), held_t[order].tolist(), strict=True):
+            s.add(int(proposers[i]), u)
+
+
+def propose_columns(
+    searches: SearchColumns, therapists: TherapistColumns, config: BundleConfig, today: date
+) -> ColumnResult:
+    """The global strategy's bundles and explanations for one run."""
+    m = build_market(searches, therapists, config, today)
+    deg = degree(m)
+    is_rep = representatives(m, deg)
+    viable = is_rep & (deg >= config.bundle_min_size)
+    p, t, c2 = nearest(m, viable, config.candidate_limit)
+    # Chord length stands in for the arc (relative error < 1e-5 within 100 km): it only
+    # ranks candidates; reported distances are exact haversine values.
+    dist = (EARTH_RADIUS_KM * np.sqrt(c2) * m.detour[p]).astype(np.float32)
+    overlap = m.overlap(p, t)
+    order = _preference_order(p, t, dist, overlap, deg, m.t_open, config, m.n_t)
+    p, t = p[order], t[order]
+    cand_start = np.searchsorted(p, np.arange(m.n_s + 1))
+    state = Assignment(m.n_s, m.n_t, m.budget.tolist())
+    solver = _ArraySolver(state, t, cand_start, config)
+    # Room in all bundles before the first round: every candidate therapist is still empty.
+    solver.cover_round(m.n_s, free=len(np.unique(t)) * config.bundle_max_size)
+    solver.repair()
+    for round_no in range(2, config.max_inquiries_per_patient + 1):
+        solver.parallel_round(m.n_s, round_no)
+    solver.repair()
+    _colleague_fallback(m, deg, state, config)
+    return _result(m, deg, is_rep, state, config)
+
+
+def _colleague_fallback(
+    m: Market, deg: np.ndarray, state: Assignment, config: BundleConfig
+) -> None:
+    """Practices whose representative got nothing: let a colleague try with budget left."""
+    served = {int(m.practice[t]) for t, mm in enumerate(state.members) if mm}
+    colleagues = [
+        t
+        for t in np.flatnonzero(m.t_usable & (deg >= config.bundle_min_size)).tolist()
+        if int(m.practice[t]) not in served and not state.members[t] and not state.closed[t]
+    ]
+    if not colleagues:
+        return
+    colleagues.sort(key=lambda t: (-int(m.t_open[t]), -int(deg[t]), t))
+    sub_p, sub_t = therapist_pairs(m, np.array(colleagues, dtype=np.int64))
+    for t in colleagues:
+        if int(m.practice[t]) in served:
+            continue
+        lo, hi = np.searchsorted(sub_t, [t, t + 1])
+        chosen = [q for q in sub_p[lo:hi].tolist() if len(state.assigned[q]) < state.budget[q]][
+            : config.bundle_max_size
+        ]
+        if len(chosen) >= config.bundle_min_size:
+            for q in chosen:
+                state.add(q, t)
+            served.add(int(m.practice[t]))
+
+
+def _result(
+    m: Market, deg: np.ndarray, is_rep: np.ndarray, state: Assignment, config: BundleConfig
+) -> ColumnResult:
+    bundles = [(t, list(mm)) for t, mm in enumerate(state.members) if mm]
+    sizes = np.array([len(mm) for _, mm in bundles], dtype=np.int64)
+    p = np.array([q for _, mm in bundles for q in mm], dtype=np.int64)
+    t = np.repeat(np.array([tt for tt, _ in bundles], dtype=np.int64), sizes)
+    bundle = np.repeat(np.arange(len(bundles)), sizes)
+    sr, tr = m.s_rows[p], m.t_rows[t]
+    dist = haversine_km(m.s.lat[sr], m.s.lon[sr], m.t.lat[tr], m.t.lon[tr]) * m.detour[p]
+    overlap = m.overlap(p, t)
+    wait = m.wait_days[p]
+    # Position: longest wait first, then more overlap, nearer, lower index (= search id).
+    order = np.lexsort((p, dist, -overlap.astype(np.int64), -wait, bundle))
+    p, dist, overlap, wait = p[order], dist[order], overlap[order], wait[order]
+
+    assigned = np.zeros(m.n_s, dtype=bool)
+    if len(p):
+        assigned[p] = True
+    out = np.flatnonzero(~assigned)
+    reason = np.full(len(out), SEARCH_REASONS.index(SearchReason.NO_CAPACITY), dtype=np.int64)
+    active = m.s_loc[out] >= 0
+    reason[~m.located[out]] = SEARCH_REASONS.index(SearchReason.NO_LOCATION)
+    reason[m.located[out] & (m.budget[out] <= 0)] = SEARCH_REASONS.index(
+        SearchReason.BUDGET_USED_UP
+    )
+    ps = out[active]
+    if len(ps):
+        in_range, pref, elig, e_local, e_t = reason_counts(m, ps)
+        viable_t = deg >= config.bundle_min_size
+        to_viable = np.bincount(e_local[viable_t[e_t]], minlength=len(ps))
+        to_rep = np.bincount(e_local[(viable_t & is_rep)[e_t]], minlength=len(ps))
+        sub = np.full(len(ps), SEARCH_REASONS.index(SearchReason.NO_CAPACITY), dtype=np.int64)
+        # first that applies wins: assign in reverse order of precedence
+        for counts, why in (
+            (to_rep, SearchReason.PRACTICE_SERVED_BY_COLLEAGUE),
+            (to_viable, SearchReason.THERAPISTS_BELOW_MINIMUM),
+            (elig, SearchReason.EXCLUDED_EVERYWHERE),
+            (pref, SearchReason.NO_THERAPIST_MATCHES_PREFERENCES),
+            (in_range, SearchReason.NO_THERAPIST_IN_RANGE),
+        ):
+            sub[counts == 0] = SEARCH_REASONS.index(why)
+        reason[active] = sub
+
+    has = np.zeros(m.n_t, dtype=bool)
+    has[[tt for tt, _ in bundles]] = True
+    served = np.zeros(int(m.practice.max()) + 1 if m.n_t else 0, dtype=bool)
+    served[m.practice[has]] = True
+    idle = np.flatnonzero(~has)
+    t_rows = m.t_rows[idle]
+    located = ~(np.isnan(m.t.lat[t_rows]) | np.isnan(m.t.lon[t_rows]))
+    idle_reason = np.full(
+        len(idle), THERAPIST_REASONS.index(TherapistReason.PATIENTS_ASSIGNED_ELSEWHERE)
+    )
+    for cond, cause in (
+        (deg[idle] < config.bundle_min_size, TherapistReason.FEWER_THAN_MINIMUM_ELIGIBLE),
+        (served[m.practice[idle]], TherapistReason.PRACTICE_HAS_INQUIRY),
+        (~located, TherapistReason.NO_LOCATION),
+        (~m.t.contactable[t_rows], TherapistReason.NOT_CONTACTABLE),
+    ):
+        idle_reason[cond] = THERAPIST_REASONS.index(cause)
+    return ColumnResult(
+        inquiry_therapist=m.t_rows[[tt for tt, _ in bundles]].astype(np.int64),
+        member_start=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        member_search=m.s_rows[p].astype(np.int64),
+        distance_km=np.round(dist, 3),
+        overlap_slots=overlap,
+        waiting_days=wait,
+        left_out_search=m.s_rows[out].astype(np.int64),
+        left_out_reason=reason,
+        idle_therapist=t_rows.astype(np.int64),
+        idle_reason=idle_reason.astype(np.int64),
+    )
