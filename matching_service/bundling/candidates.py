@@ -94,6 +94,11 @@ class Market:
         """Number of therapists."""
         return len(self.t_rows)
 
+    def pair_location(self) -> np.ndarray:
+        """Location of each location pair."""
+        n_loc = len(self.loc_start) - 1
+        return np.repeat(np.arange(n_loc, dtype=np.int64), np.diff(self.loc_start))
+
     def overlap(self, p: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Weekly overlap in 30-minute slots of given pairs; -1 where a side has no schedule."""
         out = np.full(len(p), -1, dtype=np.int16)
@@ -256,10 +261,15 @@ def _exclusions(
 
 def _exclusion_hits(m: Market, p: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Which of the given pairs are excluded by the search."""
+    hits = np.zeros(len(p), dtype=bool)
     if len(m.excl_p) == 0 or len(p) == 0:
-        return np.zeros(len(p), dtype=bool)
+        return hits
+    has = np.zeros(m.n_s, dtype=bool)
+    has[m.excl_p] = True
+    check = np.flatnonzero(has[p])
     keys = np.unique(m.excl_p * m.n_t + m.excl_t)
-    return np.isin(p.astype(np.int64) * m.n_t + t, keys)
+    hits[check] = np.isin(p[check].astype(np.int64) * m.n_t + t[check], keys)
+    return hits
 
 
 def degree(m: Market) -> np.ndarray:
@@ -283,18 +293,27 @@ def degree(m: Market) -> np.ndarray:
     g_start = np.flatnonzero(new)
     g_loc, g_lim = loc[g_start], lim[g_start]
     n_tp = m.table.shape[1]
-    counts = np.zeros((len(g_start), n_tp), dtype=np.int32)
-    group_of = np.cumsum(new) - 1
-    step = max(1, 4_000_000 // max(n_tp, 1))
+    # running count over patients (location-major, largest limit first) of those compatible
+    # with each therapist profile, kept at the last patient of every group
+    g_end = np.r_[g_start[1:], len(ps)] - 1
+    # Counts wrap around in the narrowest type that holds a location's patients: only
+    # differences within one location are used, and they are exact modulo 2^bits.
+    most = int(np.diff(m.loc_search_start).max())
+    kind = np.uint8 if most < 2**8 else np.uint16 if most < 2**16 else np.int64
+    counts = np.zeros((len(g_start), n_tp), dtype=kind)
+    carry = np.zeros(n_tp, dtype=kind)
+    step = max(1, 8_000_000 // max(n_tp, 1))
+    as_kind = m.table.astype(kind)
     for a in range(0, len(ps), step):
-        rows = m.table[m.s_prof[ps[a : a + step]]]
-        g = group_of[a : a + step]
-        starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-        counts[g[starts]] += np.add.reduceat(rows, starts, axis=0, dtype=np.int32)
-    np.cumsum(counts, axis=0, out=counts)
+        run = as_kind[m.s_prof[ps[a : a + step]]]
+        run[0] += carry
+        np.cumsum(run, axis=0, out=run)
+        g = np.flatnonzero((g_end >= a) & (g_end < a + step))
+        counts[g] = run[g_end[g] - a]
+        carry = run[-1]
     loc_first = np.searchsorted(g_loc, np.arange(n_loc + 1))
     # per location pair: the last group of its location whose limit reaches the therapist
-    l_loc = np.repeat(np.arange(n_loc), np.diff(m.loc_start))
+    l_loc = m.pair_location()
     key_g = g_loc * 8.0 + (4.0 - g_lim)
     last = np.searchsorted(key_g, l_loc * 8.0 + (4.0 - m.l_c2), side="right") - 1
     last = np.clip(last, loc_first[l_loc], loc_first[l_loc + 1] - 1)
@@ -310,9 +329,8 @@ def degree(m: Market) -> np.ndarray:
     reach = g_lim[last] >= m.l_c2
     tp = m.t_prof[m.l_t]
     before = loc_first[l_loc] - 1
-    value = counts[last, tp].astype(np.int64) - np.where(
-        before >= 0, counts[np.maximum(before, 0), tp], 0
-    )
+    value = counts[last, tp] - np.where(before >= 0, counts[np.maximum(before, 0), tp], 0)
+    value = value.astype(kind).astype(np.int64)
     deg += np.bincount(m.l_t[reach], weights=value[reach], minlength=m.n_t).astype(np.int64)
     if len(m.excl_p):
         p, t = m.excl_p, m.excl_t
@@ -377,7 +395,7 @@ def therapist_pairs(m: Market, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sel = np.flatnonzero(is_t[m.l_t])
     if len(sel) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    l_loc = np.searchsorted(m.loc_start, sel, side="right") - 1
+    l_loc = m.pair_location()[sel]
     a, b = m.loc_search_start[l_loc], m.loc_search_start[l_loc + 1]
     lengths = b - a
     pos = np.repeat(a - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
@@ -405,25 +423,32 @@ def nearest(
     if len(sel) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0)
-    l_loc = np.searchsorted(m.loc_start, sel, side="right") - 1
-    c2 = m.l_c2[sel]
-    order = np.lexsort((m.l_t[sel], c2, l_loc))
-    sel, l_loc, c2 = sel[order], l_loc[order], c2[order]
-    t_sorted = m.l_t[sel].astype(np.int64)
     n_loc = len(m.loc_start) - 1
-    start = np.searchsorted(l_loc, np.arange(n_loc + 1))
+    l_loc = m.pair_location()[sel]
+    # Pairs come location-major: a stable sort on one float key orders each location's
+    # pairs by distance (chord^2 <= 4 keeps locations apart); ties keep the grid order.
+    key = l_loc * 8.0 + m.l_c2[sel]
+    order = np.argsort(key, kind="stable")
+    sel, key = sel[order], key[order]
+    c2 = m.l_c2[sel]
+    t_sorted = m.l_t[sel]
+    tp_sorted = m.t_prof[t_sorted]
+    start = np.zeros(n_loc + 1, dtype=np.int64)
+    np.cumsum(np.bincount(l_loc, minlength=n_loc), out=start[1:])
     ps = np.flatnonzero(m.s_loc >= 0)
     loc = m.s_loc[ps]
     first, end = start[loc], start[loc + 1]
-    key = l_loc * 8.0 + c2
-    stop = np.clip(np.searchsorted(key, loc * 8.0 + m.limit[ps], side="right"), first, end)
     lim = m.limit[ps]
+    stop = np.clip(np.searchsorted(key, loc * 8.0 + lim, side="right"), first, end)
     while True:
+        # the float key can round across a limit: step to the exact prefix end
         back = (stop > first) & (c2[np.maximum(stop - 1, 0)] > lim)
-        ahead = (stop < end) & (c2[np.minimum(stop, max(len(c2) - 1, 0))] <= lim)
+        ahead = (stop < end) & (c2[np.minimum(stop, len(c2) - 1)] <= lim)
         if not (back.any() or ahead.any()):
             break
         stop = stop - back + (ahead & ~back)
+    flat = m.table.ravel()
+    row = m.s_prof[ps].astype(np.int64) * m.table.shape[1]
     out_p, out_t, out_c2 = [], [], []
     found = np.zeros(len(ps), dtype=np.int64)
     cursor = first.copy()
@@ -434,20 +459,20 @@ def nearest(
         b = np.minimum(stop[todo], a + window)
         lengths = b - a
         local = np.repeat(todo, lengths)
-        pos = np.repeat(a - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
-        p, t = ps[local], t_sorted[pos]
-        ok = m.table[m.s_prof[p], m.t_prof[t]]
+        pos = np.arange(int(lengths.sum())) + np.repeat(a - (np.cumsum(lengths) - lengths), lengths)
+        ok = flat[row[local] + tp_sorted[pos]]
         if len(m.excl_p):
-            ok &= ~_exclusion_hits(m, p, t)
+            ok &= ~_exclusion_hits(m, ps[local], t_sorted[pos].astype(np.int64))
         local, pos = local[ok], pos[ok]
         # rank within the search, after what earlier windows found
-        run = np.arange(len(local)) - np.searchsorted(local, local)
+        count = np.bincount(local, minlength=len(ps))
+        run = np.arange(len(local)) - (np.cumsum(count) - count)[local]
         keep = run + found[local] < limit
         local, pos = local[keep], pos[keep]
         out_p.append(ps[local])
-        out_t.append(t_sorted[pos])
+        out_t.append(t_sorted[pos].astype(np.int64))
         out_c2.append(c2[pos])
-        found += np.bincount(local, minlength=len(ps))
+        found += np.minimum(count, limit - found)
         cursor[todo] = b
         todo = todo[(found[todo] < limit) & (cursor[todo] < stop[todo])]
         window *= 4

@@ -113,15 +113,22 @@ class _ArraySolver(_Solver):
         end = start[1:]
         held_p = np.zeros(0, dtype=np.int64)
         held_t = np.zeros(0, dtype=np.int64)
+        touched = np.zeros(len(room), dtype=bool)
         active = np.flatnonzero(ptr < end)
         while len(active):
-            cand_p = np.concatenate([held_p, active])
-            cand_t = np.concatenate([held_t, t[ptr[active]]])
+            new_t = t[ptr[active]]
+            touched[new_t] = True
+            # only therapists with new proposals re-rank what they hold
+            sel = touched[held_t]
+            touched[new_t] = False
+            cand_p = np.concatenate([held_p[sel], active])
+            cand_t = np.concatenate([held_t[sel], new_t])
             order = np.lexsort((cand_p, cand_t))
             cand_p, cand_t = cand_p[order], cand_t[order]
             rank = np.arange(len(cand_t)) - np.searchsorted(cand_t, cand_t)
             accept = rank < room[cand_t]
-            held_p, held_t = cand_p[accept], cand_t[accept]
+            held_p = np.concatenate([held_p[~sel], cand_p[accept]])
+            held_t = np.concatenate([held_t[~sel], cand_t[accept]])
             rejected = cand_p[~accept]
             ptr[rejected] += 1
             active = rejected[ptr[rejected] < end[rejected]]
