@@ -27,6 +27,8 @@ from .model import TRAVEL_MODES, BundleConfig, Id, id_sort_key
 _DISTANCE_EPSILON_KM = 1e-6
 # Location pairs per grid chunk (bounds temporary memory).
 _CHUNK_PAIRS = 2_000_000
+# Distinct patient x therapist schedules up to this many pairs: overlap from a table.
+_OVERLAP_TABLE_LIMIT = 4_000_000
 
 
 def id_order(ids: list[Id]) -> np.ndarray:
@@ -83,6 +85,9 @@ class Market:
     t_open: np.ndarray
     s_avail: np.ndarray
     t_hours: np.ndarray
+    _overlap_table: np.ndarray | None = None
+    _s_pattern: np.ndarray | None = None
+    _t_pattern: np.ndarray | None = None
 
     @property
     def n_s(self) -> int:
@@ -100,7 +105,25 @@ class Market:
         return np.repeat(np.arange(n_loc, dtype=np.int64), np.diff(self.loc_start))
 
     def overlap(self, p: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Weekly overlap in 30-minute slots of given pairs; -1 where a side has no schedule."""
+        """Weekly overlap in 30-minute slots of given pairs; -1 where a side has no schedule.
+
+        Schedules repeat (a few hundred distinct ones), so the overlap is a lookup in a
+        table of distinct patient schedules x distinct therapist schedules.
+        """
+        if self._overlap_table is None:
+            s_pat, s_inv = np.unique(self.s_avail, axis=0, return_inverse=True)
+            t_pat, t_inv = np.unique(self.t_hours, axis=0, return_inverse=True)
+            self._s_pattern, self._t_pattern = s_inv.reshape(-1), t_inv.reshape(-1)
+            if len(s_pat) * len(t_pat) <= _OVERLAP_TABLE_LIMIT:
+                both = s_pat[:, None, :] & t_pat[None, :, :]
+                table = np.bitwise_count(both).sum(axis=2, dtype=np.int16)
+                table[~s_pat.any(axis=1), :] = -1
+                table[:, ~t_pat.any(axis=1)] = -1
+                self._overlap_table = table
+            else:
+                self._overlap_table = np.zeros((0, 0), dtype=np.int16)
+        if self._overlap_table.size and self._s_pattern is not None and self._t_pattern is not None:
+            return self._overlap_table[self._s_pattern[p], self._t_pattern[t]]
         out = np.full(len(p), -1, dtype=np.int16)
         known = self.s_avail[p].any(axis=1) & self.t_hours[t].any(axis=1)
         if known.any():

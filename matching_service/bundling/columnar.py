@@ -14,14 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from itertools import pairwise
 
 import numpy as np
 
-from .assign_global import Assignment, _preference_order, _Solver
+from .assign_global import OPENNESS_BAND_KM, Assignment, _Solver
 from .candidates import Market, build_market, degree, nearest, reason_counts, therapist_pairs
 from .columns import SearchColumns, TherapistColumns
 from .geo import EARTH_RADIUS_KM, haversine_km
 from .model import BundleConfig, SearchReason, TherapistReason
+from .openness import LEVEL_RANGE
 
 SEARCH_REASONS = tuple(SearchReason)
 THERAPIST_REASONS = tuple(TherapistReason)
@@ -67,13 +69,20 @@ class _ArraySolver(_Solver):
     def __init__(
         self, state: Assignment, cand: np.ndarray, cand_start: np.ndarray, config: BundleConfig
     ) -> None:
-        by_t = np.argsort(cand, kind="stable")
+        # the reference solver's lists, built from arrays (no super().__init__)
+        self.s = state
+        self.max = config.bundle_max_size
+        self.min = config.bundle_min_size
+        flat = cand.tolist()
+        bounds = cand_start.tolist()
+        self.cand_lists = [flat[a:b] for a, b in pairwise(bounds)]
         n_t = len(state.members)
-        t_start = np.searchsorted(cand[by_t], np.arange(n_t + 1)).tolist()
+        # per therapist the patients listing it, in priority order (radix sort when it fits)
+        key = cand.astype(np.uint16) if n_t <= 2**16 else cand
+        by_t = np.argsort(key, kind="stable")
+        self.t_start = np.searchsorted(cand[by_t], np.arange(n_t + 1)).tolist()
         p_of = np.repeat(np.arange(len(cand_start) - 1), np.diff(cand_start))
-        super().__init__(
-            state, cand.tolist(), cand_start.tolist(), p_of[by_t].tolist(), t_start, config
-        )
+        self.t_cand = p_of[by_t].tolist()
         self.cand = cand
         self.cand_start = cand_start
 
@@ -101,12 +110,12 @@ class _ArraySolver(_Solver):
         pos = np.repeat(a - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
         t = self.cand[pos]
         ok = room[t] > 0
-        if round_no > 1:
-            mine = [(p, u) for p in proposers.tolist() for u in s.assigned[p]]
-            if mine:
-                n_t = len(room)
-                taken = np.array([p * n_t + u for p, u in mine], dtype=np.int64)
-                ok &= ~np.isin(proposers[owner] * n_t + t, taken)
+        # every proposer holds exactly round_no - 1 places: skip those therapists
+        mine = np.array(
+            [u for p in proposers.tolist() for u in s.assigned[p]], dtype=np.int64
+        ).reshape(len(proposers), round_no - 1)
+        for k in range(round_no - 1):
+            ok &= t != mine[owner, k]
         owner, t = owner[ok], t[ok]
         start = np.searchsorted(owner, np.arange(len(proposers) + 1))
         ptr = start[:-1].copy()
@@ -137,6 +146,54 @@ class _ArraySolver(_Solver):
             s.add(int(proposers[i]), u)
 
 
+def _preference_order(
+    m: Market,
+    p: np.ndarray,
+    t: np.ndarray,
+    dist: np.ndarray,
+    overlap: np.ndarray,
+    deg: np.ndarray,
+    config: BundleConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each search's candidates (search-major input) in preference order: scarce therapist,
+    more overlap, distance band, likelier open, nearer, lower index. Returns the therapists
+    in that order and where each search's list starts.
+
+    Openness only reorders therapists within the same OPENNESS_BAND_KM of distance: placed
+    before scarcity or across bands it lost coverage in generated markets (a patient with
+    other options took a far therapist another patient needed to fill a bundle). Each list is
+    short (`candidate_limit`), so the lists are sorted as rows of a padded matrix.
+    """
+    n_s = m.n_s
+    cand_start = np.zeros(n_s + 1, dtype=np.int64)
+    count = np.bincount(p, minlength=n_s)
+    np.cumsum(count, out=cand_start[1:])
+    if len(p) == 0:
+        return t.astype(np.int64), cand_start
+    levels = 2 * LEVEL_RANGE + 1
+    ratio = np.maximum(deg / config.bundle_max_size, 1.0)
+    bucket = np.minimum(np.ceil(2.0 * np.log2(ratio)), 15).astype(np.int64)
+    closed = LEVEL_RANGE - m.t_open.astype(np.int64)  # 0 = most likely open
+    bands = 2047 // (OPENNESS_BAND_KM * 10) + 1
+    t = t.astype(np.int64)
+    over = 63 - np.clip(overlap.astype(np.int64) // 2, 0, 63)
+    dq = np.clip(np.rint(dist * 10.0), 0, 2047).astype(np.int64)
+    band = dq // (OPENNESS_BAND_KM * 10)
+    key = bucket[t] * 64 + over
+    key = (key * bands + band) * levels + closed[t]
+    key = (key * 2048 + dq) * m.n_t + t
+    rows = np.flatnonzero(count)
+    row_of = np.zeros(n_s, dtype=np.int64)
+    row_of[rows] = np.arange(len(rows))
+    width = int(count.max())
+    mat = np.full((len(rows), width), np.iinfo(np.int64).max, dtype=np.int64)
+    mat[row_of[p], np.arange(len(p)) - cand_start[p]] = key
+    idx = np.argsort(mat, axis=1)  # keys are unique per row; padding sorts last
+    valid = np.arange(width)[None, :] < count[rows][:, None]
+    order = (cand_start[rows][:, None] + idx)[valid]
+    return t[order], cand_start
+
+
 def propose_columns(
     searches: SearchColumns, therapists: TherapistColumns, config: BundleConfig, today: date
 ) -> ColumnResult:
@@ -150,9 +207,7 @@ def propose_columns(
     # ranks candidates; reported distances are exact haversine values.
     dist = (EARTH_RADIUS_KM * np.sqrt(c2) * m.detour[p]).astype(np.float32)
     overlap = m.overlap(p, t)
-    order = _preference_order(p, t, dist, overlap, deg, m.t_open, config, m.n_t)
-    p, t = p[order], t[order]
-    cand_start = np.searchsorted(p, np.arange(m.n_s + 1))
+    t, cand_start = _preference_order(m, p, t, dist, overlap, deg, config)
     state = Assignment(m.n_s, m.n_t, m.budget.tolist())
     solver = _ArraySolver(state, t, cand_start, config)
     # Room in all bundles before the first round: every candidate therapist is still empty.

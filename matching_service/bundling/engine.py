@@ -6,7 +6,9 @@ engine's per-pair arrays (`reference.py`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 
 import numpy as np
@@ -43,9 +45,27 @@ def propose_bundles(
     """Propose this run's inquiries and explain every search and therapist left without one."""
     if strategy is not Strategy.GLOBAL:
         return propose_bundles_reference(searches, therapists, config, today, strategy)
-    s = searches_from_objects(searches)
-    t = therapists_from_objects(therapists, today, config.use_answer_history)
-    return bundle_result(propose_columns(s, t, config, today), s, t)
+    with without_cycle_collection():
+        s = searches_from_objects(searches)
+        t = therapists_from_objects(therapists, today, config.use_answer_history)
+        return bundle_result(propose_columns(s, t, config, today), s, t)
+
+
+@contextmanager
+def without_cycle_collection() -> Iterator[None]:
+    """Pause Python's cycle collector while a run builds many small acyclic objects.
+
+    Every few hundred new lists, dicts and result objects it would otherwise scan all live
+    objects (the caller's searches and therapists included); reference counting still frees
+    everything, and the collector resumes afterwards.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def bundle_result(result: ColumnResult, s: SearchColumns, t: TherapistColumns) -> BundleResult:
