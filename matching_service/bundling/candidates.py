@@ -183,8 +183,10 @@ def _locate(
     t_idx = np.flatnonzero(m.t_usable)
     if len(s_idx) == 0:
         return
-    coords = np.stack([lat[s_idx], lon[s_idx]], axis=1)
-    locs, inverse = np.unique(coords, axis=0, return_inverse=True)
+    # distinct (lat, lon) points: one complex number each sorts by lat, then lon
+    points = lat[s_idx] + 1j * lon[s_idx]
+    uniq, inverse = np.unique(points, return_inverse=True)
+    locs = np.stack([uniq.real, uniq.imag], axis=1)
     inverse = inverse.reshape(-1)
     m.s_loc[s_idx] = inverse
     by_loc = np.argsort(inverse, kind="stable")
@@ -196,16 +198,21 @@ def _locate(
         m.loc_start = np.zeros(len(locs) + 1, dtype=np.int64)
         return
     loc_radius = 2.0 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(loc_limit) * 0.5) + 1e-3
-    loc_vec = unit_vectors(locs[:, 0], locs[:, 1])
-    t_vec = unit_vectors(t_lat[t_idx], t_lon[t_idx])
     grid = GridIndex(t_lat[t_idx], t_lon[t_idx], max(2.0, float(np.median(loc_radius)) / 2.0))
+    # therapists in grid order: each cell's points are contiguous
+    t_grid = t_idx[grid.order]
+    tx, ty, tz = unit_vectors(t_lat[t_grid], t_lon[t_grid]).T.copy()
+    lx, ly, lz = unit_vectors(locs[:, 0], locs[:, 1]).T.copy()
     parts_q, parts_t, parts_c2 = [], [], []
-    for q, j in grid.candidate_chunks(locs[:, 0], locs[:, 1], loc_radius, _CHUNK_PAIRS):
-        diff = loc_vec[q] - t_vec[j]
-        c2 = np.einsum("ij,ij->i", diff, diff)
-        keep = c2 <= loc_limit[q]
+    for q, pos in grid.candidate_chunks(
+        locs[:, 0], locs[:, 1], loc_radius, _CHUNK_PAIRS, grid_order=True
+    ):
+        c2 = np.square(lx[q] - tx[pos])
+        c2 += np.square(ly[q] - ty[pos])
+        c2 += np.square(lz[q] - tz[pos])
+        keep = np.flatnonzero(c2 <= loc_limit[q])
         parts_q.append(q[keep])
-        parts_t.append(t_idx[j[keep]].astype(np.int32))
+        parts_t.append(t_grid[pos[keep]].astype(np.int32))
         parts_c2.append(c2[keep])
     l_loc = np.concatenate(parts_q) if parts_q else np.zeros(0, dtype=np.int64)
     # Chunks come location-major, so pairs are grouped by location already.
@@ -448,10 +455,11 @@ def nearest(
         return empty, empty, np.zeros(0)
     n_loc = len(m.loc_start) - 1
     l_loc = m.pair_location()[sel]
-    # Pairs come location-major: a stable sort on one float key orders each location's
-    # pairs by distance (chord^2 <= 4 keeps locations apart); ties keep the grid order.
+    # One float key orders each location's pairs by distance (chord^2 <= 4 keeps locations
+    # apart). Equal distances (colleagues at one address) stay in an order fixed by the
+    # canonical input order, so the result does not depend on the caller's order.
     key = l_loc * 8.0 + m.l_c2[sel]
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key)
     sel, key = sel[order], key[order]
     c2 = m.l_c2[sel]
     t_sorted = m.l_t[sel]
@@ -490,11 +498,12 @@ def nearest(
         # rank within the search, after what earlier windows found
         count = np.bincount(local, minlength=len(ps))
         run = np.arange(len(local)) - (np.cumsum(count) - count)[local]
-        keep = run + found[local] < limit
+        rank = run + found[local]
+        keep = rank < limit
         local, pos = local[keep], pos[keep]
-        out_p.append(ps[local])
-        out_t.append(t_sorted[pos].astype(np.int64))
-        out_c2.append(c2[pos])
+        out_p.append(local)
+        out_t.append(pos)
+        out_c2.append(rank[keep])
         found += np.minimum(count, limit - found)
         cursor[todo] = b
         todo = todo[(found[todo] < limit) & (cursor[todo] < stop[todo])]
@@ -502,9 +511,11 @@ def nearest(
     if not out_p:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0)
-    p, t, c2 = np.concatenate(out_p), np.concatenate(out_t), np.concatenate(out_c2)
+    local, pos = np.concatenate(out_p), np.concatenate(out_t)
     if len(out_p) > 1:
-        # each window is search-major and nearest first; later windows lie farther out
-        order = np.argsort(p, kind="stable")
-        p, t, c2 = p[order], t[order], c2[order]
-    return p, t, c2
+        # later windows lie farther out: place every pair at its search's start + rank
+        start_of = np.cumsum(found) - found
+        at = np.empty(len(local), dtype=np.int64)
+        at[start_of[local] + np.concatenate(out_c2)] = np.arange(len(local))
+        local, pos = local[at], pos[at]
+    return ps[local], t_sorted[pos].astype(np.int64), c2[pos]
