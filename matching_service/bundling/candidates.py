@@ -111,8 +111,8 @@ class Market:
         table of distinct patient schedules x distinct therapist schedules.
         """
         if self._overlap_table is None:
-            s_pat, s_inv = np.unique(self.s_avail, axis=0, return_inverse=True)
-            t_pat, t_inv = np.unique(self.t_hours, axis=0, return_inverse=True)
+            s_pat, s_inv = _unique_rows(self.s_avail)
+            t_pat, t_inv = _unique_rows(self.t_hours)
             self._s_pattern, self._t_pattern = s_inv.reshape(-1), t_inv.reshape(-1)
             if len(s_pat) * len(t_pat) <= _OVERLAP_TABLE_LIMIT:
                 both = s_pat[:, None, :] & t_pat[None, :, :]
@@ -130,6 +130,21 @@ class Market:
             both = self.s_avail[p[known]] & self.t_hours[t[known]]
             out[known] = np.bitwise_count(both).sum(axis=1, dtype=np.int16)
         return out
+
+
+def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of a uint64 matrix and the row index of each (hash, then verified)."""
+    weights = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                        0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD, 0x94D049BB133111EB],
+                       dtype=np.uint64)  # fmt: skip
+    if rows.shape[1] <= len(weights) and len(rows):
+        h = (rows * weights[: rows.shape[1]]).sum(axis=1, dtype=np.uint64)
+        _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        if np.array_equal(rows[first][inverse], rows):
+            return rows[first], inverse
+    uniq, inverse = np.unique(rows, axis=0, return_inverse=True)
+    return uniq, inverse.reshape(-1)
 
 
 def build_market(
@@ -483,14 +498,17 @@ def nearest(
     out_p, out_t, out_c2 = [], [], []
     found = np.zeros(len(ps), dtype=np.int64)
     cursor = first.copy()
-    window = max(2 * limit, 16)
+    window = max(limit + limit // 2, 16)
     todo = np.flatnonzero(cursor < stop)
     while len(todo):
         a = cursor[todo]
         b = np.minimum(stop[todo], a + window)
         lengths = b - a
-        local = np.repeat(todo, lengths)
-        pos = np.arange(int(lengths.sum())) + np.repeat(a - (np.cumsum(lengths) - lengths), lengths)
+        total = int(lengths.sum())
+        index: type[np.signedinteger] = np.int32 if max(total, len(key)) < 2**31 else np.int64
+        local = np.repeat(todo.astype(index), lengths)
+        pos: np.ndarray = np.arange(total, dtype=index)
+        pos += np.repeat((a - (np.cumsum(lengths) - lengths)).astype(index), lengths)
         ok = flat[row[local] + tp_sorted[pos]]
         if len(m.excl_p):
             ok &= ~_exclusion_hits(m, ps[local], t_sorted[pos].astype(np.int64))

@@ -99,13 +99,14 @@ def _codes(values: Sequence[object]) -> tuple[np.ndarray, list]:
 def _weekly_rows(items: Sequence[Weekly | None]) -> np.ndarray:
     """Slot masks per row; identical schedules are parsed once."""
     out = np.zeros((len(items), WORDS), dtype=np.uint64)
-    seen: dict[str, int] = {}
+    seen: dict[tuple, int] = {}
     masks: list[np.ndarray] = []
     rows, which = [], []
     for i, weekly in enumerate(items):
         if not weekly:
             continue
-        key = str(weekly)
+        # days, then their interval lists: unambiguous (as many of each) and cheap
+        key = (*weekly, *map(tuple, weekly.values()))
         k = seen.get(key)
         if k is None:
             k = seen[key] = len(masks)
