@@ -26,6 +26,8 @@ from .model import BundleConfig, SearchReason, TherapistReason
 from .openness import LEVEL_RANGE
 
 SEARCH_REASONS = tuple(SearchReason)
+# Parallel rounds with fewer proposing patients run the serial loop of the reference solver.
+_SERIAL_BELOW = 2000
 THERAPIST_REASONS = tuple(TherapistReason)
 
 
@@ -99,6 +101,10 @@ class _ArraySolver(_Solver):
         held_now = np.fromiter((len(a) for a in s.assigned), np.int64, len(s.assigned))
         proposers = np.flatnonzero((budget >= round_no) & (held_now == round_no - 1))
         if len(proposers) == 0:
+            return
+        if len(proposers) < _SERIAL_BELOW:
+            # few proposers: the serial rule directly (array passes cost more than they save)
+            super().parallel_round(n_p, round_no)
             return
         room = np.array(
             [0 if c else self.max - len(mm) for mm, c in zip(s.members, s.closed, strict=True)],

@@ -27,7 +27,7 @@ import numpy as np
 
 from .model import GENDERS, METHODS, TRAVEL_MODES, Id, Search, Therapist, Weekly
 from .openness import openness_levels
-from .weekly import WORDS, weekly_mask
+from .weekly import DAYS, SLOT_MINUTES, SLOTS_PER_DAY, WORDS, parse_interval
 
 NO_AGE_MIN = -(10**6)
 NO_AGE_MAX = 10**6
@@ -97,10 +97,11 @@ def _codes(values: Sequence[object]) -> tuple[np.ndarray, list]:
 
 
 def _weekly_rows(items: Sequence[Weekly | None]) -> np.ndarray:
-    """Slot masks per row; identical schedules are parsed once."""
+    """Slot masks per row (as `weekly.weekly_mask`); schedules and intervals parsed once."""
     out = np.zeros((len(items), WORDS), dtype=np.uint64)
     seen: dict[tuple, int] = {}
-    masks: list[np.ndarray] = []
+    spans: dict[tuple[str, str], int] = {}
+    masks: list[int] = []
     rows, which = [], []
     for i, weekly in enumerate(items):
         if not weekly:
@@ -110,12 +111,30 @@ def _weekly_rows(items: Sequence[Weekly | None]) -> np.ndarray:
         k = seen.get(key)
         if k is None:
             k = seen[key] = len(masks)
-            masks.append(weekly_mask(weekly))
+            bits = 0
+            for day, intervals in weekly.items():
+                for interval in intervals:
+                    span = spans.get((day, interval))
+                    if span is None:
+                        span = spans[(day, interval)] = _span_bits(day, interval)
+                    bits |= span
+            masks.append(bits)
         rows.append(i)
         which.append(k)
     if rows:
-        out[rows] = np.array(masks)[which]
+        full = (1 << 64) - 1
+        words = np.array(
+            [[(bits >> (64 * w)) & full for w in range(WORDS)] for bits in masks], dtype=np.uint64
+        )
+        out[rows] = words[which]
     return out
+
+
+def _span_bits(day: str, interval: str) -> int:
+    """Slot bits of one interval (bit i = slot i of the week), rounded as `weekly_mask`."""
+    start, end = parse_interval(interval)
+    first, last = start // SLOT_MINUTES, -(-end // SLOT_MINUTES)
+    return ((1 << (last - first)) - 1) << (DAYS.index(day) * SLOTS_PER_DAY + first)
 
 
 def _gender(value: str | None) -> int:
