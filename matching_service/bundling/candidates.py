@@ -496,10 +496,31 @@ def nearest(
     flat = m.table.ravel()
     row = m.s_prof[ps].astype(np.int64) * m.table.shape[1]
     out_p, out_t, out_c2 = [], [], []
-    found = np.zeros(len(ps), dtype=np.int64)
-    cursor = first.copy()
     window = max(limit + limit // 2, 16)
-    todo = np.flatnonzero(cursor < stop)
+    # First window of every search as the rows of a matrix: ranks are a cumulative sum
+    # along each row, and the kept entries come out search-major, nearest first.
+    span = np.minimum(stop - first, window)
+    cols = np.arange(window)
+    pos2 = np.minimum(first[:, None] + cols[None, :], max(len(key) - 1, 0))
+    ok2 = (cols[None, :] < span[:, None]) & flat[row[:, None] + tp_sorted[pos2]]
+    if len(m.excl_p):
+        has = np.zeros(m.n_s, dtype=bool)
+        has[m.excl_p] = True
+        rows = np.flatnonzero(has[ps])
+        if len(rows):
+            sub_p = np.repeat(ps[rows], window)
+            sub_t = t_sorted[pos2[rows]].reshape(-1).astype(np.int64)
+            ok2[rows] &= ~_exclusion_hits(m, sub_p, sub_t).reshape(len(rows), window)
+    rank2 = np.cumsum(ok2, axis=1, dtype=np.int32)
+    ok2 &= rank2 <= limit
+    r, c = np.nonzero(ok2)
+    out_p.append(r)
+    out_t.append(pos2[r, c])
+    out_c2.append(rank2[r, c].astype(np.int64) - 1)
+    found = np.minimum(rank2[:, -1], limit).astype(np.int64)
+    cursor = first + span
+    window *= 4
+    todo = np.flatnonzero((found < limit) & (cursor < stop))
     while len(todo):
         a = cursor[todo]
         b = np.minimum(stop[todo], a + window)
@@ -519,16 +540,13 @@ def nearest(
         rank = run + found[local]
         keep = rank < limit
         local, pos = local[keep], pos[keep]
-        out_p.append(local)
-        out_t.append(pos)
-        out_c2.append(rank[keep])
+        out_p.append(local.astype(np.int64))
+        out_t.append(pos.astype(np.int64))
+        out_c2.append(rank[keep].astype(np.int64))
         found += np.minimum(count, limit - found)
         cursor[todo] = b
         todo = todo[(found[todo] < limit) & (cursor[todo] < stop[todo])]
         window *= 4
-    if not out_p:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0)
     local, pos = np.concatenate(out_p), np.concatenate(out_t)
     if len(out_p) > 1:
         # later windows lie farther out: place every pair at its search's start + rank
