@@ -126,29 +126,31 @@ class _ArraySolver(_Solver):
         start = np.searchsorted(owner, np.arange(len(proposers) + 1))
         ptr = start[:-1].copy()
         end = start[1:]
-        held_p = np.zeros(0, dtype=np.int64)
-        held_t = np.zeros(0, dtype=np.int64)
-        touched = np.zeros(len(room), dtype=bool)
+        # held[t]: the proposals therapist t holds (proposer indices ascending, `none` = free)
+        none = len(proposers)
+        held = np.full((len(room), max(self.max, 1)), none, dtype=np.int64)
         active = np.flatnonzero(ptr < end)
         while len(active):
             new_t = t[ptr[active]]
-            touched[new_t] = True
-            # only therapists with new proposals re-rank what they hold
-            sel = touched[held_t]
-            touched[new_t] = False
-            cand_p = np.concatenate([held_p[sel], active])
-            cand_t = np.concatenate([held_t[sel], new_t])
-            order = np.lexsort((cand_p, cand_t))
-            cand_p, cand_t = cand_p[order], cand_t[order]
-            rank = np.arange(len(cand_t)) - np.searchsorted(cand_t, cand_t)
-            accept = rank < room[cand_t]
-            held_p = np.concatenate([held_p[~sel], cand_p[accept]])
-            held_t = np.concatenate([held_t[~sel], cand_t[accept]])
-            rejected = cand_p[~accept]
+            order = np.lexsort((active, new_t))
+            new_t, new_p = new_t[order], active[order]
+            ts, first, count = np.unique(new_t, return_index=True, return_counts=True)
+            # only therapists with new proposals re-rank: what they hold plus what came in
+            incoming = np.full((len(ts), int(count.max())), none, dtype=np.int64)
+            incoming[
+                np.repeat(np.arange(len(ts)), count),
+                np.arange(len(new_t)) - np.repeat(first, count),
+            ] = new_p
+            merged = np.sort(np.concatenate([held[ts], incoming], axis=1), axis=1)
+            kept = np.arange(merged.shape[1])[None, :] < room[ts][:, None]
+            held[ts] = np.where(kept, merged, none)[:, : held.shape[1]]
+            rejected = merged[~kept & (merged != none)]
             ptr[rejected] += 1
             active = rejected[ptr[rejected] < end[rejected]]
-        order = np.argsort(held_p, kind="stable")
-        for i, u in zip(held_p[order].tolist(), held_t[order].tolist(), strict=True):
+        ther, slot = np.nonzero(held != none)
+        who = held[ther, slot]
+        order = np.argsort(who, kind="stable")
+        for i, u in zip(who[order].tolist(), ther[order].tolist(), strict=True):
             s.add(int(proposers[i]), u)
 
 
