@@ -376,7 +376,7 @@ def degree(m: Market) -> np.ndarray:
     before = loc_first[l_loc] - 1
     value = counts[last, tp] - np.where(before >= 0, counts[np.maximum(before, 0), tp], 0)
     value = value.astype(kind).astype(np.int64)
-    deg += np.bincount(m.l_t[reach], weights=value[reach], minlength=m.n_t).astype(np.int64)
+    np.add.at(deg, m.l_t[reach], value[reach])
     if len(m.excl_p):
         p, t = m.excl_p, m.excl_t
         ok = eligible_mask(m, p, t, check_exclusions=False)
