@@ -501,7 +501,8 @@ def nearest(
     # along each row, and the kept entries come out search-major, nearest first.
     span = np.minimum(stop - first, window)
     cols = np.arange(window)
-    pos2 = np.minimum(first[:, None] + cols[None, :], max(len(key) - 1, 0))
+    pos2 = first[:, None] + cols[None, :]
+    np.minimum(pos2, max(len(key) - 1, 0), out=pos2)
     ok2 = (cols[None, :] < span[:, None]) & flat[row[:, None] + tp_sorted[pos2]]
     if len(m.excl_p):
         has = np.zeros(m.n_s, dtype=bool)
@@ -513,10 +514,10 @@ def nearest(
             ok2[rows] &= ~_exclusion_hits(m, sub_p, sub_t).reshape(len(rows), window)
     rank2 = np.cumsum(ok2, axis=1, dtype=np.int32)
     ok2 &= rank2 <= limit
-    r, c = np.nonzero(ok2)
-    out_p.append(r)
-    out_t.append(pos2[r, c])
-    out_c2.append(rank2[r, c].astype(np.int64) - 1)
+    kept = np.flatnonzero(ok2)
+    out_p.append(kept // window)
+    out_t.append(pos2.ravel()[kept])
+    out_c2.append(rank2.ravel()[kept].astype(np.int64) - 1)
     found = np.minimum(rank2[:, -1], limit).astype(np.int64)
     cursor = first + span
     window *= 4
@@ -547,11 +548,15 @@ def nearest(
         cursor[todo] = b
         todo = todo[(found[todo] < limit) & (cursor[todo] < stop[todo])]
         window *= 4
-    local, pos = np.concatenate(out_p), np.concatenate(out_t)
-    if len(out_p) > 1:
+    if len(out_p) == 1:
+        local, pos = out_p[0], out_t[0]
+    else:
         # later windows lie farther out: place every pair at its search's start + rank
         start_of = np.cumsum(found) - found
-        at = np.empty(len(local), dtype=np.int64)
-        at[start_of[local] + np.concatenate(out_c2)] = np.arange(len(local))
-        local, pos = local[at], pos[at]
+        local = np.empty(int(found.sum()), dtype=np.int64)
+        pos = np.empty(len(local), dtype=np.int64)
+        for part_p, part_t, part_rank in zip(out_p, out_t, out_c2, strict=True):
+            at = start_of[part_p] + part_rank
+            local[at] = part_p
+            pos[at] = part_t
     return ps[local], t_sorted[pos].astype(np.int64), c2[pos]
