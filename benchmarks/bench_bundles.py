@@ -1,9 +1,12 @@
 """Benchmark one full bundling run (global and baseline) on realistic seeded markets.
 
 Usage: .venv/bin/python benchmarks/bench_bundles.py [--sizes small,city,germany] [--json FILE]
-       [--history]
-Times are the median of several runs; peak memory is the tracemalloc peak of one extra run
-(Python and numpy allocations made during the run, inputs excluded).
+       [--history] [--no-reference]
+Times are the median of several runs (wall clock and this process's CPU time); peak memory
+is the tracemalloc peak of one extra run (Python and numpy allocations made during the run,
+inputs excluded). The global strategy runs twice per market: the columnar engine (`global`)
+and the per-pair reference engine (`global-ref`, bundling/reference.py), so time, memory and
+coverage compare side by side.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from matching_service.bundling import BundleConfig, Strategy, Therapist, propose_bundles
 from matching_service.bundling.model import MAX_HISTORY_ENTRIES, HistoryEntry
+from matching_service.bundling.reference import propose_bundles_reference
 from matching_service.simulation.geography import (
     PostalAreas,
     load_postal_areas,
@@ -49,8 +53,8 @@ class Size:
 
 SIZES = {
     "small": Size("small", 100, 50, (51.5413, 9.9158), 7, 0.020),  # Göttingen
-    "city": Size("city", 10_000, 2_000, (52.5200, 13.4050), 3, 1.0),  # Berlin region
-    "germany": Size("germany", 100_000, 40_000, None, 2, 10.0),
+    "city": Size("city", 10_000, 2_000, (52.5200, 13.4050), 3, 0.3),  # Berlin region
+    "germany": Size("germany", 100_000, 40_000, None, 2, 3.0),
 }
 
 
@@ -95,17 +99,23 @@ def with_history(rng: np.random.Generator, therapists: list[Therapist]) -> list[
     return out
 
 
-def measure(size: Size, strategy: Strategy, searches: list, therapists: list) -> dict:
+def measure(
+    size: Size, strategy: Strategy, searches: list, therapists: list, reference: bool = False
+) -> dict:
     """Median seconds, tracemalloc peak and coverage of one strategy on one market."""
     config = BundleConfig()
-    repeats = size.repeats if strategy is Strategy.GLOBAL else max(1, size.repeats // 2)
-    times = []
+    run = propose_bundles_reference if reference else propose_bundles
+    repeats = (
+        size.repeats if strategy is Strategy.GLOBAL and not reference else max(1, size.repeats // 2)
+    )
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = propose_bundles(searches, therapists, config, TODAY, strategy)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        result = run(searches, therapists, config, TODAY, strategy)
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     tracemalloc.start()
-    propose_bundles(searches, therapists, config, TODAY, strategy)
+    run(searches, therapists, config, TODAY, strategy)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     covered = result.covered_search_ids()
@@ -114,15 +124,19 @@ def measure(size: Size, strategy: Strategy, searches: list, therapists: list) ->
         "size": size.name,
         "searches": len(searches),
         "therapists": len(therapists),
-        "strategy": strategy.value,
+        "strategy": strategy.value + ("-ref" if reference else ""),
         "seconds": round(statistics.median(times), 4),
+        # CPU time of this process: less disturbed than wall time on a shared machine
+        "cpu_seconds": round(statistics.median(cpu), 4),
         "repeats": repeats,
         "peak_mb": round(peak / 2**20, 1),
         "covered": len(covered),
         "covered_waiting_60_days": len(covered & long_wait),
         "waiting_60_days": len(long_wait),
         "inquiries": len(result.inquiries),
-        "target_seconds": size.target_seconds if strategy is Strategy.GLOBAL else None,
+        "target_seconds": size.target_seconds
+        if strategy is Strategy.GLOBAL and not reference
+        else None,
     }
 
 
@@ -138,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="give every therapist a seeded answer history (0-10 entries; one in five flagged)",
     )
+    parser.add_argument(
+        "--no-reference", action="store_true", help="skip the reference engine (global-ref)"
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.sizes.split(",") if n.strip()]
     unknown = [n for n in names if n not in SIZES]
@@ -146,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     areas = load_postal_areas(args.zipcodes) or synthetic_areas(np.random.default_rng(args.seed))
     print(f"geography: {areas.source}, {len(areas)} areas; seed {args.seed}")
     header = (
-        f"{'size':8} {'strategy':8} {'searches':>8} {'therap.':>7} {'median s':>9} "
+        f"{'size':8} {'strategy':10} {'searches':>8} {'therap.':>7} {'median s':>9} {'cpu s':>8} "
         f"{'peak MB':>8} {'covered':>8} {'cov>=60d':>12} {'inquiries':>9} {'target':>8}"
     )
     print(header)
@@ -154,14 +171,18 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         size = SIZES[name]
         searches, therapists = market(size, areas, args.seed, args.history)
-        for strategy in (Strategy.GLOBAL, Strategy.BASELINE):
-            rec = measure(size, strategy, searches, therapists)
+        runs = [(Strategy.GLOBAL, False), (Strategy.GLOBAL, True), (Strategy.BASELINE, False)]
+        for strategy, reference in runs:
+            if reference and args.no_reference:
+                continue
+            rec = measure(size, strategy, searches, therapists, reference)
             records.append(rec)
             target = rec["target_seconds"]
             verdict = "" if target is None else ("ok" if rec["seconds"] < target else "MISSED")
             print(
-                f"{name:8} {rec['strategy']:8} {rec['searches']:>8} {rec['therapists']:>7} "
-                f"{rec['seconds']:>9.4f} {rec['peak_mb']:>8.1f} {rec['covered']:>8} "
+                f"{name:8} {rec['strategy']:10} {rec['searches']:>8} {rec['therapists']:>7} "
+                f"{rec['seconds']:>9.4f} {rec['cpu_seconds']:>8.4f} {rec['peak_mb']:>8.1f} "
+                f"{rec['covered']:>8} "
                 f"{rec['covered_waiting_60_days']:>5}/{rec['waiting_60_days']:<6} "
                 f"{rec['inquiries']:>9} {verdict:>8}",
                 flush=True,

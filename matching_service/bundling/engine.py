@@ -1,15 +1,25 @@
-"""Entry point of the bundle algorithm: eligibility, a strategy, then explanations."""
+"""Entry point of the bundle algorithm: columns, a strategy, then explanations.
+
+The global strategy runs on columns (`columnar.py`); the baseline strategy on the reference
+engine's per-pair arrays (`reference.py`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 
 import numpy as np
 
-from .assign_baseline import assign_baseline
-from .assign_global import Assignment, assign_global, choose_representatives
-from .eligibility import Pairs, Prepared, eligible_pairs, pair_details, prepare
+from .columnar import SEARCH_REASONS, THERAPIST_REASONS, ColumnResult, propose_columns
+from .columns import (
+    SearchColumns,
+    TherapistColumns,
+    searches_from_objects,
+    therapists_from_objects,
+)
 from .model import (
     BundleConfig,
     BundleResult,
@@ -17,12 +27,12 @@ from .model import (
     PatientFit,
     ProposedInquiry,
     Search,
-    SearchReason,
     Strategy,
     Therapist,
     TherapistReason,
     TherapistWithoutInquiry,
 )
+from .reference import propose_bundles_reference
 
 
 def propose_bundles(
@@ -33,114 +43,75 @@ def propose_bundles(
     strategy: Strategy = Strategy.GLOBAL,
 ) -> BundleResult:
     """Propose this run's inquiries and explain every search and therapist left without one."""
-    prep = prepare(searches, therapists, config, today)
-    pairs = eligible_pairs(prep, config, today)
-    if strategy is Strategy.GLOBAL:
-        state = assign_global(prep, pairs, config)
-    else:
-        state = assign_baseline(prep, pairs, config)
-    inquiries = _inquiries(prep, state)
-    return BundleResult(
-        strategy=strategy,
-        inquiries=tuple(inquiries),
-        left_out=tuple(_left_out(prep, pairs, state, config, strategy)),
-        therapists_without_inquiry=tuple(_idle_therapists(prep, pairs, state, config)),
-    )
+    if strategy is not Strategy.GLOBAL:
+        return propose_bundles_reference(searches, therapists, config, today, strategy)
+    with without_cycle_collection():
+        s = searches_from_objects(searches)
+        t = therapists_from_objects(therapists, today, config.use_answer_history)
+        return bundle_result(propose_columns(s, t, config, today), s, t)
 
 
-def _inquiries(prep: Prepared, state: Assignment) -> list[ProposedInquiry]:
-    bundles = [(t, list(m)) for t, m in enumerate(state.members) if m]
-    if not bundles:
-        return []
-    sizes = np.array([len(m) for _, m in bundles])
-    p = np.array([q for _, m in bundles for q in m], dtype=np.int64)
-    t = np.repeat(np.array([tt for tt, _ in bundles], dtype=np.int64), sizes)
-    bundle = np.repeat(np.arange(len(bundles)), sizes)
-    dist, overlap = pair_details(prep, p, t)
-    wait = prep.wait_days[p]
-    # Position: longest wait first, then more overlap, nearer, lower index (= search id).
-    order = np.lexsort((p, dist, -overlap.astype(np.int64), -wait, bundle))
-    p, dist, overlap, wait = p[order], dist[order], overlap[order], wait[order]
-    position = np.arange(len(p)) - np.repeat(np.cumsum(sizes) - sizes, sizes) + 1
-    rows = zip(
-        [prep.searches[q].search_id for q in p.tolist()],
-        position.tolist(),
-        np.round(dist, 3).tolist(),
-        overlap.tolist(),
-        wait.tolist(),
-        strict=True,
-    )
-    fits = [PatientFit(sid, i, d, None if ov < 0 else ov / 2.0, w) for sid, i, d, ov, w in rows]
-    result, k = [], 0
-    for (tt, _), size in zip(bundles, sizes.tolist(), strict=True):
-        result.append(
-            ProposedInquiry(
-                therapist_id=prep.therapists[tt].therapist_id,
-                practice_key=prep.practice[tt],
-                patients=tuple(fits[k : k + size]),
-            )
+@contextmanager
+def without_cycle_collection() -> Iterator[None]:
+    """Pause Python's cycle collector while a run builds many small acyclic objects.
+
+    Every few hundred new lists, dicts and result objects it would otherwise scan all live
+    objects (the caller's searches and therapists included); reference counting still frees
+    everything, and the collector resumes afterwards.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def bundle_result(result: ColumnResult, s: SearchColumns, t: TherapistColumns) -> BundleResult:
+    """The objects of a column result (ids instead of rows)."""
+    sid = s.search_id
+    starts = result.member_start
+    sizes = np.diff(starts)
+    position = np.arange(len(result.member_search)) - np.repeat(starts[:-1], sizes) + 1
+    fits = [
+        PatientFit(sid[q], k, d, None if ov < 0 else ov / 2.0, w)
+        for q, k, d, ov, w in zip(
+            result.member_search.tolist(),
+            position.tolist(),
+            result.distance_km.tolist(),
+            result.overlap_slots.tolist(),
+            result.waiting_days.tolist(),
+            strict=True,
         )
-        k += size
-    return result
-
-
-def _left_out(
-    prep: Prepared, pairs: Pairs, state: Assignment, config: BundleConfig, strategy: Strategy
-) -> list[LeftOut]:
-    n_t = len(prep.therapists)
-    deg = np.bincount(pairs.therapist, minlength=n_t)
-    viable_t = deg >= config.bundle_min_size
-    n_p = len(prep.searches)
-    to_viable = np.bincount(pairs.patient[viable_t[pairs.therapist]], minlength=n_p)
-    if strategy is Strategy.GLOBAL:
-        rep_t = viable_t & choose_representatives(prep, deg)
-        to_rep = np.bincount(pairs.patient[rep_t[pairs.therapist]], minlength=n_p)
-    else:
-        to_rep = to_viable
-    out = []
-    for q, search in enumerate(prep.searches):
-        if state.assigned[q]:
-            continue
-        if not prep.s_located[q]:
-            reason = SearchReason.NO_LOCATION
-        elif prep.budget[q] <= 0:
-            reason = SearchReason.BUDGET_USED_UP
-        elif pairs.in_range[q] == 0:
-            reason = SearchReason.NO_THERAPIST_IN_RANGE
-        elif pairs.pref_ok[q] == 0:
-            reason = SearchReason.NO_THERAPIST_MATCHES_PREFERENCES
-        elif pairs.eligible[q] == 0:
-            reason = SearchReason.EXCLUDED_EVERYWHERE
-        elif to_viable[q] == 0:
-            reason = SearchReason.THERAPISTS_BELOW_MINIMUM
-        elif to_rep[q] == 0:
-            reason = SearchReason.PRACTICE_SERVED_BY_COLLEAGUE
-        else:
-            reason = SearchReason.NO_CAPACITY
-        out.append(LeftOut(search_id=search.search_id, reason=reason.value))
-    return out
-
-
-def _idle_therapists(
-    prep: Prepared, pairs: Pairs, state: Assignment, config: BundleConfig
-) -> list[TherapistWithoutInquiry]:
-    deg = np.bincount(pairs.therapist, minlength=len(prep.therapists))
-    served = {prep.practice[t] for t, m in enumerate(state.members) if m}
-    out = []
-    for t, therapist in enumerate(prep.therapists):
-        if state.members[t]:
-            continue
-        if not therapist.contactable:
-            reason = TherapistReason.NOT_CONTACTABLE.value
-            if therapist.not_contactable_reason:
-                reason = f"{reason}: {therapist.not_contactable_reason}"
-        elif therapist.lat is None or therapist.lon is None:
-            reason = TherapistReason.NO_LOCATION.value
-        elif prep.practice[t] in served:
-            reason = TherapistReason.PRACTICE_HAS_INQUIRY.value
-        elif deg[t] < config.bundle_min_size:
-            reason = TherapistReason.FEWER_THAN_MINIMUM_ELIGIBLE.value
-        else:
-            reason = TherapistReason.PATIENTS_ASSIGNED_ELSEWHERE.value
-        out.append(TherapistWithoutInquiry(therapist_id=therapist.therapist_id, reason=reason))
-    return out
+    ]
+    bounds = starts.tolist()
+    inquiries = [
+        ProposedInquiry(
+            therapist_id=t.therapist_id[row],
+            practice_key=t.practice_key[row],
+            patients=tuple(fits[bounds[i] : bounds[i + 1]]),
+        )
+        for i, row in enumerate(result.inquiry_therapist.tolist())
+    ]
+    left_out = tuple(
+        LeftOut(search_id=sid[q], reason=SEARCH_REASONS[r].value)
+        for q, r in zip(
+            result.left_out_search.tolist(), result.left_out_reason.tolist(), strict=True
+        )
+    )
+    idle = []
+    for row, r in zip(result.idle_therapist.tolist(), result.idle_reason.tolist(), strict=True):
+        reason = THERAPIST_REASONS[r].value
+        if (
+            THERAPIST_REASONS[r] is TherapistReason.NOT_CONTACTABLE
+            and t.not_contactable_reason[row]
+        ):
+            reason = f"{reason}: {t.not_contactable_reason[row]}"
+        idle.append(TherapistWithoutInquiry(therapist_id=t.therapist_id[row], reason=reason))
+    return BundleResult(
+        strategy=Strategy.GLOBAL,
+        inquiries=tuple(inquiries),
+        left_out=left_out,
+        therapists_without_inquiry=tuple(idle),
+    )

@@ -91,8 +91,13 @@ class GridIndex:
         lon: np.ndarray,
         radius_km: np.ndarray,
         max_pairs: int = 4_000_000,
+        grid_order: bool = False,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (query index, point index) pairs in bounding-box range, query-major, chunked."""
+        """Yield (query index, point index) pairs in bounding-box range, query-major, chunked.
+
+        With `grid_order` the second array holds positions in `order` (points sorted by
+        cell: contiguous runs, cheaper to gather from arrays permuted the same way).
+        """
         if self.size == 0 or len(lat) == 0:
             return
         query, lo, hi = self._row_slices(lat, lon, radius_km)
@@ -107,5 +112,5 @@ class GridIndex:
             lengths = hi[r0:r1] - lo[r0:r1]
             q = np.repeat(query[r0:r1], lengths)
             pos = np.repeat(lo[r0:r1], lengths) + ragged_arange(lengths)
-            yield q, self.order[pos]
+            yield q, pos if grid_order else self.order[pos]
             start_q = stop_q

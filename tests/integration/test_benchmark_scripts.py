@@ -34,12 +34,14 @@ def test_bundle_benchmark_writes_one_record_per_size_and_strategy(tmp_path: Path
     target = tmp_path / "bundles.json"
     _run(["benchmarks/bench_bundles.py", "--sizes", "small", "--json", str(target)])
     records = {record["strategy"]: record for record in json.loads(target.read_text())}
-    assert set(records) == {"global", "baseline"}
+    assert set(records) == {"global", "global-ref", "baseline"}
     for record in records.values():
         assert {"searches", "therapists", "seconds", "peak_mb", "covered", "inquiries"} <= set(
             record
         )
     assert records["global"]["covered"] >= records["baseline"]["covered"]
+    # the columnar engine against the per-pair reference engine on the same market
+    assert records["global"]["covered"] >= records["global-ref"]["covered"]
 
 
 def test_matching_benchmark_runs_one_bundle_run_and_checks_what_it_wrote(

@@ -1,0 +1,562 @@
+"""Hard constraints (business-rules.md §6) on columns, without materialising every eligible pair.
+
+Patients sit at postal-code centroids, so the unit of the spatial work is a distinct patient
+location: the grid index is queried once per location (radius: the largest limit there), which
+gives location pairs (location, therapist, squared chord). From them:
+
+- `degree`: eligible patients per therapist, counted per location pair from prefix counts of
+  the location's patients grouped by travel limit, per therapist profile (no patient pairs);
+- `nearest`: per patient the nearest `candidate_limit` eligible therapists of a given set,
+  scanning the location's distance-sorted pairs in windows;
+- `pairs_of`: every eligible pair of a few patients or a few therapists (explanations,
+  colleague fallback).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+
+from .columns import NO_AGE_MAX, NO_AGE_MIN, SearchColumns, TherapistColumns
+from .geo import EARTH_RADIUS_KM, GridIndex, chord_squared_limit, unit_vectors
+from .model import TRAVEL_MODES, BundleConfig, Id, id_sort_key
+
+# A computed distance must stay this far below the limit (as in eligibility.py).
+_DISTANCE_EPSILON_KM = 1e-6
+# Location pairs per grid chunk (bounds temporary memory).
+_CHUNK_PAIRS = 2_000_000
+# Distinct patient x therapist schedules up to this many pairs: overlap from a table.
+_OVERLAP_TABLE_LIMIT = 4_000_000
+
+
+def id_order(ids: list[Id]) -> np.ndarray:
+    """Indices that sort ids by `id_sort_key` (ints by value, then strings)."""
+    if ids and all(type(i) is str for i in ids):
+        return np.argsort(np.array(ids, dtype=str), kind="stable")
+    if ids and all(type(i) is int for i in ids):
+        return np.argsort(np.array(ids, dtype=np.int64), kind="stable")
+    return np.array(sorted(range(len(ids)), key=lambda i: id_sort_key(ids[i])), dtype=np.int64)
+
+
+def _ranks(order: np.ndarray) -> np.ndarray:
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
+def ages_on(birth: np.ndarray, today: date) -> np.ndarray:
+    """Whole years on `today` per yyyymmdd birth date; -1 unknown (or born later)."""
+    years = today.year - birth // 10000 - ((birth % 10000) > today.month * 100 + today.day)
+    return np.where((birth > 0) & (years >= 0), years, -1).astype(np.int64)
+
+
+@dataclass
+class Market:
+    """Searches in priority order, therapists in id order, and the spatial pairs between them.
+
+    Index p is a search's rank (longest wait first, then earlier `waiting_since`, then id);
+    index t a therapist's rank by id. Every tie-break uses these indices.
+    """
+
+    s: SearchColumns
+    t: TherapistColumns
+    s_rows: np.ndarray  # priority rank -> input row
+    t_rows: np.ndarray  # id rank -> input row
+    wait_days: np.ndarray
+    budget: np.ndarray
+    located: np.ndarray
+    t_usable: np.ndarray
+    practice: np.ndarray  # int code per therapist
+    limit: np.ndarray  # squared chord limit per search (0 when inactive)
+    detour: np.ndarray
+    s_prof: np.ndarray
+    t_prof: np.ndarray
+    table: np.ndarray  # bool s-profile x t-profile
+    s_loc: np.ndarray  # location per search, -1 inactive
+    loc_start: np.ndarray  # location pairs of location l: [loc_start[l], loc_start[l + 1])
+    l_t: np.ndarray  # therapist of each location pair
+    l_c2: np.ndarray  # squared unit chord
+    loc_search_start: np.ndarray  # searches of location l: loc_searches[...]
+    loc_searches: np.ndarray
+    excl_p: np.ndarray  # excluded (search, therapist) pairs, both in rank order
+    excl_t: np.ndarray
+    t_open: np.ndarray
+    s_avail: np.ndarray
+    t_hours: np.ndarray
+    _overlap_table: np.ndarray | None = None
+    _s_pattern: np.ndarray | None = None
+    _t_pattern: np.ndarray | None = None
+
+    @property
+    def n_s(self) -> int:
+        """Number of searches."""
+        return len(self.s_rows)
+
+    @property
+    def n_t(self) -> int:
+        """Number of therapists."""
+        return len(self.t_rows)
+
+    def pair_location(self) -> np.ndarray:
+        """Location of each location pair."""
+        n_loc = len(self.loc_start) - 1
+        return np.repeat(np.arange(n_loc, dtype=np.int64), np.diff(self.loc_start))
+
+    def overlap(self, p: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Weekly overlap in 30-minute slots of given pairs; -1 where a side has no schedule.
+
+        Schedules repeat (a few hundred distinct ones), so the overlap is a lookup in a
+        table of distinct patient schedules x distinct therapist schedules.
+        """
+        if self._overlap_table is None:
+            s_pat, s_inv = _unique_rows(self.s_avail)
+            t_pat, t_inv = _unique_rows(self.t_hours)
+            self._s_pattern, self._t_pattern = s_inv.reshape(-1), t_inv.reshape(-1)
+            if len(s_pat) * len(t_pat) <= _OVERLAP_TABLE_LIMIT:
+                both = s_pat[:, None, :] & t_pat[None, :, :]
+                table = np.bitwise_count(both).sum(axis=2, dtype=np.int16)
+                table[~s_pat.any(axis=1), :] = -1
+                table[:, ~t_pat.any(axis=1)] = -1
+                self._overlap_table = table
+            else:
+                self._overlap_table = np.zeros((0, 0), dtype=np.int16)
+        if self._overlap_table.size and self._s_pattern is not None and self._t_pattern is not None:
+            return self._overlap_table[self._s_pattern[p], self._t_pattern[t]]
+        out = np.full(len(p), -1, dtype=np.int16)
+        known = self.s_avail[p].any(axis=1) & self.t_hours[t].any(axis=1)
+        if known.any():
+            both = self.s_avail[p[known]] & self.t_hours[t[known]]
+            out[known] = np.bitwise_count(both).sum(axis=1, dtype=np.int16)
+        return out
+
+
+def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of a uint64 matrix and the row index of each (hash, then verified)."""
+    weights = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                        0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD, 0x94D049BB133111EB],
+                       dtype=np.uint64)  # fmt: skip
+    if rows.shape[1] <= len(weights) and len(rows):
+        h = (rows * weights[: rows.shape[1]]).sum(axis=1, dtype=np.uint64)
+        _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        if np.array_equal(rows[first][inverse], rows):
+            return rows[first], inverse
+    uniq, inverse = np.unique(rows, axis=0, return_inverse=True)
+    return uniq, inverse.reshape(-1)
+
+
+def build_market(
+    s: SearchColumns, t: TherapistColumns, config: BundleConfig, today: date
+) -> Market:
+    """Order both sides, compute profiles and query the grid once per patient location."""
+    wait = np.maximum(today.toordinal() - s.waiting_day, 0)
+    s_rows = np.lexsort((_ranks(id_order(s.search_id)), s.waiting_at, -wait))
+    t_rows = id_order(t.therapist_id)
+    wait = wait[s_rows]
+    lat, lon = s.lat[s_rows], s.lon[s_rows]
+    located = ~(np.isnan(lat) | np.isnan(lon))
+    budget = np.clip(
+        np.minimum(s.contact_budget[s_rows], config.max_inquiries_per_patient), 0, None
+    )
+    t_lat, t_lon = t.lat[t_rows], t.lon[t_rows]
+    t_usable = t.contactable[t_rows] & ~(np.isnan(t_lat) | np.isnan(t_lon))
+    practice = np.unique(np.array(t.practice_key, dtype=object)[t_rows], return_inverse=True)[1]
+    modes = s.travel_mode[s_rows]
+    factors = np.array(
+        [config.detour_factor.get(m, np.nan) for m in TRAVEL_MODES], dtype=np.float64
+    )
+    detour = factors[modes]
+    active = located & (budget > 0)
+    limit = np.zeros(len(s_rows))
+    limit[active] = chord_squared_limit(
+        (s.max_travel_km[s_rows][active] - _DISTANCE_EPSILON_KM) / detour[active]
+    )
+    s_prof, t_prof, table = _profiles(s, t, s_rows, t_rows, t_usable, today)
+    excl_p, excl_t = _exclusions(s, t, s_rows, t_rows)
+    market = Market(
+        s=s, t=t, s_rows=s_rows, t_rows=t_rows, wait_days=wait.astype(np.int64),
+        budget=budget.astype(np.int64), located=located, t_usable=t_usable,
+        practice=practice.reshape(-1), limit=limit, detour=detour, s_prof=s_prof,
+        t_prof=t_prof, table=table, s_loc=np.full(len(s_rows), -1, dtype=np.int64),
+        loc_start=np.zeros(1, dtype=np.int64), l_t=np.zeros(0, dtype=np.int32),
+        l_c2=np.zeros(0), loc_search_start=np.zeros(1, dtype=np.int64),
+        loc_searches=np.zeros(0, dtype=np.int64), excl_p=excl_p, excl_t=excl_t,
+        t_open=t.openness[t_rows], s_avail=s.availability[s_rows], t_hours=t.hours[t_rows],
+    )  # fmt: skip
+    _locate(market, lat, lon, t_lat, t_lon, active)
+    return market
+
+
+def _locate(
+    m: Market, lat: np.ndarray, lon: np.ndarray, t_lat: np.ndarray, t_lon: np.ndarray,
+    active: np.ndarray,
+) -> None:  # fmt: skip
+    """Location pairs within each location's largest limit, grouped by location."""
+    s_idx = np.flatnonzero(active)
+    t_idx = np.flatnonzero(m.t_usable)
+    if len(s_idx) == 0:
+        return
+    # distinct (lat, lon) points: one complex number each sorts by lat, then lon
+    points = lat[s_idx] + 1j * lon[s_idx]
+    uniq, inverse = np.unique(points, return_inverse=True)
+    locs = np.stack([uniq.real, uniq.imag], axis=1)
+    inverse = inverse.reshape(-1)
+    m.s_loc[s_idx] = inverse
+    by_loc = np.argsort(inverse, kind="stable")
+    m.loc_searches = s_idx[by_loc]
+    m.loc_search_start = np.searchsorted(inverse[by_loc], np.arange(len(locs) + 1))
+    loc_limit = np.zeros(len(locs))
+    np.maximum.at(loc_limit, inverse, m.limit[s_idx])
+    if len(t_idx) == 0:
+        m.loc_start = np.zeros(len(locs) + 1, dtype=np.int64)
+        return
+    loc_radius = 2.0 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(loc_limit) * 0.5) + 1e-3
+    grid = GridIndex(t_lat[t_idx], t_lon[t_idx], max(2.0, float(np.median(loc_radius)) / 2.0))
+    # therapists in grid order: each cell's points are contiguous
+    t_grid = t_idx[grid.order]
+    tx, ty, tz = unit_vectors(t_lat[t_grid], t_lon[t_grid]).T.copy()
+    lx, ly, lz = unit_vectors(locs[:, 0], locs[:, 1]).T.copy()
+    parts_q, parts_t, parts_c2 = [], [], []
+    for q, pos in grid.candidate_chunks(
+        locs[:, 0], locs[:, 1], loc_radius, _CHUNK_PAIRS, grid_order=True
+    ):
+        c2 = np.square(lx[q] - tx[pos])
+        c2 += np.square(ly[q] - ty[pos])
+        c2 += np.square(lz[q] - tz[pos])
+        keep = np.flatnonzero(c2 <= loc_limit[q])
+        parts_q.append(q[keep])
+        parts_t.append(t_grid[pos[keep]].astype(np.int32))
+        parts_c2.append(c2[keep])
+    l_loc = np.concatenate(parts_q) if parts_q else np.zeros(0, dtype=np.int64)
+    # Chunks come location-major, so pairs are grouped by location already.
+    m.loc_start = np.searchsorted(l_loc, np.arange(len(locs) + 1))
+    m.l_t = np.concatenate(parts_t) if parts_t else np.zeros(0, dtype=np.int32)
+    m.l_c2 = np.concatenate(parts_c2) if parts_c2 else np.zeros(0)
+
+
+def _profiles(
+    s: SearchColumns, t: TherapistColumns, s_rows: np.ndarray, t_rows: np.ndarray,
+    t_usable: np.ndarray, today: date,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Profile per search and therapist and the profile compatibility table (business-rules.md
+    §6: gender both ways, method, age range, diagnosis prefixes, group therapy)."""
+    amin, amax = t.age_min[t_rows].astype(np.int64), t.age_max[t_rows].astype(np.int64)
+    bounds = np.unique(np.concatenate([amin[t_usable], amax[t_usable] + 1, [0]]))
+    age = ages_on(s.birth[s_rows], today)
+    bucket = np.where(age >= 0, np.searchsorted(bounds, age, side="right"), -1) + 1
+    diag = s.diagnosis[s_rows].astype(np.int64)
+    pg = s.preferred_therapist_gender[s_rows].astype(np.int64)
+    method = s.preferred_method[s_rows].astype(np.int64)
+    gender = s.gender[s_rows].astype(np.int64)
+    group = s.open_to_group_therapy[s_rows].astype(np.int64)
+    key = ((((pg * 5 + method) * (len(bounds) + 2) + bucket) * 5 + gender) * 2 + group) * (
+        max(len(s.diagnoses), 1)
+    ) + diag
+    _, first, s_prof = np.unique(key, return_index=True, return_inverse=True)
+
+    tg = t.gender[t_rows].astype(np.int64)
+    tmask = t.methods[t_rows].astype(np.int64)
+    tpref = t.preferred_patient_gender[t_rows].astype(np.int64)
+    tgroup = t.prefers_group_therapy[t_rows].astype(np.int64)
+    prefset = t.diagnosis_prefixes[t_rows].astype(np.int64)
+    ages = np.unique(np.stack([amin, amax], axis=1), axis=0, return_inverse=True)[1].reshape(-1)
+    n_sets = max(len(t.prefix_sets), 1)
+    t_key = ((((tg * 32 + tmask) * 5 + tpref) * 2 + tgroup) * n_sets + prefset) * (
+        int(ages.max()) + 1 if len(ages) else 1
+    ) + ages
+    _, t_first, t_prof = np.unique(t_key, return_index=True, return_inverse=True)
+
+    compat = np.array(
+        [
+            [not ps or (d is not None and any(d.startswith(x) for x in ps)) for ps in t.prefix_sets]
+            for d in s.diagnoses
+        ],
+        dtype=bool,
+    ).reshape(len(s.diagnoses), len(t.prefix_sets))
+    sp, tp = first, t_first
+    a = age[sp][:, None]
+    lo, hi = amin[tp][None, :], amax[tp][None, :]
+    no_limit = (lo == NO_AGE_MIN) & (hi == NO_AGE_MAX)
+    table = (pg[sp][:, None] == 0) | (pg[sp][:, None] == tg[tp][None, :])
+    table &= (method[sp][:, None] == 0) | (((tmask[tp][None, :] >> method[sp][:, None]) & 1) == 1)
+    table &= no_limit | ((a >= 0) & (a >= lo) & (a <= hi))
+    table &= (tpref[tp][None, :] == 0) | (tpref[tp][None, :] == gender[sp][:, None])
+    if compat.size:
+        table &= compat[diag[sp][:, None], prefset[tp][None, :]]
+    table &= (tgroup[tp][None, :] == 0) | (group[sp][:, None] == 1)
+    return s_prof.reshape(-1).astype(np.int32), t_prof.reshape(-1).astype(np.int32), table
+
+
+def _exclusions(
+    s: SearchColumns, t: TherapistColumns, s_rows: np.ndarray, t_rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Excluded (search rank, therapist rank) pairs naming a therapist of the run."""
+    if not s.excluded_ids:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    t_rank = _ranks(t_rows)
+    where = {tid: int(t_rank[j]) for j, tid in enumerate(t.therapist_id)}
+    counts = np.diff(s.excluded_start)
+    p_rank = np.repeat(_ranks(s_rows), counts)
+    ts = np.array([where.get(tid, -1) for tid in s.excluded_ids], dtype=np.int64)
+    known = ts >= 0
+    return p_rank[known], ts[known]
+
+
+def _exclusion_hits(m: Market, p: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Which of the given pairs are excluded by the search."""
+    hits = np.zeros(len(p), dtype=bool)
+    if len(m.excl_p) == 0 or len(p) == 0:
+        return hits
+    has = np.zeros(m.n_s, dtype=bool)
+    has[m.excl_p] = True
+    check = np.flatnonzero(has[p])
+    keys = np.unique(m.excl_p * m.n_t + m.excl_t)
+    hits[check] = np.isin(p[check].astype(np.int64) * m.n_t + t[check], keys)
+    return hits
+
+
+def degree(m: Market) -> np.ndarray:
+    """Eligible patients (located, with budget) per therapist, without listing the pairs.
+
+    The patients of a location are grouped by their travel limit (largest first); for each
+    group and therapist profile a running count of compatible patients is kept, so a
+    location pair adds the count of the last group whose limit still reaches the therapist.
+    """
+    deg = np.zeros(m.n_t, dtype=np.int64)
+    n_loc = len(m.loc_start) - 1
+    if n_loc <= 0 or len(m.l_t) == 0:
+        return deg
+    ps = m.loc_searches
+    loc = m.s_loc[ps]
+    order = np.lexsort((-m.limit[ps], loc))
+    ps, loc = ps[order], loc[order]
+    lim = m.limit[ps]
+    new = np.ones(len(ps), dtype=bool)
+    new[1:] = (loc[1:] != loc[:-1]) | (lim[1:] != lim[:-1])
+    g_start = np.flatnonzero(new)
+    g_loc, g_lim = loc[g_start], lim[g_start]
+    n_tp = m.table.shape[1]
+    # running count over patients (location-major, largest limit first) of those compatible
+    # with each therapist profile, kept at the last patient of every group
+    g_end = np.r_[g_start[1:], len(ps)] - 1
+    # Counts wrap around in the narrowest type that holds a location's patients: only
+    # differences within one location are used, and they are exact modulo 2^bits.
+    most = int(np.diff(m.loc_search_start).max())
+    kind = np.uint8 if most < 2**8 else np.uint16 if most < 2**16 else np.int64
+    counts = np.zeros((len(g_start), n_tp), dtype=kind)
+    carry = np.zeros(n_tp, dtype=kind)
+    step = max(1, 8_000_000 // max(n_tp, 1))
+    as_kind = m.table.astype(kind)
+    for a in range(0, len(ps), step):
+        run = as_kind[m.s_prof[ps[a : a + step]]]
+        run[0] += carry
+        np.cumsum(run, axis=0, out=run)
+        g = np.flatnonzero((g_end >= a) & (g_end < a + step))
+        counts[g] = run[g_end[g] - a]
+        carry = run[-1]
+    loc_first = np.searchsorted(g_loc, np.arange(n_loc + 1))
+    # per location pair: the last group of its location whose limit reaches the therapist
+    l_loc = m.pair_location()
+    key_g = g_loc * 8.0 + (4.0 - g_lim)
+    last = np.searchsorted(key_g, l_loc * 8.0 + (4.0 - m.l_c2), side="right") - 1
+    last = np.clip(last, loc_first[l_loc], loc_first[l_loc + 1] - 1)
+    # the float key can round across a limit: step to the exact group
+    while True:
+        back = (g_lim[last] < m.l_c2) & (last > loc_first[l_loc])
+        ahead = (last + 1 < loc_first[l_loc + 1]) & (
+            g_lim[np.minimum(last + 1, len(g_lim) - 1)] >= m.l_c2
+        )
+        if not (back.any() or ahead.any()):
+            break
+        last = last - back + (ahead & ~back)
+    reach = g_lim[last] >= m.l_c2
+    tp = m.t_prof[m.l_t]
+    before = loc_first[l_loc] - 1
+    value = counts[last, tp] - np.where(before >= 0, counts[np.maximum(before, 0), tp], 0)
+    value = value.astype(kind).astype(np.int64)
+    np.add.at(deg, m.l_t[reach], value[reach])
+    if len(m.excl_p):
+        p, t = m.excl_p, m.excl_t
+        ok = eligible_mask(m, p, t, check_exclusions=False)
+        np.subtract.at(deg, t[ok], 1)
+    return deg
+
+
+def chord2(m: Market, p: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Squared unit chord between searches and therapists (given pairs)."""
+    s_lat, s_lon = m.s.lat[m.s_rows[p]], m.s.lon[m.s_rows[p]]
+    t_lat, t_lon = m.t.lat[m.t_rows[t]], m.t.lon[m.t_rows[t]]
+    diff = unit_vectors(s_lat, s_lon) - unit_vectors(t_lat, t_lon)
+    return np.einsum("ij,ij->i", diff, diff)
+
+
+def eligible_mask(
+    m: Market, p: np.ndarray, t: np.ndarray, check_exclusions: bool = True
+) -> np.ndarray:
+    """Which given (search, therapist) pairs pass every hard constraint."""
+    ok = (m.s_loc[p] >= 0) & m.t_usable[t]
+    if ok.any():
+        ok[ok] = chord2(m, p[ok], t[ok]) <= m.limit[p[ok]]
+    ok &= m.table[m.s_prof[p], m.t_prof[t]]
+    if check_exclusions:
+        ok &= ~_exclusion_hits(m, p, t)
+    return ok
+
+
+def _patient_pairs(m: Market, ps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All location pairs of the given searches (search, therapist, chord^2), search-major."""
+    loc = m.s_loc[ps]
+    a, b = m.loc_start[loc], m.loc_start[loc + 1]
+    lengths = b - a
+    p = np.repeat(ps, lengths)
+    pos = np.repeat(a - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+    return p, m.l_t[pos].astype(np.int64), m.l_c2[pos]
+
+
+def reason_counts(m: Market, ps: np.ndarray) -> tuple[np.ndarray, ...]:
+    """For given active searches: therapists in range, matching preferences, eligible."""
+    p, t, c2 = _patient_pairs(m, ps)
+    local = np.searchsorted(ps, p) if len(ps) else p
+    in_range = c2 <= m.limit[p]
+    pref = in_range & m.table[m.s_prof[p], m.t_prof[t]]
+    elig = pref & ~_exclusion_hits(m, p, t)
+    n = len(ps)
+    return (
+        np.bincount(local[in_range], minlength=n),
+        np.bincount(local[pref], minlength=n),
+        np.bincount(local[elig], minlength=n),
+        local[elig],
+        t[elig],
+    )
+
+
+def therapist_pairs(m: Market, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every eligible (search, therapist) pair of the given therapists, by therapist then
+    search."""
+    is_t = np.zeros(m.n_t, dtype=bool)
+    is_t[ts] = True
+    sel = np.flatnonzero(is_t[m.l_t])
+    if len(sel) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    l_loc = m.pair_location()[sel]
+    a, b = m.loc_search_start[l_loc], m.loc_search_start[l_loc + 1]
+    lengths = b - a
+    pos = np.repeat(a - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+    p = m.loc_searches[pos]
+    t = np.repeat(m.l_t[sel].astype(np.int64), lengths)
+    c2 = np.repeat(m.l_c2[sel], lengths)
+    keep = (c2 <= m.limit[p]) & m.table[m.s_prof[p], m.t_prof[t]]
+    p, t = p[keep], t[keep]
+    keep = ~_exclusion_hits(m, p, t)
+    p, t = p[keep], t[keep]
+    order = np.lexsort((p, t))
+    return p[order], t[order]
+
+
+def nearest(
+    m: Market, allowed: np.ndarray, limit: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per active search the nearest `limit` eligible therapists among `allowed`.
+
+    Returns (search, therapist, chord^2), search-major and nearest first (ties: therapist
+    index). Each search scans its location's distance-sorted pairs in windows, so a patient
+    who can reach thousands of therapists checks about `limit` of them.
+    """
+    sel = np.flatnonzero(allowed[m.l_t])
+    if len(sel) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0)
+    n_loc = len(m.loc_start) - 1
+    l_loc = m.pair_location()[sel]
+    # One float key orders each location's pairs by distance (chord^2 <= 4 keeps locations
+    # apart). Equal distances (colleagues at one address) stay in an order fixed by the
+    # canonical input order, so the result does not depend on the caller's order.
+    key = l_loc * 8.0 + m.l_c2[sel]
+    order = np.argsort(key)
+    sel, key = sel[order], key[order]
+    c2 = m.l_c2[sel]
+    t_sorted = m.l_t[sel]
+    tp_sorted = m.t_prof[t_sorted]
+    start = np.zeros(n_loc + 1, dtype=np.int64)
+    np.cumsum(np.bincount(l_loc, minlength=n_loc), out=start[1:])
+    ps = np.flatnonzero(m.s_loc >= 0)
+    loc = m.s_loc[ps]
+    first, end = start[loc], start[loc + 1]
+    lim = m.limit[ps]
+    stop = np.clip(np.searchsorted(key, loc * 8.0 + lim, side="right"), first, end)
+    while True:
+        # the float key can round across a limit: step to the exact prefix end
+        back = (stop > first) & (c2[np.maximum(stop - 1, 0)] > lim)
+        ahead = (stop < end) & (c2[np.minimum(stop, len(c2) - 1)] <= lim)
+        if not (back.any() or ahead.any()):
+            break
+        stop = stop - back + (ahead & ~back)
+    flat = m.table.ravel()
+    row = m.s_prof[ps].astype(np.int64) * m.table.shape[1]
+    out_p, out_t, out_c2 = [], [], []
+    window = max(limit + limit // 2, 16)
+    # First window of every search as the rows of a matrix: ranks are a cumulative sum
+    # along each row, and the kept entries come out search-major, nearest first.
+    span = np.minimum(stop - first, window)
+    cols = np.arange(window)
+    pos2 = first[:, None] + cols[None, :]
+    np.minimum(pos2, max(len(key) - 1, 0), out=pos2)
+    ok2 = (cols[None, :] < span[:, None]) & flat[row[:, None] + tp_sorted[pos2]]
+    if len(m.excl_p):
+        has = np.zeros(m.n_s, dtype=bool)
+        has[m.excl_p] = True
+        rows = np.flatnonzero(has[ps])
+        if len(rows):
+            sub_p = np.repeat(ps[rows], window)
+            sub_t = t_sorted[pos2[rows]].reshape(-1).astype(np.int64)
+            ok2[rows] &= ~_exclusion_hits(m, sub_p, sub_t).reshape(len(rows), window)
+    rank2 = np.cumsum(ok2, axis=1, dtype=np.int32)
+    ok2 &= rank2 <= limit
+    kept = np.flatnonzero(ok2)
+    out_p.append(kept // window)
+    out_t.append(pos2.ravel()[kept])
+    out_c2.append(rank2.ravel()[kept].astype(np.int64) - 1)
+    found = np.minimum(rank2[:, -1], limit).astype(np.int64)
+    cursor = first + span
+    window *= 4
+    todo = np.flatnonzero((found < limit) & (cursor < stop))
+    while len(todo):
+        a = cursor[todo]
+        b = np.minimum(stop[todo], a + window)
+        lengths = b - a
+        total = int(lengths.sum())
+        index: type[np.signedinteger] = np.int32 if max(total, len(key)) < 2**31 else np.int64
+        local = np.repeat(todo.astype(index), lengths)
+        pos: np.ndarray = np.arange(total, dtype=index)
+        pos += np.repeat((a - (np.cumsum(lengths) - lengths)).astype(index), lengths)
+        ok = flat[row[local] + tp_sorted[pos]]
+        if len(m.excl_p):
+            ok &= ~_exclusion_hits(m, ps[local], t_sorted[pos].astype(np.int64))
+        local, pos = local[ok], pos[ok]
+        # rank within the search, after what earlier windows found
+        count = np.bincount(local, minlength=len(ps))
+        run = np.arange(len(local)) - (np.cumsum(count) - count)[local]
+        rank = run + found[local]
+        keep = rank < limit
+        local, pos = local[keep], pos[keep]
+        out_p.append(local.astype(np.int64))
+        out_t.append(pos.astype(np.int64))
+        out_c2.append(rank[keep].astype(np.int64))
+        found += np.minimum(count, limit - found)
+        cursor[todo] = b
+        todo = todo[(found[todo] < limit) & (cursor[todo] < stop[todo])]
+        window *= 4
+    if len(out_p) == 1:
+        local, pos = out_p[0], out_t[0]
+    else:
+        # later windows lie farther out: place every pair at its search's start + rank
+        start_of = np.cumsum(found) - found
+        local = np.empty(int(found.sum()), dtype=np.int64)
+        pos = np.empty(len(local), dtype=np.int64)
+        for part_p, part_t, part_rank in zip(out_p, out_t, out_c2, strict=True):
+            at = start_of[part_p] + part_rank
+            local[at] = part_p
+            pos[at] = part_t
+    return ps[local], t_sorted[pos].astype(np.int64), c2[pos]

@@ -1,0 +1,330 @@
+"""The global strategy on columns: arrays in (`SearchColumns`, `TherapistColumns`), arrays out
+(`ColumnResult`); objects only at the edges (`engine.py`).
+
+Phases (business-rules.md §6; docs/matching-core.md explains them and their rationale):
+1. eligible patients per therapist, counted per patient location (`candidates.degree`);
+2. one representative per practice; therapists with fewer than the minimum drop out;
+3. per patient the nearest `candidate_limit` eligible representatives, ordered by scarcity,
+   overlap, distance band, openness, distance and id;
+4. coverage round with augmenting paths, repair, parallel rounds (deferred acceptance on
+   arrays), repair, colleague fallback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from itertools import pairwise
+
+import numpy as np
+
+from .assign_global import OPENNESS_BAND_KM, Assignment, _Solver
+from .candidates import Market, build_market, degree, nearest, reason_counts, therapist_pairs
+from .columns import SearchColumns, TherapistColumns
+from .geo import EARTH_RADIUS_KM, haversine_km
+from .model import BundleConfig, SearchReason, TherapistReason
+from .openness import LEVEL_RANGE
+
+SEARCH_REASONS = tuple(SearchReason)
+# Parallel rounds with fewer proposing patients run the serial loop of the reference solver.
+_SERIAL_BELOW = 2000
+THERAPIST_REASONS = tuple(TherapistReason)
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnResult:
+    """A run's bundles and explanations as arrays; rows refer to the input columns.
+
+    Inquiry i goes to therapist row `inquiry_therapist[i]` with the searches
+    `member_search[member_start[i]:member_start[i + 1]]` in bundle order (position 1 first).
+    Reasons are indices into SEARCH_REASONS / THERAPIST_REASONS.
+    """
+
+    inquiry_therapist: np.ndarray
+    member_start: np.ndarray
+    member_search: np.ndarray
+    distance_km: np.ndarray  # float64, travel distance with detour, 3 decimals
+    overlap_slots: np.ndarray  # int16 30-minute slots, -1 unknown
+    waiting_days: np.ndarray  # int64
+    left_out_search: np.ndarray  # search rows, priority order
+    left_out_reason: np.ndarray
+    idle_therapist: np.ndarray  # therapist rows, id order
+    idle_reason: np.ndarray
+
+
+def representatives(m: Market, deg: np.ndarray) -> np.ndarray:
+    """Per practice the usable therapist with most eligible patients; ties: the likeliest
+    open, then lowest id. (Openness first could drop the only therapist a patient reaches.)"""
+    usable = np.flatnonzero(m.t_usable)
+    order = np.lexsort((usable, -m.t_open[usable], -deg[usable], m.practice[usable]))
+    ranked = usable[order]
+    first = np.ones(len(ranked), dtype=bool)
+    first[1:] = m.practice[ranked[1:]] != m.practice[ranked[:-1]]
+    is_rep = np.zeros(m.n_t, dtype=bool)
+    is_rep[ranked[first]] = True
+    return is_rep
+
+
+class _ArraySolver(_Solver):
+    """The coverage and repair phases of the reference solver; parallel rounds on arrays."""
+
+    def __init__(
+        self, state: Assignment, cand: np.ndarray, cand_start: np.ndarray, config: BundleConfig
+    ) -> None:
+        # the reference solver's lists, built from arrays (no super().__init__)
+        self.s = state
+        self.max = config.bundle_max_size
+        self.min = config.bundle_min_size
+        flat = cand.tolist()
+        bounds = cand_start.tolist()
+        self.cand_lists = [flat[a:b] for a, b in pairwise(bounds)]
+        n_t = len(state.members)
+        # per therapist the patients listing it, in priority order (radix sort when it fits)
+        key = cand.astype(np.uint16) if n_t <= 2**16 else cand
+        by_t = np.argsort(key, kind="stable")
+        self.t_start = np.searchsorted(cand[by_t], np.arange(n_t + 1)).tolist()
+        p_of = np.repeat(np.arange(len(cand_start) - 1), np.diff(cand_start))
+        self.t_cand = p_of[by_t].tolist()
+        self.cand = cand
+        self.cand_start = cand_start
+
+    def parallel_round(self, n_p: int, round_no: int) -> None:
+        """One more place for every patient with budget for it, in priority order.
+
+        Deferred acceptance: patients propose to their next candidate with room, a therapist
+        holds the highest-priority proposals up to its room. All therapists rank patients by
+        the same priority, so the outcome is the serial one (patients in priority order each
+        taking their first candidate with room), computed in a few array passes.
+        """
+        s = self.s
+        budget = np.asarray(s.budget)
+        held_now = np.fromiter((len(a) for a in s.assigned), np.int64, len(s.assigned))
+        proposers = np.flatnonzero((budget >= round_no) & (held_now == round_no - 1))
+        if len(proposers) == 0:
+            return
+        if len(proposers) < _SERIAL_BELOW:
+            # few proposers: the serial rule directly (array passes cost more than they save)
+            super().parallel_round(n_p, round_no)
+            return
+        room = np.array(
+            [0 if c else self.max - len(mm) for mm, c in zip(s.members, s.closed, strict=True)],
+            dtype=np.int64,
+        )
+        a, b = self.cand_start[proposers], self.cand_start[proposers + 1]
+        lengths = b - a
+        owner = np.repeat(np.arange(len(proposers)), lengths)
+        pos = np.repeat(a - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+        t = self.cand[pos]
+        ok = room[t] > 0
+        # every proposer holds exactly round_no - 1 places: skip those therapists
+        mine = np.array(
+            [u for p in proposers.tolist() for u in s.assigned[p]], dtype=np.int64
+        ).reshape(len(proposers), round_no - 1)
+        for k in range(round_no - 1):
+            ok &= t != mine[owner, k]
+        owner, t = owner[ok], t[ok]
+        start = np.searchsorted(owner, np.arange(len(proposers) + 1))
+        ptr = start[:-1].copy()
+        end = start[1:]
+        # held[t]: the proposals therapist t holds (proposer indices ascending, `none` = free)
+        none = len(proposers)
+        held = np.full((len(room), max(self.max, 1)), none, dtype=np.int64)
+        active = np.flatnonzero(ptr < end)
+        while len(active):
+            new_t = t[ptr[active]]
+            order = np.lexsort((active, new_t))
+            new_t, new_p = new_t[order], active[order]
+            ts, first, count = np.unique(new_t, return_index=True, return_counts=True)
+            # only therapists with new proposals re-rank: what they hold plus what came in
+            incoming = np.full((len(ts), int(count.max())), none, dtype=np.int64)
+            incoming[
+                np.repeat(np.arange(len(ts)), count),
+                np.arange(len(new_t)) - np.repeat(first, count),
+            ] = new_p
+            merged = np.sort(np.concatenate([held[ts], incoming], axis=1), axis=1)
+            kept = np.arange(merged.shape[1])[None, :] < room[ts][:, None]
+            held[ts] = np.where(kept, merged, none)[:, : held.shape[1]]
+            rejected = merged[~kept & (merged != none)]
+            ptr[rejected] += 1
+            active = rejected[ptr[rejected] < end[rejected]]
+        ther, slot = np.nonzero(held != none)
+        who = held[ther, slot]
+        order = np.argsort(who, kind="stable")
+        for i, u in zip(who[order].tolist(), ther[order].tolist(), strict=True):
+            s.add(int(proposers[i]), u)
+
+
+def _preference_order(
+    m: Market,
+    p: np.ndarray,
+    t: np.ndarray,
+    dist: np.ndarray,
+    overlap: np.ndarray,
+    deg: np.ndarray,
+    config: BundleConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each search's candidates (search-major input) in preference order: scarce therapist,
+    more overlap, distance band, likelier open, nearer, lower index. Returns the therapists
+    in that order and where each search's list starts.
+
+    Openness only reorders therapists within the same OPENNESS_BAND_KM of distance: placed
+    before scarcity or across bands it lost coverage in generated markets (a patient with
+    other options took a far therapist another patient needed to fill a bundle). Each list is
+    short (`candidate_limit`), so the lists are sorted as rows of a padded matrix.
+    """
+    n_s = m.n_s
+    cand_start = np.zeros(n_s + 1, dtype=np.int64)
+    count = np.bincount(p, minlength=n_s)
+    np.cumsum(count, out=cand_start[1:])
+    if len(p) == 0:
+        return t.astype(np.int64), cand_start
+    levels = 2 * LEVEL_RANGE + 1
+    ratio = np.maximum(deg / config.bundle_max_size, 1.0)
+    bucket = np.minimum(np.ceil(2.0 * np.log2(ratio)), 15).astype(np.int64)
+    closed = LEVEL_RANGE - m.t_open.astype(np.int64)  # 0 = most likely open
+    bands = 2047 // (OPENNESS_BAND_KM * 10) + 1
+    t = t.astype(np.int64)
+    over = 63 - np.clip(overlap.astype(np.int64) // 2, 0, 63)
+    dq = np.clip(np.rint(dist * 10.0), 0, 2047).astype(np.int64)
+    band = dq // (OPENNESS_BAND_KM * 10)
+    key = bucket[t] * 64 + over
+    key = (key * bands + band) * levels + closed[t]
+    key = (key * 2048 + dq) * m.n_t + t
+    rows = np.flatnonzero(count)
+    row_of = np.zeros(n_s, dtype=np.int64)
+    row_of[rows] = np.arange(len(rows))
+    width = int(count.max())
+    mat = np.full((len(rows), width), np.iinfo(np.int64).max, dtype=np.int64)
+    mat[row_of[p], np.arange(len(p)) - cand_start[p]] = key
+    idx = np.argsort(mat, axis=1)  # keys are unique per row; padding sorts last
+    valid = np.arange(width)[None, :] < count[rows][:, None]
+    order = (cand_start[rows][:, None] + idx)[valid]
+    return t[order], cand_start
+
+
+def propose_columns(
+    searches: SearchColumns, therapists: TherapistColumns, config: BundleConfig, today: date
+) -> ColumnResult:
+    """The global strategy's bundles and explanations for one run."""
+    m = build_market(searches, therapists, config, today)
+    deg = degree(m)
+    is_rep = representatives(m, deg)
+    viable = is_rep & (deg >= config.bundle_min_size)
+    p, t, c2 = nearest(m, viable, config.candidate_limit)
+    # Chord length stands in for the arc (relative error < 1e-5 within 100 km): it only
+    # ranks candidates; reported distances are exact haversine values.
+    dist = (EARTH_RADIUS_KM * np.sqrt(c2) * m.detour[p]).astype(np.float32)
+    overlap = m.overlap(p, t)
+    t, cand_start = _preference_order(m, p, t, dist, overlap, deg, config)
+    state = Assignment(m.n_s, m.n_t, m.budget.tolist())
+    solver = _ArraySolver(state, t, cand_start, config)
+    # Room in all bundles before the first round: every candidate therapist is still empty.
+    solver.cover_round(m.n_s, free=len(np.unique(t)) * config.bundle_max_size)
+    solver.repair()
+    for round_no in range(2, config.max_inquiries_per_patient + 1):
+        solver.parallel_round(m.n_s, round_no)
+    solver.repair()
+    _colleague_fallback(m, deg, state, config)
+    return _result(m, deg, is_rep, state, config)
+
+
+def _colleague_fallback(
+    m: Market, deg: np.ndarray, state: Assignment, config: BundleConfig
+) -> None:
+    """Practices whose representative got nothing: let a colleague try with budget left."""
+    served = {int(m.practice[t]) for t, mm in enumerate(state.members) if mm}
+    colleagues = [
+        t
+        for t in np.flatnonzero(m.t_usable & (deg >= config.bundle_min_size)).tolist()
+        if int(m.practice[t]) not in served and not state.members[t] and not state.closed[t]
+    ]
+    if not colleagues:
+        return
+    colleagues.sort(key=lambda t: (-int(m.t_open[t]), -int(deg[t]), t))
+    sub_p, sub_t = therapist_pairs(m, np.array(colleagues, dtype=np.int64))
+    for t in colleagues:
+        if int(m.practice[t]) in served:
+            continue
+        lo, hi = np.searchsorted(sub_t, [t, t + 1])
+        chosen = [q for q in sub_p[lo:hi].tolist() if len(state.assigned[q]) < state.budget[q]][
+            : config.bundle_max_size
+        ]
+        if len(chosen) >= config.bundle_min_size:
+            for q in chosen:
+                state.add(q, t)
+            served.add(int(m.practice[t]))
+
+
+def _result(
+    m: Market, deg: np.ndarray, is_rep: np.ndarray, state: Assignment, config: BundleConfig
+) -> ColumnResult:
+    bundles = [(t, list(mm)) for t, mm in enumerate(state.members) if mm]
+    sizes = np.array([len(mm) for _, mm in bundles], dtype=np.int64)
+    p = np.array([q for _, mm in bundles for q in mm], dtype=np.int64)
+    t = np.repeat(np.array([tt for tt, _ in bundles], dtype=np.int64), sizes)
+    bundle = np.repeat(np.arange(len(bundles)), sizes)
+    sr, tr = m.s_rows[p], m.t_rows[t]
+    dist = haversine_km(m.s.lat[sr], m.s.lon[sr], m.t.lat[tr], m.t.lon[tr]) * m.detour[p]
+    overlap = m.overlap(p, t)
+    wait = m.wait_days[p]
+    # Position: longest wait first, then more overlap, nearer, lower index (= search id).
+    order = np.lexsort((p, dist, -overlap.astype(np.int64), -wait, bundle))
+    p, dist, overlap, wait = p[order], dist[order], overlap[order], wait[order]
+
+    assigned = np.zeros(m.n_s, dtype=bool)
+    if len(p):
+        assigned[p] = True
+    out = np.flatnonzero(~assigned)
+    reason = np.full(len(out), SEARCH_REASONS.index(SearchReason.NO_CAPACITY), dtype=np.int64)
+    active = m.s_loc[out] >= 0
+    reason[~m.located[out]] = SEARCH_REASONS.index(SearchReason.NO_LOCATION)
+    reason[m.located[out] & (m.budget[out] <= 0)] = SEARCH_REASONS.index(
+        SearchReason.BUDGET_USED_UP
+    )
+    ps = out[active]
+    if len(ps):
+        in_range, pref, elig, e_local, e_t = reason_counts(m, ps)
+        viable_t = deg >= config.bundle_min_size
+        to_viable = np.bincount(e_local[viable_t[e_t]], minlength=len(ps))
+        to_rep = np.bincount(e_local[(viable_t & is_rep)[e_t]], minlength=len(ps))
+        sub = np.full(len(ps), SEARCH_REASONS.index(SearchReason.NO_CAPACITY), dtype=np.int64)
+        # first that applies wins: assign in reverse order of precedence
+        for counts, why in (
+            (to_rep, SearchReason.PRACTICE_SERVED_BY_COLLEAGUE),
+            (to_viable, SearchReason.THERAPISTS_BELOW_MINIMUM),
+            (elig, SearchReason.EXCLUDED_EVERYWHERE),
+            (pref, SearchReason.NO_THERAPIST_MATCHES_PREFERENCES),
+            (in_range, SearchReason.NO_THERAPIST_IN_RANGE),
+        ):
+            sub[counts == 0] = SEARCH_REASONS.index(why)
+        reason[active] = sub
+
+    has = np.zeros(m.n_t, dtype=bool)
+    has[[tt for tt, _ in bundles]] = True
+    served = np.zeros(int(m.practice.max()) + 1 if m.n_t else 0, dtype=bool)
+    served[m.practice[has]] = True
+    idle = np.flatnonzero(~has)
+    t_rows = m.t_rows[idle]
+    located = ~(np.isnan(m.t.lat[t_rows]) | np.isnan(m.t.lon[t_rows]))
+    idle_reason = np.full(
+        len(idle), THERAPIST_REASONS.index(TherapistReason.PATIENTS_ASSIGNED_ELSEWHERE)
+    )
+    for cond, cause in (
+        (deg[idle] < config.bundle_min_size, TherapistReason.FEWER_THAN_MINIMUM_ELIGIBLE),
+        (served[m.practice[idle]], TherapistReason.PRACTICE_HAS_INQUIRY),
+        (~located, TherapistReason.NO_LOCATION),
+        (~m.t.contactable[t_rows], TherapistReason.NOT_CONTACTABLE),
+    ):
+        idle_reason[cond] = THERAPIST_REASONS.index(cause)
+    return ColumnResult(
+        inquiry_therapist=m.t_rows[[tt for tt, _ in bundles]].astype(np.int64),
+        member_start=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        member_search=m.s_rows[p].astype(np.int64),
+        distance_km=np.round(dist, 3),
+        overlap_slots=overlap,
+        waiting_days=wait,
+        left_out_search=m.s_rows[out].astype(np.int64),
+        left_out_reason=reason,
+        idle_therapist=t_rows.astype(np.int64),
+        idle_reason=idle_reason.astype(np.int64),
+    )
