@@ -10,10 +10,8 @@ falls below BUNDLE_MIN_SIZE is not written.
 
 from __future__ import annotations
 
-import gc
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, text, update
 
 from matching_service.bundling import BundleResult, Strategy, propose_bundles
+from matching_service.bundling.engine import without_cycle_collection
 from matching_service.bundling.model import Id, Search, SearchReason, TherapistReason
 from matching_service.models import BundleRun
 from matching_service.schemas import BundleRunCreate, BundleRunListQuery
@@ -67,7 +66,7 @@ def run_bundles(
     as_of = request.as_of or utcnow()
     today = as_of.date()
     config = bundle_config(settings)
-    with uow, _no_cycle_collection():
+    with uow, without_cycle_collection():
         session = uow.session
         # this transaction only (nothing outlives it: safe behind PgBouncer): the reads'
         # estimated costs pass the JIT threshold once inquiries exist, and compiling them
@@ -130,21 +129,6 @@ def run_bundles(
         )
         uow.commit()
         return BundleRunView(_load_run(uow, run_id))
-
-
-@contextmanager
-def _no_cycle_collection() -> Iterator[None]:
-    """No cyclic garbage collection while a run holds its objects: a run allocates hundreds
-    of thousands of them (rows, values, events), and each full collection walks all of them
-    and the whole process again, for nothing (they are freed by reference counting). The
-    collector runs again afterwards; if it was off already it stays off."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _explained(proposed: BundleResult) -> _Outcome:

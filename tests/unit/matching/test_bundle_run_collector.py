@@ -1,4 +1,5 @@
-"""A bundle run pauses the cyclic garbage collector for its length and leaves it as found."""
+"""The collector pause of bundle runs and the bundler (`bundling.engine.without_cycle_collection`)
+leaves the collector as it found it, also after an error and when nested."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from matching_service.service.bundle_runs import _no_cycle_collection
+from matching_service.bundling.engine import without_cycle_collection
 
 
 @pytest.fixture(autouse=True)
@@ -22,22 +23,22 @@ def restore_collector() -> Iterator[None]:
 
 def test_the_collector_is_off_during_a_run_and_on_again_after_it_even_after_an_error() -> None:
     gc.enable()
-    with _no_cycle_collection():
+    with without_cycle_collection():
         assert not gc.isenabled()
     assert gc.isenabled()
-    with pytest.raises(RuntimeError), _no_cycle_collection():
+    with pytest.raises(RuntimeError), without_cycle_collection():
         raise RuntimeError("the run failed")
     assert gc.isenabled()
 
 
 def test_a_collector_that_was_off_stays_off_and_nested_runs_restore_the_outer_state() -> None:
     gc.disable()
-    with _no_cycle_collection():
+    with without_cycle_collection():
         assert not gc.isenabled()
     assert not gc.isenabled()
     gc.enable()
-    with _no_cycle_collection():
-        with _no_cycle_collection():
+    with without_cycle_collection():
+        with without_cycle_collection():
             assert not gc.isenabled()
         assert not gc.isenabled()  # the outer run still holds it off
     assert gc.isenabled()
