@@ -121,7 +121,7 @@ def install_probe(engine: sa.Engine) -> None:
 def handled_event_types() -> dict[str, set[str]]:
     """Event types each consumer has a handler for (events of other types are skipped)."""
     settings = {
-        name: _settings(cls, "postgresql://x@127.0.0.1/x", "127.0.0.1:1")
+        name: service_settings(cls, "postgresql://x@127.0.0.1/x", "127.0.0.1:1")
         for name, cls in SETTINGS.items()
     }
     return {
@@ -133,7 +133,8 @@ def handled_event_types() -> dict[str, set[str]]:
     }
 
 
-def _settings(cls: type[ServiceSettings], url: str, bootstrap: str, **extra: Any) -> Any:
+def service_settings(cls: type[ServiceSettings], url: str, bootstrap: str, **extra: Any) -> Any:
+    """Settings of a service on `url` as its own role."""
     service = cls.model_fields["service_name"].default
     values: dict[str, Any] = {
         "database_url": role_url(url, service),
@@ -155,6 +156,7 @@ class Accounting:
     lost: dict[str, int]  # per consumer: events of a type it handles, never processed
     duplicates: int  # (projection row, version) written more than once
     compared: int  # (event, consumer) pairs compared
+    probed: set[str]  # versioned projections the probe saw writes to
 
     @property
     def events_lost(self) -> int:
@@ -198,7 +200,7 @@ class Stack:
             "matching_service": create_matching_app,
         }
         for service, create in apps.items():
-            settings = _settings(SETTINGS[service], self.url, self.broker.bootstrap)
+            settings = service_settings(SETTINGS[service], self.url, self.broker.bootstrap)
             self.clients[service] = create(settings).test_client()
         return self
 
@@ -307,7 +309,12 @@ class Stack:
                     "GROUP BY tbl, key, version HAVING count(*) > 1) d"
                 )
             ).scalar_one()
-        return Accounting(unpublished, lost, duplicates, compared)
+            probed = set(
+                connection.execute(
+                    sa.text("SELECT DISTINCT tbl FROM reliability_probe.writes")
+                ).scalars()
+            )
+        return Accounting(unpublished, lost, duplicates, compared, probed)
 
     def settle(self, timeout: float = 240.0) -> Accounting:
         """Wait until every outbox row is published and every event handled (or time out);

@@ -27,9 +27,16 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from shared.devstack import ROOT, EmbeddedPostgres
+from matching_service.models import INFRA as MATCHING_INFRA
+from matching_service.settings import MatchingSettings
+from shared.db import driver_url
+from shared.devstack import ROOT, EmbeddedPostgres, drop_database, ensure_database
+from shared.migrations import upgrade_all
+from shared.runtime import ServiceRuntime
+from tests.matching_support import handle, new_id, therapist_event
 from tests.reliability.conftest import Tally
-from tests.reliability.stack import Burst, Stack, stack
+from tests.reliability.stack import VERSIONED, Burst, Stack, install_probe, stack
+from tests.reliability.stack import service_settings as stack_settings
 
 # a burst, a fault and the wait for the platform to catch up: more than the default 300 s
 # on a busy machine
@@ -72,6 +79,7 @@ def finish(running: Stack, burst: Burst, tally: Tally) -> None:
     assert accounting.unpublished == 0, context
     assert accounting.events_lost == 0, f"{accounting.lost}\n{context}"
     assert accounting.duplicates == 0, context
+    assert accounting.probed == set(VERSIONED), accounting.probed  # the probe saw writes
     assert report.ok, context
     assert started > 50 and followed == started  # searches were part of the burst
 
@@ -214,3 +222,39 @@ def test_a_consumer_s_handler_failing_for_a_while_then_recovering(
             finish(running, burst, tally)
         finally:
             read_only(False)
+
+
+def test_the_probe_counts_a_projection_row_written_twice_at_one_version(
+    pg_admin_url: str, tmp_path: Path
+) -> None:
+    """What the scenarios' "none applied twice" rests on: a handler that wrote a version it
+    had written already (here: the row deleted and inserted again) is counted."""
+    running = Stack(pg_admin_url, tmp_path)
+    running.url = ensure_database(pg_admin_url, running.name)
+    try:
+        upgrade_all(running.url)
+        running.engine = sa.create_engine(driver_url(running.url))
+        install_probe(running.engine)
+        settings = stack_settings(MatchingSettings, running.url, "127.0.0.1:9")
+        database = ServiceRuntime.build(settings, MATCHING_INFRA).database
+        therapist = new_id()
+        try:
+            handle(database, therapist_event(therapist, 1))
+            handle(database, therapist_event(therapist, 2))
+            handle(database, therapist_event(therapist, 2))  # again: the version guard holds
+            assert running.account().duplicates == 0
+            with running.engine.begin() as connection:
+                connection.execute(
+                    sa.text(
+                        "DELETE FROM matching_service.therapist_projection WHERE therapist_id = :t"
+                    ),
+                    {"t": therapist},
+                )
+            handle(database, therapist_event(therapist, 2))  # written at version 2 again
+            assert running.account().duplicates == 1
+        finally:
+            database.dispose()
+    finally:
+        assert running.engine is not None
+        running.engine.dispose()
+        drop_database(pg_admin_url, running.name)
