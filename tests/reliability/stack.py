@@ -324,7 +324,7 @@ class Stack:
             accounting = self.account()
             if accounting.settled or time.monotonic() > deadline:
                 return accounting
-            time.sleep(1.0)
+            time.sleep(0.5)
 
     def reconcile(self) -> ReconciliationReport:
         return reconcile(self.url)

@@ -75,7 +75,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 def _gunicorn(
     service: str, database_url: str, bootstrap: str, home: Path, **extra: str
 ) -> Iterator[str]:
-    """The service's app under gunicorn (4 worker processes) on the test database."""
+    """The service's app under gunicorn (2 worker processes, as `make run`) on the test
+    database."""
     port = free_port()
     gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
     metrics = home / f"prometheus-{service}"
@@ -95,7 +96,7 @@ def _gunicorn(
             "-c",
             str(ROOT / "shared" / "gunicorn_conf.py"),
             "--workers",
-            "4",
+            "2",
             "--threads",
             "8",
             "--bind",
