@@ -13,7 +13,6 @@ processes, which the tests kill, restart and cut off.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -52,7 +51,7 @@ from shared.migrations import upgrade_all
 from shared.reconcile import ReconciliationReport, reconcile
 from shared.settings import SERVICES, ServiceSettings
 from tests.conftest import ADMIN_TOKEN, ANSWER_LINK_SECRET, SERVICE_TOKEN
-from tests.helpers import patient_body, wait_until
+from tests.helpers import patient_body
 from tests.integration.test_therapist_api import therapist_body
 from tests.unit.test_geocoding_rules import TSV
 from therapist_service.app import create_app as create_therapist_app
@@ -375,15 +374,26 @@ class Burst:
     refused: int = 0  # 503: the service said "not now" (retried)
     server_errors: list[str] = field(default_factory=list)  # any other 5xx
 
-    def run(self, count: int, on_write: Callable[[int], None] | None = None) -> None:
-        """`count` writes; `on_write(n)` after each (the tests inject faults there)."""
+    def run(
+        self, count: int, on_write: Callable[[int], None] | None = None, warm_up: int = 100
+    ) -> None:
+        """`count` writes; `on_write(n)` after each (the tests inject faults there).
+
+        The first `warm_up` writes register patients; the burst then waits until matching has
+        located half of them, so that searches can start from the mix on however fast the
+        writes go compared with the events."""
         chooser = random.Random(self.seed)
         began = time.monotonic()
         for _ in range(count):
-            kind = chooser.choices(
-                ["patient", "patient_change", "therapist", "therapist_change", "search"],
-                weights=[35, 20, 15, 15, 15],
-            )[0]
+            if self.writes < warm_up:
+                kind = "patient"
+            else:
+                if self.writes == warm_up:
+                    self._wait_for_located(warm_up // 2)
+                kind = chooser.choices(
+                    ["patient", "patient_change", "therapist", "therapist_change", "search"],
+                    weights=[35, 20, 15, 15, 15],
+                )[0]
             self._write(kind, chooser)
             self.writes += 1
             if self.writes % 100 == 0:
@@ -442,6 +452,22 @@ class Burst:
             if body is not None:
                 self.patients.append(body["id"])
 
+    def _wait_for_located(self, count: int, timeout: float = 120.0) -> None:
+        assert self.stack.engine is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.stack.engine.connect() as connection:
+                located = connection.execute(
+                    sa.text(
+                        "SELECT count(*) FROM matching_service.locations "
+                        "WHERE entity_type = 'patient'"
+                    )
+                ).scalar_one()
+            if located >= count:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"matching located fewer than {count} patients in {timeout}s")
+
     def _searchable(self) -> int | None:
         """A patient matching has located and no search was started for yet."""
         assert self.stack.engine is not None
@@ -473,11 +499,3 @@ class Burst:
                 return None
             assert response.status_code < 400, (path, response.status_code, response.json)
             return response.json
-
-
-def environment_note() -> str:
-    """The load on this machine (for the report of a run)."""
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
-__all__ = ["Burst", "Stack", "stack", "wait_until"]
