@@ -36,6 +36,7 @@ from werkzeug.exceptions import NotFound as NotFoundHTTP
 from werkzeug.routing import IntegerConverter, Map
 
 from shared.auth import Role, TokenStore
+from shared.consumer import is_transient, safe_reason
 from shared.db import Database
 from shared.errors import (
     Conflict,
@@ -314,6 +315,8 @@ def current_actor() -> str:
 
 # ---------------------------------------------------------------- errors
 
+DATABASE_RETRY_AFTER_S = 5  # Retry-After of a 503 while the database is unavailable
+
 
 def error_response(exc: Exception) -> Response:
     """The one JSON error shape for every failure."""
@@ -329,6 +332,16 @@ def error_response(exc: Exception) -> Response:
         body = ErrorBody(code=_snake(exc.name), message=exc.description or exc.name)
         # e.g. `Allow` on a 405 (RFC 9110); the body is ours, so not its Content-Type
         headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+    elif is_transient(exc):
+        # the database is restarting, failing over or out of connections: the request may
+        # be repeated as it is, so say so (not a 500: nothing is wrong with the request)
+        log.warning("database unavailable: %s", safe_reason(exc))
+        status = 503
+        body = ErrorBody(
+            code="database_unavailable",
+            message="the database is not available right now; repeat the request shortly",
+        )
+        headers = [("Retry-After", str(DATABASE_RETRY_AFTER_S))]
     else:
         log.exception("unhandled error")
         status = 500

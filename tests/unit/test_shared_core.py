@@ -132,3 +132,26 @@ def test_json_log_lines_carry_service_and_context_ids() -> None:
     assert line["service"] == "patient_service"
     assert line["message"] == "hello world"
     assert (line["request_id"], line["event_id"]) == ("req-1", "evt-1")
+
+
+def test_an_unavailable_database_is_a_503_to_repeat_and_a_bug_stays_a_500() -> None:
+    import psycopg2
+    from flask import Flask
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from shared.web import DATABASE_RETRY_AFTER_S, error_response
+
+    class Shutdown(psycopg2.OperationalError):
+        pgcode = "57P01"  # admin_shutdown: the server is restarting
+
+    class UndefinedColumn(psycopg2.ProgrammingError):
+        pgcode = "42703"
+
+    with Flask(__name__).app_context():
+        restarting = error_response(OperationalError("SELECT 1", {}, Shutdown("terminating")))
+        bug = error_response(ProgrammingError("SELECT x", {}, UndefinedColumn("no column x")))
+    assert restarting.status_code == 503
+    assert restarting.headers["Retry-After"] == str(DATABASE_RETRY_AFTER_S)
+    assert restarting.get_json()["error"]["code"] == "database_unavailable"
+    assert "terminating" not in restarting.get_data(as_text=True)
+    assert bug.status_code == 500 and "Retry-After" not in bug.headers
