@@ -199,6 +199,8 @@ class ConsumerRunner:
         self._lag_checked = 0.0
         self.lag_interval_s = LAG_INTERVAL_S
         self.rewinds = 0  # partitions re-read because the broker lost its log (for tests, ops)
+        # when the loop last came round (the worker's watchdog restarts a stalled process)
+        self._came_round = time.monotonic()
         self.reconnects = 0  # consumer rebuilt after a broker failure
         # built once: constructing statements per message costs more than running them
         self._record_event = (
@@ -247,8 +249,10 @@ class ConsumerRunner:
         while not stop.is_set():
             consumer = None
             try:
+                self._came_round = time.monotonic()
                 consumer = self._consumer()
                 while not stop.is_set():
+                    self._came_round = time.monotonic()
                     self.poll_once(consumer, stop)
             except Exception:
                 self.reconnects += 1
@@ -257,6 +261,16 @@ class ConsumerRunner:
             finally:
                 if consumer is not None:
                     consumer.close(autocommit=False)
+
+    def stalled_for(self) -> float:
+        """Seconds since the poll loop last came round.
+
+        A healthy loop comes round at least every poll timeout plus a batch's handling. A loop
+        that does not is stuck in a call that never returns: kafka-python can wait without a
+        timeout for its network thread after a broker was replaced, and a handler can wait on
+        a lock. `run_worker` restarts the process then (`CONSUMER_STALL_SECONDS`).
+        """
+        return time.monotonic() - self._came_round
 
     def poll_once(self, consumer: KafkaConsumer, stop: threading.Event) -> None:
         """One poll: check the broker generation, handle per partition, commit what was handled.

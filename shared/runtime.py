@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import Blueprint, Flask
 from sqlalchemy import MetaData
@@ -205,6 +207,7 @@ def run_worker(
         )
     ]
     lag: Callable[[], dict[tuple[str, int], int]] = dict
+    consumer: ConsumerRunner | None = None
     if subscriptions and handlers:
         consumer = runtime.consumer(subscriptions, handlers)
         threads.append(threading.Thread(target=consumer.run, args=(stop,), name="consumer"))
@@ -228,10 +231,35 @@ def run_worker(
     for thread in threads:
         thread.start()
     log.info("worker started: %s", ", ".join(thread.name for thread in threads))
+    stall_limit = runtime.settings.consumer_stall_seconds
     while any(thread.is_alive() for thread in threads):
         for thread in threads:
             thread.join(timeout=0.5)
+        if consumer is not None and not stop.is_set() and consumer.stalled_for() > stall_limit:
+            log.error(
+                "consumer loop has not come round for %.0fs (CONSUMER_STALL_SECONDS=%g): "
+                "restarting the worker process",
+                consumer.stalled_for(),
+                stall_limit,
+            )
+            restart_process()
     if metrics_server is not None:
         metrics_server.shutdown()
     runtime.database.dispose()
     log.info("worker stopped")
+
+
+def restart_process() -> NoReturn:
+    """Replace this process with a fresh run of the same command line (same pid).
+
+    The way out of a thread stuck in a call that never returns: Python cannot stop the thread,
+    but a new process image starts clean. Nothing is lost: a worker commits a message's offset
+    only after its database transaction, the open transactions die with their connections
+    (sockets are closed on exec), and the relay publishes what it had not marked published
+    again (consumers skip what they handled).
+    """
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os.execv(sys.executable, sys.orig_argv)

@@ -44,6 +44,8 @@ class ServiceSettings(BaseSettings):
     log_json: bool = True
     db_pool_size: int = Field(default=5, ge=1)
     consumer_max_attempts: int = Field(default=3, ge=1)
+    # a consumer loop that has not come round for this long is stuck: the worker restarts
+    consumer_stall_seconds: float = Field(default=120.0, ge=5)
     relay_batch_size: int = Field(default=2000, ge=1)
     relay_idle_seconds: float = Field(default=0.1, gt=0)
     relay_max_attempts: int = Field(default=10, ge=1)

@@ -1,4 +1,5 @@
-"""The worker entry point: runs the consumer and relay, stops cleanly on SIGTERM."""
+"""The worker entry point: runs the consumer and relay, stops cleanly on SIGTERM, restarts itself
+when its consumer loop is stuck."""
 
 from __future__ import annotations
 
@@ -9,17 +10,25 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from matching_service.settings import MatchingSettings
+from patient_service.schemas import PATIENT_TOPIC
 from shared.devstack import ROOT
+from tests.helpers import wait_until
+from tests.integration.test_consumer_faults import _produce
+from tests.integration.test_event_flow import _patient_event, _projected
 
 pytestmark = pytest.mark.integration
 
 
-def test_worker_stops_cleanly_on_sigterm(make_settings: Any, topic_prefix: str) -> None:
+def _matching_worker(
+    make_settings: Any, topic_prefix: str, **env_overrides: str
+) -> tuple[subprocess.Popen[str], queue.Queue[str], threading.Thread]:
     settings = make_settings(MatchingSettings)
     env = {
         **os.environ,
@@ -30,6 +39,7 @@ def test_worker_stops_cleanly_on_sigterm(make_settings: Any, topic_prefix: str) 
         "LOG_JSON": "false",
         "PYTHONPATH": str(ROOT),
         "ANSWER_LINK_SECRET": settings.answer_link_secret.get_secret_value(),
+        **env_overrides,
     }
     worker = subprocess.Popen(
         [sys.executable, "-m", "matching_service.worker"],
@@ -41,6 +51,12 @@ def test_worker_stops_cleanly_on_sigterm(make_settings: Any, topic_prefix: str) 
     assert worker.stderr is not None
     reader = threading.Thread(target=_pump, args=(worker.stderr, lines), daemon=True)
     reader.start()
+    return worker, lines, reader
+
+
+def test_worker_stops_cleanly_on_sigterm(make_settings: Any, topic_prefix: str) -> None:
+    worker, lines, reader = _matching_worker(make_settings, topic_prefix)
+    assert worker.stderr is not None
     try:
         _wait_for_line(lines, "worker started: relay, consumer", timeout=30)
         time.sleep(1)  # let the consumer and relay loops get going
@@ -57,6 +73,43 @@ def test_worker_stops_cleanly_on_sigterm(make_settings: Any, topic_prefix: str) 
     assert worker.returncode == 0
     assert "worker stopped" in rest
     assert stopped_after < 15
+
+
+def test_worker_restarts_itself_when_its_consumer_loop_stalls(
+    make_settings: Any, topic_prefix: str, kafka_bootstrap: str, admin_engine: sa.Engine
+) -> None:
+    """A consumer stuck in a call that never returns (here: a handler waiting on a lock; after a
+    broker replacement: kafka-python waiting for its network thread) gets the process replaced
+    by a fresh run of itself, which then handles the event."""
+    worker, lines, reader = _matching_worker(
+        make_settings, topic_prefix, CONSUMER_STALL_SECONDS="5"
+    )
+    assert worker.stderr is not None
+    patient_id = 800_000 + uuid.uuid4().int % 100_000
+    try:
+        _wait_for_line(lines, "worker started: relay, consumer", timeout=30)
+        with admin_engine.connect() as blocker:
+            blocker.execute(
+                sa.text("LOCK TABLE matching_service.patient_projection IN ACCESS EXCLUSIVE MODE")
+            )
+            _produce(
+                kafka_bootstrap,
+                f"{topic_prefix}{PATIENT_TOPIC}",
+                [_patient_event(patient_id, 1).to_bytes()],
+            )
+            _wait_for_line(lines, "restarting the worker process", timeout=90)
+            _wait_for_line(lines, "worker started: relay, consumer", timeout=30)
+            assert worker.poll() is None  # the same process, a new image
+            blocker.rollback()  # the lock goes: the restarted worker can handle the event
+        wait_until(lambda: _projected(admin_engine, patient_id), timeout=90)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=20)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    reader.join(timeout=5)
+    worker.stderr.close()
+    assert worker.returncode == 0
 
 
 def _pump(stream: Any, lines: queue.Queue[str]) -> None:

@@ -225,6 +225,8 @@ class Stack:
             LOG_JSON="false",
             RELAY_IDLE_SECONDS="0.05",
             KAFKA_SESSION_TIMEOUT_MS="6000",
+            # a consumer stuck after a broker replacement restarts well within a settle
+            CONSUMER_STALL_SECONDS="30",
             ANSWER_LINK_SECRET=ANSWER_LINK_SECRET,
             # communication reads contact data only when sending: nobody answers there
             THERAPIST_SERVICE_URL=f"http://127.0.0.1:{free_port()}",
