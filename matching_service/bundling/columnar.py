@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from itertools import pairwise
+from itertools import chain, pairwise
 
 import numpy as np
 
@@ -98,7 +98,7 @@ class _ArraySolver(_Solver):
         """
         s = self.s
         budget = np.asarray(s.budget)
-        held_now = np.fromiter((len(a) for a in s.assigned), np.int64, len(s.assigned))
+        held_now = np.fromiter(map(len, s.assigned), np.int64, len(s.assigned))
         proposers = np.flatnonzero((budget >= round_no) & (held_now == round_no - 1))
         if len(proposers) == 0:
             return
@@ -117,8 +117,9 @@ class _ArraySolver(_Solver):
         t = self.cand[pos]
         ok = room[t] > 0
         # every proposer holds exactly round_no - 1 places: skip those therapists
-        mine = np.array(
-            [u for p in proposers.tolist() for u in s.assigned[p]], dtype=np.int64
+        held_by = map(s.assigned.__getitem__, proposers.tolist())
+        mine = np.fromiter(
+            chain.from_iterable(held_by), np.int64, len(proposers) * (round_no - 1)
         ).reshape(len(proposers), round_no - 1)
         for k in range(round_no - 1):
             ok &= t != mine[owner, k]
