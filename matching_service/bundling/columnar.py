@@ -82,11 +82,18 @@ class _ArraySolver(_Solver):
         # per therapist the patients listing it, in priority order (radix sort when it fits)
         key = cand.astype(np.uint16) if n_t <= 2**16 else cand
         by_t = np.argsort(key, kind="stable")
-        self.t_start = np.searchsorted(cand[by_t], np.arange(n_t + 1)).tolist()
+        t_start = np.zeros(n_t + 1, dtype=np.int64)
+        np.cumsum(np.bincount(cand, minlength=n_t), out=t_start[1:])
+        self.t_start = t_start.tolist()
         p_of = np.repeat(np.arange(len(cand_start) - 1), np.diff(cand_start))
-        self.t_cand = p_of[by_t].tolist()
+        # only repair reads these, for the few therapists under the minimum: lists on demand
+        self.t_patients = p_of[by_t]
         self.cand = cand
         self.cand_start = cand_start
+
+    def patients_of(self, t: int) -> list[int]:
+        """The patients listing therapist t, in priority order."""
+        return self.t_patients[self.t_start[t] : self.t_start[t + 1]].tolist()
 
     def parallel_round(self, n_p: int, round_no: int) -> None:
         """One more place for every patient with budget for it, in priority order.
