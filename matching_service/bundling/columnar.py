@@ -158,8 +158,8 @@ class _ArraySolver(_Solver):
         ther, slot = np.nonzero(held != none)
         who = held[ther, slot]
         order = np.argsort(who, kind="stable")
-        for i, u in zip(who[order].tolist(), ther[order].tolist(), strict=True):
-            s.add(int(proposers[i]), u)
+        for q, u in zip(proposers[who[order]].tolist(), ther[order].tolist(), strict=True):
+            s.add(q, u)
 
 
 def _preference_order(
