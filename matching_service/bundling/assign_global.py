@@ -152,6 +152,10 @@ class _Solver:
     def candidates(self, p: int) -> list[int]:
         return self.cand_lists[p]
 
+    def patients_of(self, t: int) -> list[int]:
+        """The patients listing therapist t, in priority order."""
+        return self.t_cand[self.t_start[t] : self.t_start[t + 1]]
+
     def cover_round(self, n_p: int, free: int) -> None:
         """Give every patient with budget one place, longest waiting first."""
         s, dead = self.s, set[int]()
@@ -252,7 +256,7 @@ class _Solver:
     def _fill(self, t: int) -> None:
         s = self.s
         members = s.members[t]
-        cands = self.t_cand[self.t_start[t] : self.t_start[t + 1]]
+        cands = self.patients_of(t)
         for q in cands:
             if len(members) >= self.min:
                 return

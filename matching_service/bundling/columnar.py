@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from itertools import pairwise
+from itertools import chain, pairwise
 
 import numpy as np
 
@@ -82,11 +82,18 @@ class _ArraySolver(_Solver):
         # per therapist the patients listing it, in priority order (radix sort when it fits)
         key = cand.astype(np.uint16) if n_t <= 2**16 else cand
         by_t = np.argsort(key, kind="stable")
-        self.t_start = np.searchsorted(cand[by_t], np.arange(n_t + 1)).tolist()
+        t_start = np.zeros(n_t + 1, dtype=np.int64)
+        np.cumsum(np.bincount(cand, minlength=n_t), out=t_start[1:])
+        self.t_start = t_start.tolist()
         p_of = np.repeat(np.arange(len(cand_start) - 1), np.diff(cand_start))
-        self.t_cand = p_of[by_t].tolist()
+        # only repair reads these, for the few therapists under the minimum: lists on demand
+        self.t_patients = p_of[by_t]
         self.cand = cand
         self.cand_start = cand_start
+
+    def patients_of(self, t: int) -> list[int]:
+        """The patients listing therapist t, in priority order."""
+        return self.t_patients[self.t_start[t] : self.t_start[t + 1]].tolist()
 
     def parallel_round(self, n_p: int, round_no: int) -> None:
         """One more place for every patient with budget for it, in priority order.
@@ -98,7 +105,7 @@ class _ArraySolver(_Solver):
         """
         s = self.s
         budget = np.asarray(s.budget)
-        held_now = np.fromiter((len(a) for a in s.assigned), np.int64, len(s.assigned))
+        held_now = np.fromiter(map(len, s.assigned), np.int64, len(s.assigned))
         proposers = np.flatnonzero((budget >= round_no) & (held_now == round_no - 1))
         if len(proposers) == 0:
             return
@@ -117,8 +124,9 @@ class _ArraySolver(_Solver):
         t = self.cand[pos]
         ok = room[t] > 0
         # every proposer holds exactly round_no - 1 places: skip those therapists
-        mine = np.array(
-            [u for p in proposers.tolist() for u in s.assigned[p]], dtype=np.int64
+        held_by = map(s.assigned.__getitem__, proposers.tolist())
+        mine = np.fromiter(
+            chain.from_iterable(held_by), np.int64, len(proposers) * (round_no - 1)
         ).reshape(len(proposers), round_no - 1)
         for k in range(round_no - 1):
             ok &= t != mine[owner, k]
@@ -150,8 +158,8 @@ class _ArraySolver(_Solver):
         ther, slot = np.nonzero(held != none)
         who = held[ther, slot]
         order = np.argsort(who, kind="stable")
-        for i, u in zip(who[order].tolist(), ther[order].tolist(), strict=True):
-            s.add(int(proposers[i]), u)
+        for q, u in zip(proposers[who[order]].tolist(), ther[order].tolist(), strict=True):
+            s.add(q, u)
 
 
 def _preference_order(
