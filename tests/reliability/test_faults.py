@@ -97,6 +97,10 @@ def test_broker_killed_and_replaced_twice_during_a_burst_then_replayed(
 
         def replace_broker(written: int) -> None:
             if written in (300, 650):
+                # the broker of the first fault must be back before the second kill: on a
+                # fast machine 350 writes take less than the 2 s restart delay, and two
+                # starts racing would leave one broker process unowned
+                wait_for_timers()
                 running.broker.kill()
                 tally.fault(f"broker killed after {written} writes")
                 # writes go on meanwhile: they wait in the outboxes
@@ -149,6 +153,7 @@ def test_workers_killed_mid_batch_and_restarted(
             service = kills.get(written)
             if service is None:
                 return
+            wait_for_timers()  # the previous kill's restart has happened
             running.kill_worker(service)
             tally.fault(f"{service} worker SIGKILL after {written} writes")
             later(1.5, running.start_worker, service)
@@ -173,6 +178,7 @@ def test_postgresql_restarted_under_load(tmp_path: Path, tally: Tally) -> None:
 
             def restart(written: int) -> None:
                 if written in (200, 400):
+                    wait_for_timers()  # the first restart is done before the second stop
                     server.stop()
                     tally.fault(f"PostgreSQL restarted after {written} writes")
                     later(3.0, start_again)  # writes go on meanwhile: 503, repeated
