@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 
 from sqlalchemy.exc import OperationalError
 
@@ -23,7 +22,7 @@ from communication_service.models import INFRA
 from communication_service.service import emails
 from communication_service.service.sending import Sender, send_due_emails
 from communication_service.settings import CommunicationSettings
-from shared.cli import service_main
+from shared.cli import iso_datetime, service_main
 from shared.db import InvalidDatabaseURL
 from shared.runtime import ServiceRuntime
 from shared.settings import load_settings
@@ -32,17 +31,6 @@ from shared.settings import load_settings
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     return service_main(argv, service="communication_service", commands=COMMANDS, doc=__doc__ or "")
-
-
-def as_of_argument(text: str) -> datetime:
-    """`--as-of`: an ISO date-time; without a zone it is UTC."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not an ISO date-time: {text!r} (e.g. 2026-12-01T08:00:00Z)"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def sender_of(settings: CommunicationSettings) -> Sender:
@@ -75,7 +63,7 @@ def send_emails_command(argv: Sequence[str]) -> int:
         "...). Overlapping runs never send one email twice.",
     )
     parser.add_argument(
-        "--as-of", type=as_of_argument, help="the moment to send as (default: now, UTC)"
+        "--as-of", type=iso_datetime, help="the moment to send as (default: now, UTC)"
     )
     parser.add_argument("--limit", type=int, help="send at most this many emails")
     args = parser.parse_args(argv)
@@ -108,7 +96,7 @@ def queue_weekly_updates_command(argv: Sequence[str]) -> int:
         "them in the 7 days up to --as-of (sent to patients with an email and consent).",
     )
     parser.add_argument(
-        "--as-of", type=as_of_argument, help="the end of the week (default: now, UTC)"
+        "--as-of", type=iso_datetime, help="the end of the week (default: now, UTC)"
     )
     args = parser.parse_args(argv)
     runtime = ServiceRuntime.build(load_settings(CommunicationSettings), INFRA)

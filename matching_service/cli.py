@@ -12,14 +12,13 @@ import argparse
 import sys
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 
 from sqlalchemy.exc import OperationalError
 
 from matching_service.models import INFRA
 from matching_service.service.followups import run_follow_ups
 from matching_service.settings import MatchingSettings
-from shared.cli import service_main
+from shared.cli import iso_datetime, service_main
 from shared.db import InvalidDatabaseURL
 from shared.runtime import ServiceRuntime
 from shared.settings import load_settings
@@ -28,17 +27,6 @@ from shared.settings import load_settings
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     return service_main(argv, service="matching_service", commands=COMMANDS, doc=__doc__ or "")
-
-
-def _moment(value: str) -> datetime:
-    """An ISO date or datetime; without a zone it is UTC."""
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not an ISO date or datetime: {value!r} (e.g. 2026-11-30 or 2026-11-30T06:00Z)"
-        ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def follow_ups_command(argv: Sequence[str]) -> int:
@@ -50,7 +38,9 @@ def follow_ups_command(argv: Sequence[str]) -> int:
         "or DATABASE_URL).",
     )
     parser.add_argument(
-        "--as-of", type=_moment, help="run as if it were then (ISO, UTC unless given; default: now)"
+        "--as-of",
+        type=iso_datetime,
+        help="run as if it were then (ISO, UTC unless given; default: now)",
     )
     args = parser.parse_args(argv)
     settings = load_settings(MatchingSettings)

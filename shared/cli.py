@@ -362,9 +362,15 @@ def replay_outboxes(
     return report
 
 
-def iso_datetime(value: str) -> datetime:  # argparse names it in errors
-    """An ISO date-time (a naive one is UTC); argparse reports a ValueError as a usage error."""
-    parsed = datetime.fromisoformat(value)
+def iso_datetime(value: str) -> datetime:
+    """`--as-of`, `--since`, `--until` of every batch command: an ISO date or date-time; without
+    a zone it is UTC. A bad value is a usage error (exit 2) that shows the expected form."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO date or date-time: {value!r} (e.g. 2026-11-30 or 2026-11-30T06:00Z)"
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 

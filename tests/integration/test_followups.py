@@ -221,7 +221,7 @@ def test_the_cli_rejects_a_bad_as_of(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit) as exited:
         cli.main(["follow-ups", "--as-of", "tomorrow"])
     assert exited.value.code == 2
-    assert "not an ISO date or datetime" in capsys.readouterr().err
+    assert "not an ISO date or date-time: 'tomorrow'" in capsys.readouterr().err
 
 
 def test_two_runs_at_once_close_an_inquiry_once(

@@ -612,4 +612,4 @@ def test_send_emails_command_sends_as_of_the_given_moment(
     with pytest.raises(SystemExit) as refused:
         cli_main(["send-emails", "--as-of", "yesterday"])
     assert refused.value.code == 2
-    assert "not an ISO date-time: 'yesterday'" in capsys.readouterr().err
+    assert "not an ISO date or date-time: 'yesterday'" in capsys.readouterr().err
