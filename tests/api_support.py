@@ -6,7 +6,6 @@ connected as its service's own database role (through PgBouncer when the session
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -30,15 +29,14 @@ from matching_service.service import apply_patient_snapshot
 from matching_service.settings import MatchingSettings
 from patient_service.app import create_app as create_patient_app
 from patient_service.settings import PatientSettings
-from shared.cli import ensure_bootstrap_admin, ensure_service_token
+from shared.cli import ensure_service_token
 from shared.db import role_url
-from shared.devstack import drop_database, ensure_database, free_port
+from shared.devstack import free_port
 from shared.errors import Conflict
-from shared.migrations import upgrade_all
 from shared.pgbouncer import PgBouncer
 from shared.runtime import ServiceRuntime
 from shared.web import Operation
-from tests.conftest import ADMIN_TOKEN, SERVICE_TOKEN
+from tests.conftest import ADMIN_TOKEN, SERVICE_TOKEN, migrated_database
 from tests.helpers import location_resolved
 from therapist_service.app import create_app as create_therapist_app
 from therapist_service.settings import TherapistSettings
@@ -57,13 +55,9 @@ __all__ = [
 @pytest.fixture(scope="module")
 def api_database(pg_admin_url: str, pgbouncer: PgBouncer | None) -> Iterator[str]:
     """A database per test module: requests made up by the tests never meet other tests' rows."""
-    name = f"api_{uuid.uuid4().hex[:10]}"
-    url = ensure_database(pg_admin_url, name)
-    upgrade_all(url)
-    ensure_bootstrap_admin(url, ADMIN_TOKEN)  # else every request stops at 401
-    ensure_service_token(url, SERVICE_TOKEN)
-    yield pgbouncer.url_for(url) if pgbouncer is not None else url
-    drop_database(pg_admin_url, name)
+    with migrated_database(pg_admin_url, pgbouncer, "api") as url:
+        ensure_service_token(url, SERVICE_TOKEN)
+        yield url
 
 
 def _admin() -> dict[str, str]:

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +68,26 @@ def pgbouncer(pg_admin_url: str) -> Iterator[PgBouncer | None]:
     bouncer.stop()
 
 
-@pytest.fixture(scope="session")
-def database_url(pg_admin_url: str, pgbouncer: PgBouncer | None) -> Iterator[str]:
+@contextmanager
+def migrated_database(
+    pg_admin_url: str, pgbouncer: PgBouncer | None, prefix: str = "test"
+) -> Iterator[str]:
     """A fresh database with every service schema migrated to head and the admin token stored
-    (through PgBouncer when TEST_PGBOUNCER=1)."""
-    name = f"test_{uuid.uuid4().hex[:10]}"
+    (what `make run` / `shared.cli migrate` do); its URL as the services reach it (through
+    PgBouncer when TEST_PGBOUNCER=1). Dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     url = ensure_database(pg_admin_url, name)
     upgrade_all(url)
-    ensure_bootstrap_admin(url, ADMIN_TOKEN)  # what `make run` / `shared.cli migrate` do
+    ensure_bootstrap_admin(url, ADMIN_TOKEN)
     yield pgbouncer.url_for(url) if pgbouncer is not None else url
     drop_database(pg_admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_admin_url: str, pgbouncer: PgBouncer | None) -> Iterator[str]:
+    """The test session's database (`migrated_database`)."""
+    with migrated_database(pg_admin_url, pgbouncer) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

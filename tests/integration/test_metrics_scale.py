@@ -26,16 +26,14 @@ from matching_service.models import INFRA as MATCHING_INFRA
 from matching_service.settings import MatchingSettings
 from patient_service.app import create_app as create_patient_app
 from patient_service.settings import PatientSettings
-from shared.cli import ensure_bootstrap_admin
 from shared.db import UnitOfWork, driver_url, role_url
-from shared.devstack import ROOT, drop_database, ensure_database, free_port
+from shared.devstack import ROOT, free_port
 from shared.events import Envelope
 from shared.kafka import ensure_topics
 from shared.metrics import ConsumerLagCollector
-from shared.migrations import upgrade_all
 from shared.pgbouncer import PgBouncer
 from shared.runtime import ServiceRuntime
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import migrated_database
 from tests.helpers import background, wait_until
 from tests.integration.test_event_flow import _patient_event, _projected
 
@@ -149,12 +147,8 @@ def _wait_for_pids(directory: Path, count: int, base: str) -> None:
 @pytest.fixture(scope="module")
 def own_database(pg_admin_url: str, pgbouncer: PgBouncer | None) -> Iterator[str]:
     """A database for this module only: the gauges count every row, so no other test's."""
-    name = f"metrics_{uuid.uuid4().hex[:10]}"
-    url = ensure_database(pg_admin_url, name)
-    upgrade_all(url)
-    ensure_bootstrap_admin(url, ADMIN_TOKEN)
-    yield pgbouncer.url_for(url) if pgbouncer is not None else url
-    drop_database(pg_admin_url, name)
+    with migrated_database(pg_admin_url, pgbouncer, "metrics") as url:
+        yield url
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ whole schemas), fed by the real use cases and handlers."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -19,16 +18,14 @@ from geocoding_service.settings import GeocodingSettings
 from matching_service.handlers import HANDLERS as MATCHING_HANDLERS
 from patient_service.app import create_app as create_patient_app
 from patient_service.settings import PatientSettings
-from shared.cli import ensure_bootstrap_admin, main
+from shared.cli import main
 from shared.consumer import Handler
 from shared.db import Database, driver_url, role_url
-from shared.devstack import drop_database, ensure_database
 from shared.events import Envelope
-from shared.migrations import upgrade_all
 from shared.outbox import OutboxWriter
 from shared.pgbouncer import PgBouncer
 from shared.reconcile import PROJECTIONS, reconcile
-from tests.conftest import ADMIN_TOKEN, SERVICE_TOKEN
+from tests.conftest import ADMIN_TOKEN, SERVICE_TOKEN, migrated_database
 from tests.helpers import patient_body
 from tests.integration.test_therapist_api import therapist_body
 from tests.matching_support import insert_inquiry
@@ -49,12 +46,8 @@ SENT = "matching_service.inquiries.sent_at"
 
 @pytest.fixture
 def own_url(pg_admin_url: str, pgbouncer: PgBouncer | None) -> Iterator[str]:
-    name = f"rec_{uuid.uuid4().hex[:10]}"
-    url = ensure_database(pg_admin_url, name)
-    upgrade_all(url)
-    ensure_bootstrap_admin(url, ADMIN_TOKEN)
-    yield pgbouncer.url_for(url) if pgbouncer is not None else url
-    drop_database(pg_admin_url, name)
+    with migrated_database(pg_admin_url, pgbouncer, "rec") as url:
+        yield url
 
 
 @pytest.fixture

@@ -34,16 +34,15 @@ from patient_service.app import create_app as create_patient_app
 from patient_service.models import INFRA as PATIENT_INFRA
 from patient_service.schemas import PATIENT_TOPIC
 from patient_service.settings import PatientSettings
-from shared.cli import ensure_bootstrap_admin, main
+from shared.cli import main
 from shared.consumer import ConsumerRunner, Handler
 from shared.db import UnitOfWork, driver_url, role_url, utcnow
-from shared.devstack import TansuBroker, drop_database, ensure_database
+from shared.devstack import TansuBroker
 from shared.events import Envelope
-from shared.migrations import upgrade_all
 from shared.pgbouncer import PgBouncer
 from shared.reconcile import ReconciliationReport, reconcile
 from shared.runtime import ServiceRuntime, relay_forever
-from tests.conftest import ADMIN_TOKEN, ANSWER_LINK_SECRET, SERVICE_TOKEN
+from tests.conftest import ADMIN_TOKEN, ANSWER_LINK_SECRET, SERVICE_TOKEN, migrated_database
 from tests.helpers import background, patient_body, wait_until
 from tests.integration.test_therapist_api import therapist_body
 from therapist_service.app import create_app as create_therapist_app
@@ -60,13 +59,8 @@ THERAPISTS_BEFORE, THERAPISTS_LOST = 1, 2
 @pytest.fixture
 def own_database(pg_admin_url: str, pgbouncer: PgBouncer | None) -> Iterator[tuple[str, str]]:
     """(URL the services use, admin URL reconciliation reads with) of a fresh database."""
-    name = f"dr_{uuid.uuid4().hex[:10]}"
-    url = ensure_database(pg_admin_url, name)
-    upgrade_all(url)
-    ensure_bootstrap_admin(url, ADMIN_TOKEN)
-    served = pgbouncer.url_for(url) if pgbouncer is not None else url
-    yield served, served
-    drop_database(pg_admin_url, name)
+    with migrated_database(pg_admin_url, pgbouncer, "dr") as url:
+        yield url, url
 
 
 def _settings(cls: type[Any], url: str, bootstrap: str, prefix: str) -> Any:
