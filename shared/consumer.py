@@ -58,6 +58,9 @@ BROKER_CALL_TIMEOUT_MS = 5000
 MAX_POLL_RECORDS = 2000
 # how often the poll loop updates its consumer lag (metric; from what the fetches reported)
 LAG_INTERVAL_S = 1.0
+# a position past the partition's end for this long means the broker lost its log (not a
+# new leader whose high watermark is a moment behind)
+PAST_END_GRACE_S = 5.0
 # whole classes: 08 connection exception, 53 insufficient resources (too many connections,
 # out of memory or disk on the server)
 TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "53"})
@@ -150,9 +153,12 @@ class ConsumerRunner:
     A broker that comes back without its log (a replaced in-memory broker, a topic deleted
     and recreated, a cluster restored from a backup) shows as a changed topic id or a
     missing or smaller committed offset: the affected partitions are re-read from the
-    beginning (idempotency makes that safe) and a warning names them. A position past the
-    end of a partition is refused by the broker itself (OffsetOutOfRange) and reset to the
-    beginning (`auto_offset_reset`). See docs/architecture.md for what cannot be recovered.
+    beginning (idempotency makes that safe) and a warning names them. So is a position that
+    stays past the end of its partition (the high watermark the last fetch reported) for
+    `past_end_grace_s`: Kafka refuses such a fetch (OffsetOutOfRange, then
+    `auto_offset_reset`), but a broker that just answers "nothing yet" (Tansu) would hold the
+    consumer there until the new log grows past it, and skip everything below. See
+    docs/architecture.md for what cannot be recovered.
     """
 
     def __init__(
@@ -194,6 +200,9 @@ class ConsumerRunner:
         self._topic_ids: dict[str, Any] = {}
         self._rewound: set[TopicPartition] = set()
         self._newly_assigned: set[TopicPartition] = set()
+        # partitions whose position was seen past their end, and since when
+        self._past_end: dict[TopicPartition, float] = {}
+        self.past_end_grace_s = PAST_END_GRACE_S
         # consumer lag per (topic, partition) assigned now, refreshed by the poll loop
         self._lag: dict[tuple[str, int], int] = {}
         self._lag_checked = 0.0
@@ -285,6 +294,7 @@ class ConsumerRunner:
             assigned, self._newly_assigned = self._newly_assigned, set()
             self.verify_assignment(consumer, assigned & consumer.assignment())
         self._check_topic_ids(consumer)
+        self._check_positions(consumer)
         if not batch:
             self._refresh_lag(consumer)
             return
@@ -387,6 +397,28 @@ class ConsumerRunner:
             if known != current:
                 partitions = [tp for tp in consumer.assignment() if tp.topic == topic]
                 self._rewind(consumer, partitions, "the topic was recreated (its id changed)")
+
+    def _check_positions(self, consumer: KafkaConsumer) -> None:
+        """A position past the end of its partition for `past_end_grace_s`: the log it
+        belonged to is gone (no broker call: positions and high watermarks as last fetched)."""
+        now = time.monotonic()
+        seen: dict[TopicPartition, float] = {}
+        try:
+            states = consumer._subscription.assignment
+            for partition in consumer.assignment():
+                end = consumer.highwater(partition)
+                position = getattr(getattr(states.get(partition), "position", None), "offset", None)
+                if end is not None and position is not None and position > end:
+                    seen[partition] = self._past_end.get(partition, now)
+        except Exception as exc:
+            log.warning("consumer positions not checked: %s", exc.__class__.__name__)
+            return
+        self._past_end = seen
+        expired = [tp for tp, since in seen.items() if now - since >= self.past_end_grace_s]
+        if expired:
+            for partition in expired:
+                del self._past_end[partition]
+            self._rewind(consumer, expired, "the position is past the end of the partition")
 
     def verify_assignment(
         self, consumer: KafkaConsumer, partitions: Iterable[TopicPartition]

@@ -415,3 +415,59 @@ def test_an_interruption_keeps_a_rewound_partition_s_reset_to_the_beginning(
     finally:
         consumer.close(autocommit=False)
         producer.close()
+
+
+def test_a_position_past_the_end_of_its_partition_is_rewound_after_a_grace(
+    make_settings: Any, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """A broker that answers a fetch past the end of the log with "nothing yet" (Tansu does,
+    Kafka says OffsetOutOfRange) would hold a consumer whose log it lost at its old position
+    until the new log grows past it, and skip everything below. Past the end for the grace
+    period, the partition is re-read from the beginning; at its end, it is left alone."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from shared.kafka import ensure_topics
+
+    topic = f"{topic_prefix}{PATIENT_TOPIC}"
+    ensure_topics(kafka_bootstrap, [topic], partitions=1)
+    _produce(kafka_bootstrap, topic, [b"0", b"1", b"2"])
+    runner = ServiceRuntime.build(make_settings(MatchingSettings), MATCHING_INFRA).consumer(
+        SUBSCRIPTIONS, HANDLERS
+    )
+    runner.past_end_grace_s = 1.0
+    partition = TopicPartition(topic, 0)
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"{topic_prefix}probe",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    try:
+        consumer.assign([partition])
+
+        def offsets_read(count: int) -> list[int]:
+            read: list[int] = []
+            deadline = time.monotonic() + 30
+            while len(read) < count and time.monotonic() < deadline:
+                read.extend(m.offset for ms in consumer.poll(200).values() for m in ms)
+            return read
+
+        assert offsets_read(3) == [0, 1, 2]
+        for _ in range(4):  # at the end: nothing to re-read
+            consumer.poll(timeout_ms=300)
+            runner._check_positions(consumer)
+        assert runner.rewinds == 0 and consumer.position(partition) == 3
+
+        consumer.seek(partition, 100)  # the position an older, longer log had
+        started = time.monotonic()
+
+        def rewound() -> bool:
+            assert consumer.poll(timeout_ms=200) == {}  # the broker just answers "nothing yet"
+            runner._check_positions(consumer)
+            return runner.rewinds == 1
+
+        wait_until(rewound, timeout=30)
+        assert time.monotonic() - started >= 1.0  # not before the grace
+        assert offsets_read(3) == [0, 1, 2]  # re-read from the beginning
+    finally:
+        consumer.close(autocommit=False)
