@@ -31,6 +31,7 @@ from pathlib import Path
 
 from cronsim import CronSim, CronSimError
 
+from shared.cli import iso_datetime
 from shared.settings import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="start every job once, wait for them and exit with the worst exit code",
     )
     parser.add_argument(
-        "--as-of", type=datetime.fromisoformat, help="with --run-all-now: pass --as-of to each"
+        "--as-of", type=iso_datetime, help="with --run-all-now: pass --as-of to each"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s scheduler %(message)s")
@@ -191,9 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     scheduler = Scheduler(jobs)
     if args.run_all_now:
-        as_of = args.as_of.replace(tzinfo=args.as_of.tzinfo or UTC) if args.as_of else None
         for job in jobs:
-            scheduler.start(job, as_of)
+            scheduler.start(job, args.as_of)
         failed = [line for line, code in scheduler.wait().items() if code]
         for line in failed:
             print(f"line {line} failed", file=sys.stderr)

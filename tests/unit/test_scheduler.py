@@ -138,3 +138,14 @@ def test_every_shipped_command_exists_and_takes_as_of(job: Job) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "--as-of" in result.stdout
+
+
+def test_a_bad_as_of_is_a_usage_error_naming_the_expected_form(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    crontab = tmp_path / "crontab"
+    crontab.write_text("0 6 * * * python -c pass\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--crontab", str(crontab), "--run-all-now", "--as-of", "next tuesday"])
+    assert exit_info.value.code == 2
+    assert "not an ISO date or date-time: 'next tuesday'" in capsys.readouterr().err
