@@ -58,6 +58,11 @@ BROKER_CALL_TIMEOUT_MS = 5000
 MAX_POLL_RECORDS = 2000
 # how often the poll loop updates its consumer lag (metric; from what the fetches reported)
 LAG_INTERVAL_S = 1.0
+# how old the consumer's view of its topics' partitions may get: a topic that a new broker
+# generation created with another partition count (Tansu auto-creates with 4 whoever asks
+# first; the relays create with KAFKA_PARTITIONS) is only assigned in full after a metadata
+# refresh (kafka-python's default waits 5 minutes)
+METADATA_MAX_AGE_MS = 10_000
 # a position past the partition's end for this long means the broker lost its log (not a
 # new leader whose high watermark is a moment behind)
 PAST_END_GRACE_S = 5.0
@@ -246,6 +251,7 @@ class ConsumerRunner:
             # topics are created by their producers with the configured partition count; a
             # consumer's metadata request must not create them first with the broker default
             allow_auto_create_topics=False,
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
             **self._client_options,
         )
         consumer.subscribe(self._topics, listener=_VerifyOnAssignment(self))
