@@ -63,6 +63,14 @@ LAG_INTERVAL_S = 1.0
 # first; the relays create with KAFKA_PARTITIONS) is only assigned in full after a metadata
 # refresh (kafka-python's default waits 5 minutes)
 METADATA_MAX_AGE_MS = 10_000
+# an assigned partition that cannot be fetched for this long (a rebalance or an offset reset
+# that does not complete): the consumer is rebuilt, which leaves the group and joins afresh
+STUCK_PARTITION_S = 60.0
+# how long the group coordinator may hold a JoinGroup while members rejoin (kafka-python
+# sends max_poll_interval_ms and waits that plus 5 s for the answer: with its default of 5
+# minutes, a join that a replaced broker never answered held a consumer's partitions for
+# minutes); also the longest a poll loop may take before the member leaves the group
+MAX_POLL_INTERVAL_MS = 30_000
 # a position past the partition's end for this long means the broker lost its log (not a
 # new leader whose high watermark is a moment behind)
 PAST_END_GRACE_S = 5.0
@@ -79,6 +87,11 @@ class Interruption(RuntimeError):
     """
 
     done = 0
+
+
+class ConsumerStuck(RuntimeError):
+    """The consumer cannot make progress by itself (its group or partitions are stuck): the
+    loop rebuilds it."""
 
 
 class DeadLetterUnavailable(Interruption):
@@ -208,6 +221,9 @@ class ConsumerRunner:
         # partitions whose position was seen past their end, and since when
         self._past_end: dict[TopicPartition, float] = {}
         self.past_end_grace_s = PAST_END_GRACE_S
+        # assigned partitions seen not fetchable, and since when
+        self._unfetchable: dict[TopicPartition, float] = {}
+        self.stuck_partition_s = STUCK_PARTITION_S
         # consumer lag per (topic, partition) assigned now, refreshed by the poll loop
         self._lag: dict[tuple[str, int], int] = {}
         self._lag_checked = 0.0
@@ -252,6 +268,7 @@ class ConsumerRunner:
             # consumer's metadata request must not create them first with the broker default
             allow_auto_create_topics=False,
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
+            max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
             **self._client_options,
         )
         consumer.subscribe(self._topics, listener=_VerifyOnAssignment(self))
@@ -269,6 +286,10 @@ class ConsumerRunner:
                 while not stop.is_set():
                     self._came_round = time.monotonic()
                     self.poll_once(consumer, stop)
+            except ConsumerStuck as stuck:
+                self.reconnects += 1
+                log.warning("%s", stuck)
+                stop.wait(self._pause_s)
             except Exception:
                 self.reconnects += 1
                 log.exception("consumer loop failed; reconnecting")
@@ -301,6 +322,7 @@ class ConsumerRunner:
             self.verify_assignment(consumer, assigned & consumer.assignment())
         self._check_topic_ids(consumer)
         self._check_positions(consumer)
+        self._check_fetchable(consumer)
         if not batch:
             self._refresh_lag(consumer)
             return
@@ -425,6 +447,36 @@ class ConsumerRunner:
             for partition in expired:
                 del self._past_end[partition]
             self._rewind(consumer, expired, "the position is past the end of the partition")
+
+    def _check_fetchable(self, consumer: KafkaConsumer) -> None:
+        """Raise `ConsumerStuck` when an assigned partition has not been fetchable for
+        `stuck_partition_s`: `run` then rebuilds the consumer.
+
+        Seen after a broker replacement: a rejoin that the new broker's coordinator never
+        completed left every partition pending revocation for minutes while the loop kept
+        coming round (so the watchdog, which looks for a loop that does not, saw nothing).
+        Closing the consumer leaves the group; the new one joins with a new member id.
+        """
+        now = time.monotonic()
+        seen: dict[TopicPartition, float] = {}
+        try:
+            states = consumer._subscription.assignment
+            for partition in consumer.assignment():
+                state = states.get(partition)
+                if state is not None and not state.is_fetchable():
+                    seen[partition] = self._unfetchable.get(partition, now)
+        except Exception as exc:
+            log.warning("consumer partitions not checked: %s", exc.__class__.__name__)
+            return
+        self._unfetchable = seen
+        stuck = sorted(tp for tp, since in seen.items() if now - since >= self.stuck_partition_s)
+        if stuck:
+            self._unfetchable = {}
+            raise ConsumerStuck(
+                f"{', '.join(f'{tp.topic}[{tp.partition}]' for tp in stuck)} not fetchable for "
+                f"{self.stuck_partition_s:g} s (a rebalance or offset reset that does not "
+                "complete): rebuilding the consumer"
+            )
 
     def verify_assignment(
         self, consumer: KafkaConsumer, partitions: Iterable[TopicPartition]

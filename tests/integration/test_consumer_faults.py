@@ -471,3 +471,47 @@ def test_a_position_past_the_end_of_its_partition_is_rewound_after_a_grace(
         assert offsets_read(3) == [0, 1, 2]  # re-read from the beginning
     finally:
         consumer.close(autocommit=False)
+
+
+def test_a_partition_that_stays_unfetchable_makes_the_loop_rebuild_its_consumer(
+    make_settings: Any, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """A rejoin or offset reset that never completes leaves partitions unfetchable while the
+    poll loop keeps coming round (seen after a broker replacement: every partition pending
+    revocation for minutes). After the grace the check raises `ConsumerStuck`, on which the
+    loop closes the consumer (leaving the group) and builds a new one. Here a paused
+    partition stands for the stuck one; the fetchable one alone never trips it."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from shared.consumer import ConsumerStuck
+    from shared.kafka import ensure_topics
+
+    topic = f"{topic_prefix}{PATIENT_TOPIC}"
+    ensure_topics(kafka_bootstrap, [topic], partitions=2)
+    runner = ServiceRuntime.build(make_settings(MatchingSettings), MATCHING_INFRA).consumer(
+        SUBSCRIPTIONS, HANDLERS
+    )
+    runner.stuck_partition_s = 1.0
+    first, second = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"{topic_prefix}probe",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    try:
+        consumer.assign([first, second])
+        started = time.monotonic()
+        while time.monotonic() - started < 2.0:  # both fetchable: nothing happens
+            consumer.poll(timeout_ms=200)
+            runner._check_fetchable(consumer)
+
+        consumer.pause(second)
+        started = time.monotonic()
+        with pytest.raises(ConsumerStuck, match=rf"{topic}\[1\] not fetchable"):
+            while time.monotonic() - started < 30:
+                consumer.poll(timeout_ms=200)
+                runner._check_fetchable(consumer)
+        assert time.monotonic() - started >= 1.0  # not before the grace
+    finally:
+        consumer.close(autocommit=False)
