@@ -57,7 +57,7 @@ bench-events: $(STAMP)
 bench-bundles: $(STAMP)
 	PYTHONPATH=. $(PY) benchmarks/bench_bundles.py
 
-## one real bundle run end to end (10,000 searches, 2,000 therapists; embedded PostgreSQL unless BENCH_DATABASE_URL)
+## one real bundle run end to end (10,000 searches, 2,000 therapists; embedded PostgreSQL unless BENCH_DATABASE_URL or TEST_DATABASE_URL)
 bench-matching: $(STAMP)
 	PYTHONPATH=. $(PY) benchmarks/bench_matching.py
 

@@ -8,8 +8,8 @@ until the last answer is back (target: under 2 s), and each request's latency.
 
 Usage: .venv/bin/python benchmarks/bench_acceptances.py [--rounds 5] [--parallel 50]
        [--server test-client|gunicorn]
-The database is BENCH_DATABASE_URL / TEST_DATABASE_URL / DATABASE_URL (a superuser URL; a
-fresh database is created on it and dropped afterwards), else an embedded PostgreSQL.
+The database is BENCH_DATABASE_URL, else TEST_DATABASE_URL (a superuser URL; a fresh
+database is created on it and dropped afterwards), else an embedded PostgreSQL.
 `--server gunicorn` runs matching_service as in docker-compose (1 worker, 8 threads) and
 sends real HTTP requests; the default calls the Flask app through its test client.
 """
@@ -38,6 +38,8 @@ from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_support import fresh_database, postgres_admin_url
+
 from matching_service import service
 from matching_service.app import create_app
 from matching_service.handlers import HANDLERS
@@ -46,9 +48,8 @@ from matching_service.schemas import LOCATION_RESOLVED, PATIENT_CREATED, THERAPI
 from matching_service.settings import MatchingSettings
 from shared.cli import ensure_bootstrap_admin
 from shared.db import driver_url, role_url
-from shared.devstack import EmbeddedPostgres, drop_database, ensure_database, free_port
+from shared.devstack import free_port
 from shared.events import Envelope
-from shared.migrations import upgrade_all
 from shared.runtime import ServiceRuntime
 
 CENTRE = (51.3397, 12.3731)  # Leipzig
@@ -279,65 +280,52 @@ def main() -> None:
     parser.add_argument("--server", choices=("test-client", "gunicorn"), default="test-client")
     args = parser.parse_args()
 
-    postgres = None
-    admin_url = next(
-        (
-            os.environ[k]
-            for k in ("BENCH_DATABASE_URL", "TEST_DATABASE_URL", "DATABASE_URL")
-            if os.environ.get(k)
-        ),
-        None,
-    )
-    if admin_url is None:
-        postgres = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="bench-accept-")) / "pg")
-        admin_url = postgres.start()
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    database_url = ensure_database(admin_url, name)
+    datadir = Path(tempfile.mkdtemp(prefix="bench-accept-")) / "pg"
     token, secret = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     process = None
-    try:
-        upgrade_all(database_url)
-        ensure_bootstrap_admin(database_url, token)
-        settings = MatchingSettings(
-            database_url=role_url(database_url, "matching_service"),
-            answer_link_secret=SecretStr(secret),
-            log_level="WARNING",
-            log_json=False,
-        )
-        database = ServiceRuntime.build(settings, INFRA).database
-        engine = sa.create_engine(driver_url(database_url))
-        headers = {"Authorization": f"Bearer {token}"}
-        if args.server == "gunicorn":
-            process, base = _gunicorn(database_url, secret)
-            send = _http_sender(base, headers)
-        else:
-            send = _test_client_sender(settings, headers)
-        ids = iter(range(1, 10_000_000))
-        rounds = [_round(database, engine, send, args.parallel, ids) for _ in range(args.rounds)]
-        for number, result in enumerate(rounds, start=1):
-            latencies = result["latencies"]
-            print(
-                f"round {number}: {args.parallel} parallel acceptances answered in "
-                f"{result['seconds']:.3f} s; {result['winners']} claim, "
-                f"{result['conflicts']} conflicts (each with >= {result['min_offers']} "
-                f"replacement offers); latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
-                f"max {latencies[-1] * 1000:.0f} ms"
+    with postgres_admin_url(datadir) as admin_url, fresh_database(admin_url) as database_url:
+        try:
+            ensure_bootstrap_admin(database_url, token)
+            settings = MatchingSettings(
+                database_url=role_url(database_url, "matching_service"),
+                answer_link_secret=SecretStr(secret),
+                log_level="WARNING",
+                log_json=False,
             )
-        totals = [r["seconds"] for r in rounds]
-        print(
-            f"{args.server}: {args.parallel} parallel acceptances of one patient, "
-            f"{len(rounds)} rounds: median {statistics.median(totals):.3f} s, "
-            f"max {max(totals):.3f} s (target < 2 s)"
-        )
-        engine.dispose()
-        database.dispose()
-    finally:
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=10)
-        drop_database(admin_url, name)
-        if postgres is not None:
-            postgres.stop()
+            database = ServiceRuntime.build(settings, INFRA).database
+            engine = sa.create_engine(driver_url(database_url))
+            headers = {"Authorization": f"Bearer {token}"}
+            if args.server == "gunicorn":
+                process, base = _gunicorn(database_url, secret)
+                send = _http_sender(base, headers)
+            else:
+                send = _test_client_sender(settings, headers)
+            ids = iter(range(1, 10_000_000))
+            rounds = [
+                _round(database, engine, send, args.parallel, ids) for _ in range(args.rounds)
+            ]
+            for number, result in enumerate(rounds, start=1):
+                latencies = result["latencies"]
+                print(
+                    f"round {number}: {args.parallel} parallel acceptances answered in "
+                    f"{result['seconds']:.3f} s; {result['winners']} claim, "
+                    f"{result['conflicts']} conflicts (each with >= {result['min_offers']} "
+                    f"replacement offers); "
+                    f"latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
+                    f"max {latencies[-1] * 1000:.0f} ms"
+                )
+            totals = [r["seconds"] for r in rounds]
+            print(
+                f"{args.server}: {args.parallel} parallel acceptances of one patient, "
+                f"{len(rounds)} rounds: median {statistics.median(totals):.3f} s, "
+                f"max {max(totals):.3f} s (target < 2 s)"
+            )
+            engine.dispose()
+            database.dispose()
+        finally:
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ Load generator: a small thread pool (http.client) rather than locust: it needs n
 beyond the standard library, costs little CPU per request on a machine that runs the
 servers too, and its open-loop schedule is exactly the rate asked for.
 
-Database: BENCH_DATABASE_URL or TEST_DATABASE_URL (a superuser URL; a database is created
-and dropped) or an embedded PostgreSQL.
+Database: BENCH_DATABASE_URL, else TEST_DATABASE_URL (a superuser URL; a database is created
+and dropped), else an embedded PostgreSQL.
 
 Usage: python benchmarks/bench_api.py [--rates 50,200,500] [--duration 30]
        [--services patient,therapist,matching,communication] [--scale 1.0]
@@ -58,20 +58,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api_data import FOLLOW_UP_AFTER_DAYS, Platform, Sizes, load_platform  # noqa: E402
+from bench_support import fresh_database, postgres_admin_url  # noqa: E402
 
 from shared.auth import Role, issue_token, service_token  # noqa: E402
 from shared.cli import token_stores  # noqa: E402
 from shared.db import driver_url  # noqa: E402
 from shared.devstack import (  # noqa: E402
-    EmbeddedPostgres,
-    drop_database,
-    ensure_database,
     free_ports,
     process_env,
     wait_for_port,
     web_command,
 )
-from shared.migrations import upgrade_all  # noqa: E402
 
 SERVICES = ("patient", "therapist", "matching", "communication")
 READ_CLASSES = ("list", "filter", "detail")
@@ -604,11 +601,9 @@ def print_table(records: list[dict[str, Any]], machine: dict[str, Any]) -> None:
 def run(admin_url: str, args: argparse.Namespace, var: Path) -> list[dict[str, Any]]:
     sizes = Sizes.scaled(args.scale)
     name = f"bench_api_{uuid.uuid4().hex[:8]}"
-    url = ensure_database(admin_url, name)
     records: list[dict[str, Any]] = []
     with ExitStack() as cleanup:
-        cleanup.callback(drop_database, admin_url, name)
-        upgrade_all(url)
+        url = cleanup.enter_context(fresh_database(admin_url, name=name))
         platform = load_platform(url, sizes=sizes, seed=args.seed, zipcodes=args.zipcodes)
         print(
             "loaded with COPY in {:.1f} s: {}".format(
@@ -679,17 +674,12 @@ def main() -> None:
     unknown = set(args.services) - set(SERVICES)
     if unknown:
         parser.error(f"unknown services: {', '.join(sorted(unknown))} (of {', '.join(SERVICES)})")
-    external = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
-        if external:
-            records = run(external, args, Path(tmp))
-        else:
-            server = EmbeddedPostgres(Path(tmp) / "pg")
-            try:
-                records = run(server.start(), args, Path(tmp))
-            finally:
-                server.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-api-") as tmp,
+        postgres_admin_url(Path(tmp) / "pg") as admin_url,
+    ):
+        records = run(admin_url, args, Path(tmp))
     if args.json:
         args.json.write_text(json.dumps(records, indent=2) + "\n")
 

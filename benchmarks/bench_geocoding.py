@@ -8,8 +8,9 @@
    validation, one query for the postal codes, the numpy estimate, rendering), pairs half
    postal codes and half `lat,lon`, without OSRM; median and max of `--runs` requests.
 
-Database: BENCH_DATABASE_URL (a superuser URL; a database is created and dropped), else an
-embedded PostgreSQL. Usage: python benchmarks/bench_geocoding.py [--pairs 10000] [--runs 5]
+Database: BENCH_DATABASE_URL, else TEST_DATABASE_URL (a superuser URL; a database is created
+and dropped), else an embedded PostgreSQL.
+Usage: python benchmarks/bench_geocoding.py [--pairs 10000] [--runs 5]
 """
 
 from __future__ import annotations
@@ -24,20 +25,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
+from bench_support import fresh_database, postgres_admin_url  # noqa: E402
 
 from geocoding_service.app import create_app  # noqa: E402
 from geocoding_service.settings import GeocodingSettings  # noqa: E402
 from shared.cli import ensure_bootstrap_admin  # noqa: E402
 from shared.db import driver_url, role_url  # noqa: E402
-from shared.devstack import EmbeddedPostgres, drop_database, ensure_database  # noqa: E402
-from shared.migrations import upgrade_all  # noqa: E402
 
 SHARED_CSV = ROOT.parent / "shared" / "data" / "zipcodes.de.csv"
 HEADER = (
@@ -98,16 +97,11 @@ def main() -> None:
         print(f"source: synthetic CSV, {rows} rows (no --source and {SHARED_CSV} not found)")
     else:
         print(f"source: {source}")
-    postgres = None
-    admin_url = os.environ.get("BENCH_DATABASE_URL")
-    if not admin_url:
-        postgres = EmbeddedPostgres(tmp / "pg")
-        admin_url = postgres.start()
-    name = f"bench_geo_{uuid.uuid4().hex[:8]}"
-    database_url = ensure_database(admin_url, name)
     token = secrets.token_urlsafe(32)
-    try:
-        upgrade_all(database_url, services=["geocoding_service"])
+    with (
+        postgres_admin_url(tmp / "pg") as admin_url,
+        fresh_database(admin_url, services=["geocoding_service"]) as database_url,
+    ):
         ensure_bootstrap_admin(database_url, token, ["geocoding_service"])
 
         first, summary = import_once(database_url, source)
@@ -154,10 +148,6 @@ def main() -> None:
             f"(median of {len(measured)}, max {max(measured) * 1000:.0f} ms; "
             f"{len(body) / 1024:.0f} kB request), geodesic, no OSRM"
         )
-    finally:
-        drop_database(admin_url, name)
-        if postgres:
-            postgres.stop()
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@
    dated file of every area.
 3. Imports the same folder again: nothing may change and no event may be written.
 
-Database: BENCH_DATABASE_URL (a superuser URL; a database is created and dropped) or an
-embedded PostgreSQL. Postal codes: --plz-data, PLZ_DATA or ../shared/data/zipcodes.de.csv.
+Database: BENCH_DATABASE_URL, else TEST_DATABASE_URL (a superuser URL; a database is created
+and dropped), else an embedded PostgreSQL. Postal codes: --plz-data, PLZ_DATA or
+../shared/data/zipcodes.de.csv.
 
 Usage: python benchmarks/bench_import.py [--therapists 40000] [--seed 20260105]
        [--batch-size 500] [--json FILE]
@@ -18,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +30,9 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_support import fresh_database, postgres_admin_url  # noqa: E402
+
 from shared.db import Database, driver_url, role_url  # noqa: E402
-from shared.devstack import EmbeddedPostgres, drop_database, ensure_database  # noqa: E402
-from shared.migrations import upgrade_all  # noqa: E402
 from shared.outbox import OutboxWriter  # noqa: E402
 from therapist_service.cli import default_plz_data, import_folder  # noqa: E402
 from therapist_service.directory.generator import generate_directory, read_places  # noqa: E402
@@ -72,10 +71,7 @@ def run(admin_url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         f"({summary.children_only} children-only) in {generated_s:.1f} s",
         flush=True,
     )
-    name = f"bench_import_{uuid.uuid4().hex[:8]}"
-    url = ensure_database(admin_url, name)
-    try:
-        upgrade_all(url, services=("therapist_service",))
+    with fresh_database(admin_url, services=("therapist_service",)) as url:
         admin = sa.create_engine(driver_url(url))
         database = Database(
             role_url(url, "therapist_service"), outbox=OutboxWriter(INFRA), name="bench-import"
@@ -88,8 +84,6 @@ def run(admin_url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         finally:
             database.dispose()
             admin.dispose()
-    finally:
-        drop_database(admin_url, name)
     record = {
         "therapists": summary.therapists,
         "files": first.files,
@@ -127,15 +121,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:
         workdir = Path(tmp)
-        external = os.environ.get("BENCH_DATABASE_URL")
-        if external:
-            record = run(external, args, workdir)
-        else:
-            server = EmbeddedPostgres(workdir / "pg")
-            try:
-                record = run(server.start(), args, workdir)
-            finally:
-                server.stop()
+        with postgres_admin_url(workdir / "pg") as admin_url:
+            record = run(admin_url, args, workdir)
     if args.json:
         args.json.write_text(json.dumps(record, indent=2) + "\n")
     if record["reimport_changed"] or record["events_reimport"]:

@@ -8,8 +8,8 @@ their patients, the budgets used and the outbox rows, in one transaction.
    patient searches and cooling periods (the practices the generator marks not contactable).
 3. Times `run_bundles` (what `POST /api/bundle-runs` calls), then checks what it wrote.
 
-Database: BENCH_DATABASE_URL or TEST_DATABASE_URL (a superuser URL; a database is created
-and dropped) or an embedded PostgreSQL.
+Database: BENCH_DATABASE_URL, else TEST_DATABASE_URL (a superuser URL; a database is created
+and dropped), else an embedded PostgreSQL.
 
 Usage: python benchmarks/bench_matching.py [--searches 10000] [--therapists 2000]
        [--seed 20260302] [--zipcodes FILE] [--json FILE]
@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as day_time
 from pathlib import Path
@@ -35,6 +33,8 @@ from pydantic import SecretStr
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench_support import fresh_database, postgres_admin_url  # noqa: E402
 
 from matching_service.bundling import Search, Therapist  # noqa: E402
 from matching_service.models import (  # noqa: E402
@@ -55,8 +55,6 @@ from matching_service.simulation.geography import (  # noqa: E402
 )
 from matching_service.simulation.population import make_searches, make_therapists  # noqa: E402
 from shared.db import Database, driver_url, role_url  # noqa: E402
-from shared.devstack import EmbeddedPostgres, drop_database, ensure_database  # noqa: E402
-from shared.migrations import upgrade_all  # noqa: E402
 from shared.outbox import OutboxWriter  # noqa: E402
 
 TARGET_S = 3.0
@@ -210,52 +208,51 @@ def run(admin_url: str, args: argparse.Namespace) -> dict[str, Any]:
         f"{time.perf_counter() - started:.1f} s",
         flush=True,
     )
-    name = f"bench_matching_{uuid.uuid4().hex[:8]}"
-    url = ensure_database(admin_url, name)
-    admin = sa.create_engine(driver_url(url))
-    settings = MatchingSettings(
-        database_url=role_url(url, "matching_service"),
-        answer_link_secret=SecretStr("bench-answer-link-secret-0123456789abcdef"),
-    )
-    database = Database(settings.database_url, outbox=OutboxWriter(INFRA), name="bench-matching")
-    try:
-        upgrade_all(url, services=("matching_service",))
-        started = time.perf_counter()
-        load(admin, region, searches, therapists)
-        print(f"loaded with bulk inserts in {time.perf_counter() - started:.1f} s", flush=True)
-        started, cpu_started = time.perf_counter(), time.process_time()
-        result = run_bundles(
-            database.unit_of_work(),
-            BundleRunCreate(as_of=AS_OF),
-            settings=settings,
-            created_by="bench-matching",
+    with fresh_database(admin_url, services=("matching_service",)) as url:
+        admin = sa.create_engine(driver_url(url))
+        settings = MatchingSettings(
+            database_url=role_url(url, "matching_service"),
+            answer_link_secret=SecretStr("bench-answer-link-secret-0123456789abcdef"),
         )
-        seconds = time.perf_counter() - started
-        cpu_seconds = time.process_time() - cpu_started
-        record = {
-            "searches": len(searches),
-            "therapists": len(therapists),
-            "seconds": round(seconds, 3),
-            # this process only (the database's work is not in it): a figure that a busy
-            # machine inflates less than the wall clock
-            "python_cpu_seconds": round(cpu_seconds, 3),
-            "target_seconds": TARGET_S,
-            "inquiries": count(admin, "SELECT count(*) FROM matching_service.inquiries"),
-            "inquiry_patients": count(
-                admin, "SELECT count(*) FROM matching_service.inquiry_patients"
-            ),
-            "outbox_rows": count(admin, "SELECT count(*) FROM matching_service.outbox"),
-            "contacts_used": count(
-                admin, "SELECT sum(contacts_used) FROM matching_service.patient_searches"
-            ),
-            "left_out": len(result.left_out),
-            "therapists_without_inquiry": len(result.therapists_without_inquiry),
-            **{f"{name}_s": value for name, value in result.phase_seconds.items()},
-        }
-    finally:
-        database.dispose()
-        admin.dispose()
-        drop_database(admin_url, name)
+        database = Database(
+            settings.database_url, outbox=OutboxWriter(INFRA), name="bench-matching"
+        )
+        try:
+            started = time.perf_counter()
+            load(admin, region, searches, therapists)
+            print(f"loaded with bulk inserts in {time.perf_counter() - started:.1f} s", flush=True)
+            started, cpu_started = time.perf_counter(), time.process_time()
+            result = run_bundles(
+                database.unit_of_work(),
+                BundleRunCreate(as_of=AS_OF),
+                settings=settings,
+                created_by="bench-matching",
+            )
+            seconds = time.perf_counter() - started
+            cpu_seconds = time.process_time() - cpu_started
+            record = {
+                "searches": len(searches),
+                "therapists": len(therapists),
+                "seconds": round(seconds, 3),
+                # this process only (the database's work is not in it): a figure that a busy
+                # machine inflates less than the wall clock
+                "python_cpu_seconds": round(cpu_seconds, 3),
+                "target_seconds": TARGET_S,
+                "inquiries": count(admin, "SELECT count(*) FROM matching_service.inquiries"),
+                "inquiry_patients": count(
+                    admin, "SELECT count(*) FROM matching_service.inquiry_patients"
+                ),
+                "outbox_rows": count(admin, "SELECT count(*) FROM matching_service.outbox"),
+                "contacts_used": count(
+                    admin, "SELECT sum(contacts_used) FROM matching_service.patient_searches"
+                ),
+                "left_out": len(result.left_out),
+                "therapists_without_inquiry": len(result.therapists_without_inquiry),
+                **{f"{name}_s": value for name, value in result.phase_seconds.items()},
+            }
+        finally:
+            database.dispose()
+            admin.dispose()
     phases = result.phase_seconds
     commit_s = seconds - sum(phases.values())
     record["database_path_s"] = database_path_s = round(seconds - phases["bundle"], 3)
@@ -290,16 +287,11 @@ def main() -> None:
     parser.add_argument("--zipcodes", type=Path, help="postal-code CSV (default ../shared/data)")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args()
-    external = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
-    if external:
-        record = run(external, args)
-    else:
-        with tempfile.TemporaryDirectory(prefix="bench-matching-") as tmp:
-            server = EmbeddedPostgres(Path(tmp) / "pg")
-            try:
-                record = run(server.start(), args)
-            finally:
-                server.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-matching-") as tmp,
+        postgres_admin_url(Path(tmp) / "pg") as admin_url,
+    ):
+        record = run(admin_url, args)
     if args.json:
         args.json.write_text(json.dumps(record, indent=2) + "\n")
 

@@ -11,9 +11,9 @@ and a replay of retained rows to a broker.
 3. Replays the window of the `--recent` rows (3 to 1 days ago) to a broker
    (`replay_published`): rows/s; the `--outside` rows are retained but not in the window.
 
-Database: BENCH_DATABASE_URL or TEST_DATABASE_URL (a superuser URL; a database is created and
-dropped) or an embedded PostgreSQL. Broker: BENCH_KAFKA_BOOTSTRAP_SERVERS or a Tansu started
-here.
+Database: BENCH_DATABASE_URL, else TEST_DATABASE_URL (a superuser URL; a database is created
+and dropped), else an embedded PostgreSQL. Broker: BENCH_KAFKA_BOOTSTRAP_SERVERS or a Tansu
+started here.
 
 Usage: python benchmarks/bench_retention.py [--old 200000] [--recent 20000] [--pending 1000]
        [--outside 100000] [--baseline 3] [--json FILE]
@@ -37,11 +37,12 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_support import fresh_database, postgres_admin_url  # noqa: E402
+
 from patient_service.models import INFRA  # noqa: E402
 from shared.db import Database, driver_url, role_url, utcnow  # noqa: E402
-from shared.devstack import EmbeddedPostgres, TansuBroker, drop_database, ensure_database  # noqa: E402
+from shared.devstack import TansuBroker  # noqa: E402
 from shared.kafka import RobustProducer  # noqa: E402
-from shared.migrations import upgrade_all  # noqa: E402
 from shared.retention import prune_published, replay_published  # noqa: E402
 
 FILL = """
@@ -120,101 +121,93 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-retention-"))
-    postgres = broker = None
-    admin_url = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
-    if not admin_url:
-        postgres = EmbeddedPostgres(tmp / "pg")
-        admin_url = postgres.start()
-    bootstrap = os.environ.get("BENCH_KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        broker = TansuBroker()
-        bootstrap = broker.start()
+    broker = None
     name = f"bench_{uuid.uuid4().hex[:8]}"
-    url = ensure_database(admin_url, name)
-    upgrade_all(url)
-    engine = sa.create_engine(driver_url(url))
-    database = Database(role_url(url, "patient_service"), pool_size=4)
-    producer = RobustProducer(bootstrap, topics=[f"{name}.patient-events"], partitions=3)
-    now = utcnow()
-    record: dict[str, object] = {
-        "old": args.old,
-        "recent": args.recent,
-        "pending": args.pending,
-        "outside": args.outside,
-    }
-    try:
-        fill(engine, args.old, now - timedelta(days=20), now - timedelta(days=20))
-        fill(engine, args.pending, None, now - timedelta(days=30))
-        # retained, but published before the replay's window (and ids below it)
-        fill(engine, args.outside, now - timedelta(days=5), now - timedelta(days=5))
-        fill(engine, args.recent, now - timedelta(days=2), now - timedelta(days=2))
+    with postgres_admin_url(tmp / "pg") as admin_url, fresh_database(admin_url, name=name) as url:
+        bootstrap = os.environ.get("BENCH_KAFKA_BOOTSTRAP_SERVERS")
+        if not bootstrap:
+            broker = TansuBroker()
+            bootstrap = broker.start()
+        engine = sa.create_engine(driver_url(url))
+        database = Database(role_url(url, "patient_service"), pool_size=4)
+        producer = RobustProducer(bootstrap, topics=[f"{name}.patient-events"], partitions=3)
+        now = utcnow()
+        record: dict[str, object] = {
+            "old": args.old,
+            "recent": args.recent,
+            "pending": args.pending,
+            "outside": args.outside,
+        }
+        try:
+            fill(engine, args.old, now - timedelta(days=20), now - timedelta(days=20))
+            fill(engine, args.pending, None, now - timedelta(days=30))
+            # retained, but published before the replay's window (and ids below it)
+            fill(engine, args.outside, now - timedelta(days=5), now - timedelta(days=5))
+            fill(engine, args.recent, now - timedelta(days=2), now - timedelta(days=2))
 
-        # 2. the prune, with the API writing meanwhile
-        latencies: list[float] = []
-        stop = threading.Event()
-        thread = threading.Thread(target=writer, args=(database, stop, latencies))
-        thread.start()
-        time.sleep(0.5)
-        start = len(latencies)
-        time.sleep(args.baseline)  # the same writes without a prune, to compare with
-        before = len(latencies)
-        started = time.monotonic()
-        pruned = prune_published(database, INFRA, as_of=now, retention_days=14)
-        seconds = time.monotonic() - started
-        baseline, during = latencies[start:before], latencies[before:]
-        stop.set()
-        thread.join()
-        slowest_ms = max(during, default=0.0) * 1000
-        print(
-            f"prune: {pruned:,} rows in {seconds:.2f} s = {pruned / seconds:,.0f} rows/s "
-            f"(batches of 1000)\n"
-            f"writes meanwhile (insert + mark published): {_summary(during)}\n"
-            f"writes without a prune, just before:       {_summary(baseline)}"
-        )
-        with engine.connect() as connection:
-            left: dict[bool, int] = dict(
-                connection.execute(
-                    sa.text(
-                        "SELECT published_at IS NULL, count(*) FROM patient_service.outbox "
-                        "WHERE aggregate_id <> 'w' GROUP BY 1"
-                    )
-                ).all()
+            # 2. the prune, with the API writing meanwhile
+            latencies: list[float] = []
+            stop = threading.Event()
+            thread = threading.Thread(target=writer, args=(database, stop, latencies))
+            thread.start()
+            time.sleep(0.5)
+            start = len(latencies)
+            time.sleep(args.baseline)  # the same writes without a prune, to compare with
+            before = len(latencies)
+            started = time.monotonic()
+            pruned = prune_published(database, INFRA, as_of=now, retention_days=14)
+            seconds = time.monotonic() - started
+            baseline, during = latencies[start:before], latencies[before:]
+            stop.set()
+            thread.join()
+            slowest_ms = max(during, default=0.0) * 1000
+            print(
+                f"prune: {pruned:,} rows in {seconds:.2f} s = {pruned / seconds:,.0f} rows/s "
+                f"(batches of 1000)\n"
+                f"writes meanwhile (insert + mark published): {_summary(during)}\n"
+                f"writes without a prune, just before:       {_summary(baseline)}"
             )
-        assert pruned == args.old, (pruned, args.old)
-        assert left.get(False, 0) == args.recent + args.outside, left
-        assert left.get(True, 0) == args.pending, left
-        record.update(prune_rows=pruned, prune_s=round(seconds, 3), writes=len(during))
-        record["slowest_write_ms"] = round(slowest_ms, 1)
+            with engine.connect() as connection:
+                left: dict[bool, int] = dict(
+                    connection.execute(
+                        sa.text(
+                            "SELECT published_at IS NULL, count(*) FROM patient_service.outbox "
+                            "WHERE aggregate_id <> 'w' GROUP BY 1"
+                        )
+                    ).all()
+                )
+            assert pruned == args.old, (pruned, args.old)
+            assert left.get(False, 0) == args.recent + args.outside, left
+            assert left.get(True, 0) == args.pending, left
+            record.update(prune_rows=pruned, prune_s=round(seconds, 3), writes=len(during))
+            record["slowest_write_ms"] = round(slowest_ms, 1)
 
-        # 3. the replay of what is retained
-        started = time.monotonic()
-        result = replay_published(
-            database,
-            INFRA,
-            producer,
-            since=now - timedelta(days=3),
-            until=now - timedelta(days=1),
-            as_of=now,
-            topic_prefix=f"{name}.",
-        )
-        seconds = time.monotonic() - started
-        print(
-            f"replay: {result.replayed:,} rows in {seconds:.2f} s = "
-            f"{result.replayed / seconds:,.0f} rows/s ({result.failed} refused)"
-        )
-        assert (result.replayed, result.failed) == (args.recent, 0), result
-        record.update(replay_rows=result.replayed, replay_s=round(seconds, 3))
-        if args.json:
-            args.json.write_text(json.dumps(record, indent=2))
-    finally:
-        producer.close()
-        database.dispose()
-        engine.dispose()
-        drop_database(admin_url, name)
-        if broker:
-            broker.stop()
-        if postgres:
-            postgres.stop()
+            # 3. the replay of what is retained
+            started = time.monotonic()
+            result = replay_published(
+                database,
+                INFRA,
+                producer,
+                since=now - timedelta(days=3),
+                until=now - timedelta(days=1),
+                as_of=now,
+                topic_prefix=f"{name}.",
+            )
+            seconds = time.monotonic() - started
+            print(
+                f"replay: {result.replayed:,} rows in {seconds:.2f} s = "
+                f"{result.replayed / seconds:,.0f} rows/s ({result.failed} refused)"
+            )
+            assert (result.replayed, result.failed) == (args.recent, 0), result
+            record.update(replay_rows=result.replayed, replay_s=round(seconds, 3))
+            if args.json:
+                args.json.write_text(json.dumps(record, indent=2))
+        finally:
+            producer.close()
+            database.dispose()
+            engine.dispose()
+            if broker:
+                broker.stop()
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 Runs the real worker processes (`python -m patient_service.worker` publishes the patient
 outbox, `python -m matching_service.worker` consumes into matching's projection) against an
-embedded PostgreSQL and Tansu broker (or BENCH_DATABASE_URL / BENCH_KAFKA_BOOTSTRAP_SERVERS),
-with topics of `--partitions` partitions, `--relays` patient workers (their relays share the
-outbox by bucket) and `--consumers` matching workers in one consumer group.
+embedded PostgreSQL (or BENCH_DATABASE_URL, else TEST_DATABASE_URL: a superuser URL on which a
+database is created and dropped) and a Tansu broker (or BENCH_KAFKA_BOOTSTRAP_SERVERS), with
+topics of `--partitions` partitions, `--relays` patient workers (their relays share the outbox
+by bucket) and `--consumers` matching workers in one consumer group.
 
 1. throughput: N events are written to the outbox first (`--versions` per patient: created,
    then updated, written round after round so the versions of a patient are far apart), then
@@ -42,27 +43,21 @@ from kafka import KafkaConsumer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_support import fresh_database, postgres_admin_url  # noqa: E402
+
 from patient_service.models import INFRA  # noqa: E402
 from patient_service.schemas import PATIENT_CREATED, PATIENT_UPDATED  # noqa: E402
 from shared.db import Database, driver_url, role_url  # noqa: E402
-from shared.devstack import (  # noqa: E402
-    EmbeddedPostgres,
-    TansuBroker,
-    drop_database,
-    ensure_database,
-)
-from shared.migrations import upgrade_all  # noqa: E402
+from shared.devstack import TansuBroker  # noqa: E402
 from shared.outbox import OutboxWriter, PendingEvent  # noqa: E402
 
 
-class Postgres(EmbeddedPostgres):
-    """The embedded server, with its postmaster's process id (for the CPU figures)."""
-
-    def pid(self) -> int | None:
-        try:
-            return int((self.datadir / "postmaster.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+def postmaster_pid(datadir: Path) -> int | None:
+    """Process id of the embedded server in `datadir` (for the CPU figures); None if none runs."""
+    try:
+        return int((datadir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def event(patient_id: int, version: int = 1) -> PendingEvent:
@@ -365,110 +360,105 @@ def main() -> None:
         parser.error("--partitions, --relays, --consumers and --versions must be at least 1")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-events-"))
-    postgres = broker = None
-    admin_url = os.environ.get("BENCH_DATABASE_URL")
-    if not admin_url:
-        postgres = Postgres(tmp / "pg")
-        admin_url = postgres.start()
-    bootstrap = os.environ.get("BENCH_KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        broker = TansuBroker()
-        bootstrap = broker.start()
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    database_url = ensure_database(admin_url, name)
-    upgrade_all(database_url)
-    engine = sa.create_engine(driver_url(database_url))
-    database = Database(role_url(database_url, "patient_service"), outbox=OutboxWriter(INFRA))
-    prefix = f"bench{uuid.uuid4().hex[:6]}."
-    relays: list[subprocess.Popen[bytes]] = []
-    consumers: list[subprocess.Popen[bytes]] = []
+    broker = None
+    with postgres_admin_url(tmp / "pg") as admin_url, fresh_database(admin_url) as database_url:
+        bootstrap = os.environ.get("BENCH_KAFKA_BOOTSTRAP_SERVERS")
+        if not bootstrap:
+            broker = TansuBroker()
+            bootstrap = broker.start()
+        engine = sa.create_engine(driver_url(database_url))
+        database = Database(role_url(database_url, "patient_service"), outbox=OutboxWriter(INFRA))
+        prefix = f"bench{uuid.uuid4().hex[:6]}."
+        relays: list[subprocess.Popen[bytes]] = []
+        consumers: list[subprocess.Popen[bytes]] = []
 
-    meter = CpuMeter(
-        postgres.pid() if postgres else None,
-        broker._process.pid if broker and broker._process else None,
-    )
-
-    def start(service: str) -> subprocess.Popen[bytes]:
-        return worker(service, database_url, bootstrap, prefix, args.partitions)
-
-    print(
-        f"set-up: {args.partitions} partitions per topic, {args.relays} patient worker(s) "
-        f"relaying, {args.consumers} matching worker(s) in one consumer group"
-    )
-    try:
-        # 1. throughput: a full outbox drained end to end
-        patients = max(1, args.events // args.versions)
-        with database.unit_of_work() as uow:
-            for version in range(1, args.versions + 1):
-                for patient_id in range(1, patients + 1):
-                    uow.emit(event(patient_id, version))
-            uow.commit()
-        written = patients * args.versions
-        started = time.monotonic()
-        relays = [start("patient_service") for _ in range(args.relays)]
-        consumers = [start("matching_service") for _ in range(args.consumers)]
-        parts = {"relay workers": relays, "matching workers": consumers}
-        cpu_start = meter.mark(parts)
-        first = wait_handled(engine, 1, timeout=120)
-        first_count = handled(engine)
-        cpu_first = meter.mark(parts)
-        finished = wait_handled(engine, written, timeout=600)
-        cpu_last = meter.mark(parts)
-        sustained = (written - first_count) / (finished - first)
-        cold = written / (finished - started)
-        print(
-            f"throughput: {written} events drained in {finished - started:.2f} s = {cold:,.0f} "
-            f"events/s from cold start (incl. worker start-up and consumer group join); "
-            f"{sustained:,.0f} events/s sustained once flowing"
-        )
-        print(stages(engine))
-        print(meter.report(cpu_start, cpu_first, cpu_last, finished - first, written - first_count))
-        print(check_order(engine, bootstrap, f"{prefix}{PATIENT_CREATED.topic}", written))
-
-        # 2. latency at a fixed rate, one event per transaction
-        since = last_outbox_id(engine)
-        achieved = write_at_rate(database, patients + 1, args.rate, args.seconds)
-        wait_handled(engine, written + int(args.rate * args.seconds), timeout=120)
-        values = latencies_ms(engine, since)
-        print(
-            f"latency at {achieved:.0f} events/s offered ({len(values)} events, "
-            f"{args.consumers} consumer(s)): {summary(values)}"
+        meter = CpuMeter(
+            postmaster_pid(tmp / "pg"),
+            broker._process.pid if broker and broker._process else None,
         )
 
-        # 3. rebalance: the last consumer leaves, then joins again while events flow
-        if args.consumers > 1:
-            stop([consumers.pop()])
-            time.sleep(3)  # the group settles on the remaining consumers
-            expected = handled(engine)
-            next_patient = patients + 1 + int(args.rate * args.seconds)
-            since = last_outbox_id(engine)
-            achieved = write_at_rate(database, next_patient, args.rate, args.join_after)
-            joined_at = last_outbox_id(engine)
-            consumers.append(start("matching_service"))
-            rest = args.join_seconds - args.join_after
-            write_at_rate(database, next_patient + 10**6, args.rate, rest)
-            until = last_outbox_id(engine)
-            expected += int(args.rate * args.join_after) + int(args.rate * rest)
-            wait_handled(engine, expected, timeout=120)
-            before = latencies_ms(engine, since, joined_at)
-            during = latencies_ms(engine, joined_at, until)
+        def start(service: str) -> subprocess.Popen[bytes]:
+            return worker(service, database_url, bootstrap, prefix, args.partitions)
+
+        print(
+            f"set-up: {args.partitions} partitions per topic, {args.relays} patient worker(s) "
+            f"relaying, {args.consumers} matching worker(s) in one consumer group"
+        )
+        try:
+            # 1. throughput: a full outbox drained end to end
+            patients = max(1, args.events // args.versions)
+            with database.unit_of_work() as uow:
+                for version in range(1, args.versions + 1):
+                    for patient_id in range(1, patients + 1):
+                        uow.emit(event(patient_id, version))
+                uow.commit()
+            written = patients * args.versions
+            started = time.monotonic()
+            relays = [start("patient_service") for _ in range(args.relays)]
+            consumers = [start("matching_service") for _ in range(args.consumers)]
+            parts = {"relay workers": relays, "matching workers": consumers}
+            cpu_start = meter.mark(parts)
+            first = wait_handled(engine, 1, timeout=120)
+            first_count = handled(engine)
+            cpu_first = meter.mark(parts)
+            finished = wait_handled(engine, written, timeout=600)
+            cpu_last = meter.mark(parts)
+            sustained = (written - first_count) / (finished - first)
+            cold = written / (finished - started)
             print(
-                f"rebalance: consumer {args.consumers} joined after {args.join_after:.0f} s at "
-                f"{achieved:.0f} events/s; longest pause in handling "
-                f"{longest_pause_ms(engine, joined_at, until):.0f} ms after the join "
-                f"({longest_pause_ms(engine, since, joined_at):.0f} ms before); latency of the "
-                f"{len(during)} events written from the join on: {summary(during)} "
-                f"(before: {summary(before)})"
+                f"throughput: {written} events drained in {finished - started:.2f} s = {cold:,.0f} "
+                f"events/s from cold start (incl. worker start-up and consumer group join); "
+                f"{sustained:,.0f} events/s sustained once flowing"
             )
-    finally:
-        stop(relays + consumers)
-        database.dispose()
-        engine.dispose()
-        drop_database(admin_url, name)
-        if broker:
-            broker.stop()
-        if postgres:
-            postgres.stop()
+            print(stages(engine))
+            print(
+                meter.report(
+                    cpu_start, cpu_first, cpu_last, finished - first, written - first_count
+                )
+            )
+            print(check_order(engine, bootstrap, f"{prefix}{PATIENT_CREATED.topic}", written))
+
+            # 2. latency at a fixed rate, one event per transaction
+            since = last_outbox_id(engine)
+            achieved = write_at_rate(database, patients + 1, args.rate, args.seconds)
+            wait_handled(engine, written + int(args.rate * args.seconds), timeout=120)
+            values = latencies_ms(engine, since)
+            print(
+                f"latency at {achieved:.0f} events/s offered ({len(values)} events, "
+                f"{args.consumers} consumer(s)): {summary(values)}"
+            )
+
+            # 3. rebalance: the last consumer leaves, then joins again while events flow
+            if args.consumers > 1:
+                stop([consumers.pop()])
+                time.sleep(3)  # the group settles on the remaining consumers
+                expected = handled(engine)
+                next_patient = patients + 1 + int(args.rate * args.seconds)
+                since = last_outbox_id(engine)
+                achieved = write_at_rate(database, next_patient, args.rate, args.join_after)
+                joined_at = last_outbox_id(engine)
+                consumers.append(start("matching_service"))
+                rest = args.join_seconds - args.join_after
+                write_at_rate(database, next_patient + 10**6, args.rate, rest)
+                until = last_outbox_id(engine)
+                expected += int(args.rate * args.join_after) + int(args.rate * rest)
+                wait_handled(engine, expected, timeout=120)
+                before = latencies_ms(engine, since, joined_at)
+                during = latencies_ms(engine, joined_at, until)
+                print(
+                    f"rebalance: consumer {args.consumers} joined after {args.join_after:.0f} s at "
+                    f"{achieved:.0f} events/s; longest pause in handling "
+                    f"{longest_pause_ms(engine, joined_at, until):.0f} ms after the join "
+                    f"({longest_pause_ms(engine, since, joined_at):.0f} ms before); latency of the "
+                    f"{len(during)} events written from the join on: {summary(during)} "
+                    f"(before: {summary(before)})"
+                )
+        finally:
+            stop(relays + consumers)
+            database.dispose()
+            engine.dispose()
+            if broker:
+                broker.stop()
 
 
 if __name__ == "__main__":

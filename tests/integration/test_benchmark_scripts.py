@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
+from benchmarks.bench_support import fresh_database, postgres_admin_url
+from shared.db import driver_url
 from shared.devstack import ROOT
 from tests.unit.test_directory import PLZ_CSV
 
@@ -155,3 +158,44 @@ def test_api_benchmark_loads_a_platform_and_prints_latencies_per_endpoint_class(
     classes = {(r["service"], r["class"]) for r in records}
     assert {("patient", "list"), ("therapist", "detail"), ("matching", "filter")} <= classes
     assert all(r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] for r in records)
+
+
+def test_benchmarks_take_bench_database_url_then_test_database_url(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bench, test = "postgresql://bench@db.invalid/postgres", "postgresql://test@db.invalid/postgres"
+    monkeypatch.setenv("BENCH_DATABASE_URL", bench)
+    monkeypatch.setenv("TEST_DATABASE_URL", test)
+    with postgres_admin_url(tmp_path / "pg") as url:
+        assert url == bench
+    monkeypatch.delenv("BENCH_DATABASE_URL")
+    with postgres_admin_url(tmp_path / "pg") as url:
+        assert url == test
+    assert not (tmp_path / "pg").exists()  # no embedded server was started
+
+
+def test_a_benchmark_database_is_migrated_and_dropped_even_when_the_run_fails(
+    pg_admin_url: str,
+) -> None:
+    admin = sa.create_engine(driver_url(pg_admin_url))
+    try:
+        with (
+            pytest.raises(RuntimeError),
+            fresh_database(pg_admin_url, services=["geocoding_service"]) as url,
+        ):
+            name = sa.engine.make_url(url).database
+            engine = sa.create_engine(driver_url(url))
+            with engine.connect() as connection:
+                table = connection.execute(
+                    sa.text("SELECT to_regclass('geocoding_service.postal_codes')")
+                ).scalar_one()
+            engine.dispose()
+            assert table is not None
+            raise RuntimeError("the benchmark failed")
+        with admin.connect() as connection:
+            left = connection.execute(
+                sa.text("SELECT count(*) FROM pg_database WHERE datname = :name"), {"name": name}
+            ).scalar_one()
+        assert left == 0
+    finally:
+        admin.dispose()
