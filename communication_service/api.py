@@ -47,7 +47,7 @@ class EmailList(_CommunicationResource):
         paginated=True,
     )
     def get(self, query: EmailListQuery) -> Any:
-        return emails.list_emails(self.database.unit_of_work(), query)
+        return emails.list_emails(self.database.reading(), query)
 
 
 class EmailItem(_CommunicationResource):
@@ -55,7 +55,7 @@ class EmailItem(_CommunicationResource):
 
     @operation("One email with its content as sent", response=EmailDetailOut, errors=(404,))
     def get(self, email_id: int) -> Any:
-        return emails.get_email(self.database.unit_of_work(), email_id)
+        return emails.get_email(self.database.reading(), email_id)
 
 
 class PhoneCallList(_CommunicationResource):
@@ -67,7 +67,7 @@ class PhoneCallList(_CommunicationResource):
         response=CallListOut,
     )
     def get(self, query: CallListQuery) -> Any:
-        return calls.call_list(self.database.unit_of_work(), query, self.directory)
+        return calls.call_list(self.database.reading(), query, self.directory)
 
 
 class PhoneCallItem(_CommunicationResource):

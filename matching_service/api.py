@@ -89,7 +89,7 @@ class SearchList(_SearchResource):
         paginated=True,
     )
     def get(self, query: SearchListQuery) -> Any:
-        return service.list_searches(self.database.unit_of_work(), query)
+        return service.list_searches(self.database.reading(), query)
 
 
 class SearchItem(_SearchResource):
@@ -97,7 +97,7 @@ class SearchItem(_SearchResource):
 
     @operation("Get a patient search", response=SearchDetailOut, errors=(404,))
     def get(self, search_id: int) -> Any:
-        return service.search_detail(self.database.unit_of_work(), search_id)
+        return service.search_detail(self.database.reading(), search_id)
 
     @operation(
         "Pause, resume or cancel a search (409 lists the allowed statuses)",
@@ -329,7 +329,7 @@ class InquiryList(_MatchingResource):
     )  # fmt: skip
     def get(self, query: InquiryListQuery) -> Any:
         return inquiries.list_inquiries(
-            self.database.unit_of_work(),
+            self.database.reading(),
             query,
             follow_up_after_days=self.settings.follow_up_after_days,
         )
@@ -340,7 +340,7 @@ class InquiryItem(_MatchingResource):
 
     @operation("Get an inquiry with its patients", response=InquiryOut, errors=(404,))
     def get(self, inquiry_id: int) -> Any:
-        return inquiries.inquiry_detail(self.database.unit_of_work(), inquiry_id)
+        return inquiries.inquiry_detail(self.database.reading(), inquiry_id)
 
 
 class PatientData(_MatchingResource):

@@ -65,7 +65,7 @@ class PatientList(_PatientResource):
     def get(self, query: PatientListQuery) -> Any:
         if query.search and g.role is Role.SERVICE:
             raise Forbidden("free-text search of patients is for staff only")
-        return service.list_patients(self.database.unit_of_work(), query)
+        return service.list_patients(self.database.reading(), query)
 
 
 class PatientItem(_PatientResource):
@@ -73,7 +73,7 @@ class PatientItem(_PatientResource):
 
     @operation("Get a patient (recorded in the audit log)", response=PatientOut, errors=(404,))
     def get(self, patient_id: int) -> Any:
-        return service.get_patient(self.database.unit_of_work(), patient_id)
+        return service.get_patient(self.database.reading(), patient_id)
 
     @operation(
         "Erase a patient's personal data here and in every service (GDPR Art. 17)",

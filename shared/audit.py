@@ -14,7 +14,18 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 from flask import g, has_request_context
-from sqlalchemy import Table, insert, select
+from sqlalchemy import (
+    CTE,
+    ColumnExpressionArgument,
+    String,
+    Table,
+    bindparam,
+    cast,
+    insert,
+    literal,
+    select,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from shared.infrastructure import AUDIT_ACTIONS
@@ -93,6 +104,46 @@ def record(
             for entity_id in ids
         ],
     )
+
+
+def recording(
+    table: Table,
+    action: str,
+    entity_type: str,
+    entity_id: ColumnExpressionArgument[Any],
+    *conditions: ColumnExpressionArgument[bool],
+    fields: Iterable[str] = (),
+) -> CTE:
+    """Audit entries for the rows `conditions` select (their `entity_id`), as a CTE to add to
+    the statement that reads those rows (`Select.add_cte`): PostgreSQL runs an INSERT in a
+    WITH whether or not the statement refers to it, so the read and its entries are one
+    statement (nothing is read unrecorded, and no round trip or transaction is added).
+
+    Who acts is a parameter of the statement (`acting()` gives it), so a statement can be
+    built once and run for every caller."""
+    if action not in AUDIT_ACTIONS:
+        raise ValueError(f"unknown audit action: {action}")
+    entries = select(
+        bindparam("audit_actor", type_=String),
+        bindparam("audit_actor_role", type_=String),
+        literal(action, String),
+        literal(entity_type, String),
+        cast(entity_id, String),
+        literal(sorted(set(fields)), JSONB),
+        bindparam("audit_request_id", type_=String),
+    ).where(*conditions)
+    columns = ["actor", "actor_role", "action", "entity_type", "entity_id", "fields", "request_id"]
+    return insert(table).from_select(columns, entries).cte(f"{table.name}_recorded")
+
+
+def acting() -> dict[str, str | None]:
+    """The parameters of a `recording` CTE: whoever is acting now."""
+    name, role, request_id = actor()
+    return {
+        "audit_actor": name[:100],
+        "audit_actor_role": role[:20],
+        "audit_request_id": request_id,
+    }
 
 
 def entries_of(session: Session, table: Table, entity_type: str, entity_id: object) -> list[Any]:

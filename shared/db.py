@@ -8,7 +8,7 @@ prepared statements; psycopg2 does not prepare), and every table is schema-quali
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -199,6 +199,35 @@ class UnitOfWork:
         self.session.commit()
 
 
+class ReadingUnitOfWork(UnitOfWork):
+    """A unit of work for reads: its statements run without a transaction around them (no
+    BEGIN before, no ROLLBACK after: two round trips fewer per request).
+
+    Under READ COMMITTED each statement of a transaction sees its own snapshot anyway, so a
+    read sees nothing it would not see in a transaction. A write through it (e.g. an audit
+    entry) commits on its own when it runs: it must be one statement, and no events are
+    written (they would not commit together with anything)."""
+
+    def __init__(self, database: Database) -> None:
+        super().__init__(database._sessions)
+        self._database = database
+        self._scope = ExitStack()
+
+    def __enter__(self) -> ReadingUnitOfWork:
+        self._scope = ExitStack()
+        connection = self._scope.enter_context(self._database.autocommit())
+        self.session = self._scope.enter_context(Session(connection, expire_on_commit=False))
+        self._events = []
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._scope.close()
+
+    def emit(self, event: Any) -> None:
+        """Refused: events commit with the change that caused them, which needs a transaction."""
+        raise RuntimeError("a reading unit of work writes no events (use unit_of_work())")
+
+
 class Database:
     """Engine and unit-of-work factory of one service."""
 
@@ -210,6 +239,10 @@ class Database:
     def unit_of_work(self) -> UnitOfWork:
         """A new unit of work; use it as a context manager."""
         return UnitOfWork(self._sessions, self.outbox)
+
+    def reading(self) -> ReadingUnitOfWork:
+        """A unit of work for a read (no transaction; see `ReadingUnitOfWork`)."""
+        return ReadingUnitOfWork(self)
 
     @contextmanager
     def autocommit(self) -> Iterator[Connection]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import flask_restful
 import flask_swagger_ui
+import orjson
 from flask import (
     Blueprint,
     Flask,
@@ -262,27 +263,41 @@ def reject_control_characters(parsed: Any, location: str) -> None:
 
 
 def render(op: Operation, result: Any) -> tuple[Any, int]:
-    """Turn a use case result into JSON with the operation's status code."""
+    """Turn a use case result into JSON (bytes, see `output_json`) with the operation's
+    status code."""
     if result is None:
         return "", 204 if op.status == 200 else op.status
     if op.paginated:
         assert isinstance(result, Page)
-        return {
-            "items": [_dump(op.response, item) for item in result.items],
+        page = {
+            "items": [orjson.Fragment(_dump(op.response, item)) for item in result.items],
             "total": result.total,
             "total_exact": result.total_exact,
             "page": result.page,
             "per_page": result.per_page,
-        }, op.status
+        }
+        return orjson.dumps(page), op.status
     return _dump(op.response, result), op.status
 
 
-def _dump(model: type[BaseModel] | None, value: Any) -> Any:
+def _dump(model: type[BaseModel] | None, value: Any) -> bytes:
+    """JSON of one result, written by pydantic's serializer itself (no dict of JSON values
+    in between, which the json module then had to encode again)."""
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return value.__pydantic_serializer__.to_json(value)
     if model is not None:
-        return model.model_validate(value, from_attributes=True).model_dump(mode="json")
-    return value
+        parsed = model.model_validate(value, from_attributes=True)
+        return parsed.__pydantic_serializer__.to_json(parsed)
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+
+
+def output_json(data: Any, code: int, headers: Any = None) -> Response:
+    """The JSON representation of every resource: `render` hands over finished JSON (bytes);
+    anything else a resource returns is encoded here."""
+    body = data if isinstance(data, bytes) else orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+    response = current_app.response_class(body + b"\n", status=code, mimetype="application/json")
+    response.headers.extend(headers or {})
+    return response
 
 
 # ---------------------------------------------------------------- auth
@@ -363,6 +378,7 @@ class ServiceApi(flask_restful.Api):
 
     def __init__(self, app: Flask) -> None:
         super().__init__(app)
+        self.representations["application/json"] = output_json
         self.mounted: list[tuple[type[flask_restful.Resource], tuple[str, ...]]] = []
 
     def add_resource(self, resource: Any, *urls: str, **kwargs: Any) -> None:

@@ -51,7 +51,7 @@ class TherapistList(_TherapistResource):
 
     @operation("List therapists", query=TherapistListQuery, response=TherapistOut, paginated=True)
     def get(self, query: TherapistListQuery) -> Any:
-        return service.list_therapists(self.database.unit_of_work(), query)
+        return service.list_therapists(self.database.reading(), query)
 
 
 class TherapistItem(_TherapistResource):
@@ -59,7 +59,7 @@ class TherapistItem(_TherapistResource):
 
     @operation("Get a therapist", response=TherapistOut, errors=(404,))
     def get(self, therapist_id: int) -> Any:
-        return service.get_therapist(self.database.unit_of_work(), therapist_id)
+        return service.get_therapist(self.database.reading(), therapist_id)
 
     @operation(
         "Change a therapist's fields (or retire / reactivate it)",

@@ -362,6 +362,31 @@ def test_exclusions_are_permanent_per_patient_and_refused_after_erasure(
     assert erase.status_code in (409, 422)
 
 
+def test_patient_search_finds_a_part_of_either_name_across_the_space_and_of_the_email(
+    patients: Any, staff_headers: dict[str, str]
+) -> None:
+    marker = f"xq{new_id()}"
+    body = patient_body(
+        first_name=f"Jorg{marker}", last_name=f"Olmann{marker}", email=f"j.{marker}@example.org"
+    )
+    patient_id = patients.post("/api/patients", json=body, headers=staff_headers).json["id"]
+
+    def found(text: str) -> list[int]:
+        response = patients.get(
+            "/api/patients", query_string={"search": text}, headers=staff_headers
+        )
+        assert response.status_code == 200, response.json
+        return [p["id"] for p in response.json["items"]]
+
+    assert found(f"jorg{marker}") == [patient_id]  # the first name, in any case
+    assert found(f"OLMANN{marker}") == [patient_id]  # the last name
+    assert found(f"{marker} olm") == [patient_id]  # across the space between them
+    assert found(f"j.{marker}@") == [patient_id]  # the email
+    assert found(f"{marker}olmann") == []  # no space: not the full name
+    assert found(f"{marker}%") == []  # % and _ are the characters themselves
+    assert found(f"{marker}_") == []
+
+
 def test_patient_list_search_sort_and_range_and_the_search_is_audited(
     patients: Any, admin_engine: sa.Engine, staff_headers: dict[str, str]
 ) -> None:

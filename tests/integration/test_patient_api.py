@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from patient_service.app import create_app
 from patient_service.models import INFRA
 from patient_service.settings import PatientSettings
 from shared.auth import Role, TokenStore, issue_token
-from shared.db import Database, schema_metadata
+from shared.db import Database, driver_url, schema_metadata
 from shared.infrastructure import define_infrastructure
 from shared.runtime import ServiceRuntime
 from tests.helpers import patient_body
@@ -488,3 +489,42 @@ def test_consent_time_is_stored_in_utc_whatever_its_offset(
     response = client.post("/api/patients", json=too_early, headers=admin_headers)
     assert response.status_code == 422
     assert response.json["error"]["details"][0]["field"] == "consent_at"
+
+
+def test_a_read_records_one_audit_entry_with_its_request_and_a_missing_patient_none(
+    client: Any, staff_headers: dict[str, str], database_url: str
+) -> None:
+    created = client.post("/api/patients", json=patient_body(), headers=staff_headers).json
+    found_id, missing_id = uuid.uuid4().hex, uuid.uuid4().hex
+    read = client.get(
+        f"/api/patients/{created['id']}", headers={**staff_headers, "X-Request-ID": found_id}
+    )
+    assert read.status_code == 200 and read.json == created
+    missing = client.get(
+        "/api/patients/2147483000", headers={**staff_headers, "X-Request-ID": missing_id}
+    )
+    assert missing.status_code == 404
+    engine = sa.create_engine(driver_url(database_url))
+    try:
+        with engine.connect() as connection:
+            entries = connection.execute(
+                sa.text(
+                    "SELECT request_id, actor, actor_role, action, entity_type, entity_id, fields "
+                    "FROM patient_service.audit_events WHERE request_id IN (:found, :missing)"
+                ),
+                {"found": found_id, "missing": missing_id},
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(entry) for entry in entries] == [
+        (found_id, "staff-test", "staff", "read", "patient", str(created["id"]), [])
+    ]
+
+
+def test_a_reading_unit_of_work_refuses_events(database_url: str) -> None:
+    database = Database(database_url, pool_size=1)
+    try:
+        with database.reading() as uow, pytest.raises(RuntimeError, match="no events"):
+            uow.emit(object())
+    finally:
+        database.dispose()
