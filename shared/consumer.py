@@ -252,6 +252,11 @@ class ConsumerRunner:
         )
 
     def _consumer(self) -> KafkaConsumer:
+        # the subscribed topics exist before the group is joined, with the configured partition
+        # count: joined without them, a member is assigned nothing of a topic until a metadata
+        # refresh and a rejoin; and Tansu would create them for the first client that asks,
+        # with its own count (its producer also makes the dead-letter topic)
+        self._producer.create_missing_topics()
         consumer = KafkaConsumer(
             bootstrap_servers=self._bootstrap,
             group_id=self._group_id,
@@ -264,8 +269,8 @@ class ConsumerRunner:
             heartbeat_interval_ms=max(300, self._session_timeout_ms // 10),
             max_poll_records=MAX_POLL_RECORDS,
             fetch_max_wait_ms=100,
-            # topics are created by their producers with the configured partition count; a
-            # consumer's metadata request must not create them first with the broker default
+            # a consumer's metadata request must not create topics with the broker's default
+            # partition count (Kafka honours this; Tansu does not, hence the creation above)
             allow_auto_create_topics=False,
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
             max_poll_interval_ms=MAX_POLL_INTERVAL_MS,

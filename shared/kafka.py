@@ -111,10 +111,14 @@ class RobustProducer:
         self._producer: KafkaProducer | None = None
         self.rebuilds = 0
 
+    def create_missing_topics(self) -> None:
+        """Create this producer's topics that do not exist yet, with its partition count."""
+        if self._topics:
+            ensure_topics(self._bootstrap, self._topics, self._partitions, self._client_options)
+
     def _ensure_producer(self) -> KafkaProducer:
         if self._producer is None:
-            if self._topics:
-                ensure_topics(self._bootstrap, self._topics, self._partitions, self._client_options)
+            self.create_missing_topics()
             self._producer = KafkaProducer(
                 bootstrap_servers=self._bootstrap,
                 client_id=self._client_id,

@@ -515,3 +515,26 @@ def test_a_partition_that_stays_unfetchable_makes_the_loop_rebuild_its_consumer(
         assert time.monotonic() - started >= 1.0  # not before the grace
     finally:
         consumer.close(autocommit=False)
+
+
+def test_a_consumer_creates_its_topics_with_the_configured_partitions_before_it_joins(
+    make_settings: Any, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """Joined before its topics exist, a member is assigned nothing of them until a metadata
+    refresh and a rejoin (an end-to-end run waited 30 s for a patient's status that way),
+    and Tansu creates a topic for the first client that asks, with 4 partitions whatever
+    KAFKA_PARTITIONS says. The runner creates them first, with the configured count."""
+    from kafka import KafkaConsumer
+
+    settings = make_settings(MatchingSettings, kafka_partitions=2)
+    runner = ServiceRuntime.build(settings, MATCHING_INFRA).consumer(SUBSCRIPTIONS, HANDLERS)
+    topics = [settings.topic(name) for name in SUBSCRIPTIONS]
+    consumer = runner._consumer()
+    probe = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert {topic: probe.partitions_for_topic(topic) for topic in topics} == {
+            topic: {0, 1} for topic in topics
+        }
+    finally:
+        probe.close()
+        consumer.close(autocommit=False)
