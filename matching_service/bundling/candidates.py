@@ -162,7 +162,12 @@ def build_market(
     )
     t_lat, t_lon = t.lat[t_rows], t.lon[t_rows]
     t_usable = t.contactable[t_rows] & ~(np.isnan(t_lat) | np.isnan(t_lon))
-    practice = np.unique(np.array(t.practice_key, dtype=object)[t_rows], return_inverse=True)[1]
+    # practices numbered by first appearance (only equality is used; sorting the strings cost more)
+    codes: dict[str, int] = {}
+    keys = t.practice_key
+    practice = np.fromiter(
+        (codes.setdefault(keys[j], len(codes)) for j in t_rows.tolist()), np.int64, len(t_rows)
+    )
     modes = s.travel_mode[s_rows]
     factors = np.array(
         [config.detour_factor.get(m, np.nan) for m in TRAVEL_MODES], dtype=np.float64
