@@ -178,10 +178,11 @@ class _Solver:
         """Find a chain of moves that frees room for p (breadth-first); apply it."""
         s = self.s
         members, closed, assigned = s.members, s.closed, s.assigned
+        cand_lists, most = self.cand_lists, self.max
         parent: dict[int, tuple[int, int] | None] = {}
         queue: deque[int] = deque()
         expanded = 0
-        for t in self.cand_lists[p]:
+        for t in cand_lists[p]:
             if t not in parent and t not in dead and not closed[t] and t not in assigned[p]:
                 parent[t] = None
                 queue.append(t)
@@ -193,14 +194,21 @@ class _Solver:
             for q in members[t]:
                 if q == p:
                     continue
-                for t2 in self.cand_lists[q]:
-                    if t2 in parent or t2 in dead or closed[t2] or t2 in assigned[q]:
-                        continue
-                    parent[t2] = (t, q)
-                    if len(members[t2]) < self.max:
+                # q's therapists not reached yet, filtered in one comprehension (this loop is
+                # most of the coverage round's time in a saturated city)
+                mine = assigned[q]
+                fresh = [
+                    t2
+                    for t2 in cand_lists[q]
+                    if t2 not in parent and t2 not in dead and not closed[t2] and t2 not in mine
+                ]
+                step = (t, q)
+                for t2 in fresh:
+                    parent[t2] = step
+                    if len(members[t2]) < most:
                         self._apply(p, t2, parent)
                         return True
-                    queue.append(t2)
+                queue.extend(fresh)
         dead.update(parent)
         return False
 

@@ -162,7 +162,12 @@ def build_market(
     )
     t_lat, t_lon = t.lat[t_rows], t.lon[t_rows]
     t_usable = t.contactable[t_rows] & ~(np.isnan(t_lat) | np.isnan(t_lon))
-    practice = np.unique(np.array(t.practice_key, dtype=object)[t_rows], return_inverse=True)[1]
+    # practices numbered by first appearance (only equality is used; sorting the strings cost more)
+    codes: dict[str, int] = {}
+    keys = t.practice_key
+    practice = np.fromiter(
+        (codes.setdefault(keys[j], len(codes)) for j in t_rows.tolist()), np.int64, len(t_rows)
+    )
     modes = s.travel_mode[s_rows]
     factors = np.array(
         [config.detour_factor.get(m, np.nan) for m in TRAVEL_MODES], dtype=np.float64
@@ -357,26 +362,21 @@ def degree(m: Market) -> np.ndarray:
         counts[g] = run[g_end[g] - a]
         carry = run[-1]
     loc_first = np.searchsorted(g_loc, np.arange(n_loc + 1))
-    # per location pair: the last group of its location whose limit reaches the therapist
+    # per location pair: the last group of its location whose limit reaches the therapist,
+    # found by an exact integer key (location, rank of the limit among the distinct limits)
+    limits = np.unique(g_lim)
+    top = len(limits) - 1
+    g_key = g_loc * len(limits) + (top - np.searchsorted(limits, g_lim))
     l_loc = m.pair_location()
-    key_g = g_loc * 8.0 + (4.0 - g_lim)
-    last = np.searchsorted(key_g, l_loc * 8.0 + (4.0 - m.l_c2), side="right") - 1
-    last = np.clip(last, loc_first[l_loc], loc_first[l_loc + 1] - 1)
-    # the float key can round across a limit: step to the exact group
-    while True:
-        back = (g_lim[last] < m.l_c2) & (last > loc_first[l_loc])
-        ahead = (last + 1 < loc_first[l_loc + 1]) & (
-            g_lim[np.minimum(last + 1, len(g_lim) - 1)] >= m.l_c2
-        )
-        if not (back.any() or ahead.any()):
-            break
-        last = last - back + (ahead & ~back)
-    reach = g_lim[last] >= m.l_c2
-    tp = m.t_prof[m.l_t]
+    reaching = top - np.searchsorted(limits, m.l_c2)  # -1: beyond every limit
+    last = np.searchsorted(g_key, l_loc * len(limits) + reaching, side="right") - 1
+    reach = np.flatnonzero(last >= loc_first[l_loc])
+    last, l_loc = last[reach], l_loc[reach]
+    tp = m.t_prof[m.l_t[reach]]
     before = loc_first[l_loc] - 1
     value = counts[last, tp] - np.where(before >= 0, counts[np.maximum(before, 0), tp], 0)
     value = value.astype(kind).astype(np.int64)
-    np.add.at(deg, m.l_t[reach], value[reach])
+    np.add.at(deg, m.l_t[reach], value)
     if len(m.excl_p):
         p, t = m.excl_p, m.excl_t
         ok = eligible_mask(m, p, t, check_exclusions=False)
@@ -485,7 +485,13 @@ def nearest(
     loc = m.s_loc[ps]
     first, end = start[loc], start[loc + 1]
     lim = m.limit[ps]
-    stop = np.clip(np.searchsorted(key, loc * 8.0 + lim, side="right"), first, end)
+    # needles in ascending order: neighbouring binary searches touch the same memory
+    # (several times faster than searching 3 M keys in priority order)
+    needle = loc * 8.0 + lim
+    by_needle = np.argsort(needle)
+    stop = np.empty(len(ps), dtype=np.int64)
+    stop[by_needle] = np.searchsorted(key, needle[by_needle], side="right")
+    np.clip(stop, first, end, out=stop)
     while True:
         # the float key can round across a limit: step to the exact prefix end
         back = (stop > first) & (c2[np.maximum(stop - 1, 0)] > lim)

@@ -140,7 +140,8 @@ class _ArraySolver(_Solver):
         active = np.flatnonzero(ptr < end)
         while len(active):
             new_t = t[ptr[active]]
-            order = np.lexsort((active, new_t))
+            # by therapist, then proposer (one integer key: quicker than a lexsort)
+            order = np.argsort(new_t * (none + 1) + active)
             new_t, new_p = new_t[order], active[order]
             ts, first, count = np.unique(new_t, return_index=True, return_counts=True)
             # only therapists with new proposals re-rank: what they hold plus what came in
@@ -158,8 +159,11 @@ class _ArraySolver(_Solver):
         ther, slot = np.nonzero(held != none)
         who = held[ther, slot]
         order = np.argsort(who, kind="stable")
+        # Assignment.add inlined: tens of thousands of places per round in a national run
+        members, assigned = s.members, s.assigned
         for q, u in zip(proposers[who[order]].tolist(), ther[order].tolist(), strict=True):
-            s.add(q, u)
+            members[u][q] = None
+            assigned[q][u] = None
 
 
 def _preference_order(
@@ -227,13 +231,14 @@ def propose_columns(
     state = Assignment(m.n_s, m.n_t, m.budget.tolist())
     solver = _ArraySolver(state, t, cand_start, config)
     # Room in all bundles before the first round: every candidate therapist is still empty.
-    solver.cover_round(m.n_s, free=len(np.unique(t)) * config.bundle_max_size)
+    listed = int(np.count_nonzero(np.bincount(t, minlength=m.n_t)))
+    solver.cover_round(m.n_s, free=listed * config.bundle_max_size)
     solver.repair()
     for round_no in range(2, config.max_inquiries_per_patient + 1):
         solver.parallel_round(m.n_s, round_no)
     solver.repair()
     _colleague_fallback(m, deg, state, config)
-    return _result(m, deg, is_rep, state, config)
+    return _result(m, deg, is_rep, state, config, np.diff(cand_start) > 0)
 
 
 def _colleague_fallback(
@@ -264,11 +269,17 @@ def _colleague_fallback(
 
 
 def _result(
-    m: Market, deg: np.ndarray, is_rep: np.ndarray, state: Assignment, config: BundleConfig
+    m: Market,
+    deg: np.ndarray,
+    is_rep: np.ndarray,
+    state: Assignment,
+    config: BundleConfig,
+    has_candidates: np.ndarray,
 ) -> ColumnResult:
-    bundles = [(t, list(mm)) for t, mm in enumerate(state.members) if mm]
-    sizes = np.array([len(mm) for _, mm in bundles], dtype=np.int64)
-    p = np.array([q for _, mm in bundles for q in mm], dtype=np.int64)
+    bundles = [(t, mm) for t, mm in enumerate(state.members) if mm]
+    sizes = np.fromiter(map(len, state.members), np.int64, m.n_t)
+    sizes = sizes[sizes > 0]
+    p = np.fromiter(chain.from_iterable(mm for _, mm in bundles), np.int64, int(sizes.sum()))
     t = np.repeat(np.array([tt for tt, _ in bundles], dtype=np.int64), sizes)
     bundle = np.repeat(np.arange(len(bundles)), sizes)
     sr, tr = m.s_rows[p], m.t_rows[t]
@@ -284,11 +295,13 @@ def _result(
         assigned[p] = True
     out = np.flatnonzero(~assigned)
     reason = np.full(len(out), SEARCH_REASONS.index(SearchReason.NO_CAPACITY), dtype=np.int64)
-    active = m.s_loc[out] >= 0
     reason[~m.located[out]] = SEARCH_REASONS.index(SearchReason.NO_LOCATION)
     reason[m.located[out] & (m.budget[out] <= 0)] = SEARCH_REASONS.index(
         SearchReason.BUDGET_USED_UP
     )
+    # A search with candidates reaches an eligible representative, so it lacked room: only
+    # the searches without any need their location pairs counted.
+    active = (m.s_loc[out] >= 0) & ~has_candidates[out]
     ps = out[active]
     if len(ps):
         in_range, pref, elig, e_local, e_t = reason_counts(m, ps)
