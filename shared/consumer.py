@@ -71,6 +71,8 @@ STUCK_PARTITION_S = 60.0
 # minutes, a join that a replaced broker never answered held a consumer's partitions for
 # minutes); also the longest a poll loop may take before the member leaves the group
 MAX_POLL_INTERVAL_MS = 30_000
+# how often the loop asks the broker whether a partition with records waiting moved at all
+PROGRESS_INTERVAL_S = 60.0
 # a position past the partition's end for this long means the broker lost its log (not a
 # new leader whose high watermark is a moment behind)
 PAST_END_GRACE_S = 5.0
@@ -224,6 +226,10 @@ class ConsumerRunner:
         # assigned partitions seen not fetchable, and since when
         self._unfetchable: dict[TopicPartition, float] = {}
         self.stuck_partition_s = STUCK_PARTITION_S
+        # positions at the last progress check (records were waiting beyond them)
+        self._behind: dict[TopicPartition, int] = {}
+        self._progress_checked = time.monotonic()
+        self.progress_interval_s = PROGRESS_INTERVAL_S
         # consumer lag per (topic, partition) assigned now, refreshed by the poll loop
         self._lag: dict[tuple[str, int], int] = {}
         self._lag_checked = 0.0
@@ -328,6 +334,7 @@ class ConsumerRunner:
         self._check_topic_ids(consumer)
         self._check_positions(consumer)
         self._check_fetchable(consumer)
+        self._check_progress(consumer)
         if not batch:
             self._refresh_lag(consumer)
             return
@@ -481,6 +488,41 @@ class ConsumerRunner:
                 f"{', '.join(f'{tp.topic}[{tp.partition}]' for tp in stuck)} not fetchable for "
                 f"{self.stuck_partition_s:g} s (a rebalance or offset reset that does not "
                 "complete): rebuilding the consumer"
+            )
+
+    def _check_progress(self, consumer: KafkaConsumer) -> None:
+        """Raise `ConsumerStuck` when a partition had records waiting beyond its position at
+        two checks `progress_interval_s` apart and its position did not move.
+
+        The broker is asked for the end offsets (one call per interval): a consumer whose
+        fetches stopped after a broker replacement knows no high watermark to compare with.
+        """
+        now = time.monotonic()
+        if now - self._progress_checked < self.progress_interval_s:
+            return
+        self._progress_checked = now
+        states = consumer._subscription.assignment
+        positions: dict[TopicPartition, int] = {}
+        for partition in consumer.assignment():
+            offset = getattr(getattr(states.get(partition), "position", None), "offset", None)
+            if offset is not None:
+                positions[partition] = offset
+        if not positions:
+            self._behind = {}
+            return
+        try:
+            ends = consumer.end_offsets(list(positions), timeout_ms=BROKER_CALL_TIMEOUT_MS)
+        except Exception as exc:
+            log.warning("consumer progress not checked: %s", exc.__class__.__name__)
+            return
+        behind = {tp: offset for tp, offset in positions.items() if (ends.get(tp) or 0) > offset}
+        stuck = sorted(tp for tp, offset in behind.items() if self._behind.get(tp) == offset)
+        self._behind = behind
+        if stuck:
+            self._behind = {}
+            raise ConsumerStuck(
+                f"{', '.join(f'{tp.topic}[{tp.partition}]' for tp in stuck)} did not move for "
+                f"{self.progress_interval_s:g} s with records waiting: rebuilding the consumer"
             )
 
     def verify_assignment(

@@ -538,3 +538,46 @@ def test_a_consumer_creates_its_topics_with_the_configured_partitions_before_it_
     finally:
         probe.close()
         consumer.close(autocommit=False)
+
+
+def test_a_partition_with_records_waiting_that_does_not_move_makes_the_loop_rebuild(
+    make_settings: Any, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """A consumer whose fetches stopped (seen after a broker replacement: fetchable
+    partitions, no high watermark, nothing read for minutes) is caught by asking the broker
+    for the end offsets: records waiting beyond an unmoved position at two checks raise
+    `ConsumerStuck`. A partition that is read, or has nothing waiting, never does."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from shared.consumer import ConsumerStuck
+    from shared.kafka import ensure_topics
+
+    topic = f"{topic_prefix}{PATIENT_TOPIC}"
+    ensure_topics(kafka_bootstrap, [topic], partitions=1)
+    runner = ServiceRuntime.build(make_settings(MatchingSettings), MATCHING_INFRA).consumer(
+        SUBSCRIPTIONS, HANDLERS
+    )
+    runner.progress_interval_s = 0.5
+    partition = TopicPartition(topic, 0)
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"{topic_prefix}probe",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    try:
+        consumer.assign([partition])
+        consumer.poll(timeout_ms=500)
+        for _ in range(4):  # nothing waiting
+            time.sleep(0.6)
+            runner._check_progress(consumer)
+
+        _produce(kafka_bootstrap, topic, [b"0", b"1", b"2"])
+        consumer.pause(partition)  # stands for fetches that stopped: the position stays
+        time.sleep(0.6)
+        runner._check_progress(consumer)  # first sight: records waiting
+        time.sleep(0.6)
+        with pytest.raises(ConsumerStuck, match=rf"{topic}\[0\] did not move"):
+            runner._check_progress(consumer)
+    finally:
+        consumer.close(autocommit=False)
