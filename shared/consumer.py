@@ -91,6 +91,19 @@ class Interruption(RuntimeError):
     done = 0
 
 
+def _positions(consumer: KafkaConsumer) -> dict[TopicPartition, tuple[int, int | None]]:
+    """Per assigned partition with a position: (the position, the partition's end as its last
+    fetch reported it, None before any). No broker call: kafka-python keeps positions in its
+    subscription state only."""
+    states = consumer._subscription.assignment
+    positions: dict[TopicPartition, tuple[int, int | None]] = {}
+    for partition in consumer.assignment():
+        position = getattr(getattr(states.get(partition), "position", None), "offset", None)
+        if position is not None:
+            positions[partition] = (position, consumer.highwater(partition))
+    return positions
+
+
 class ConsumerStuck(RuntimeError):
     """The consumer cannot make progress by itself (its group or partitions are stuck): the
     loop rebuilds it."""
@@ -409,19 +422,16 @@ class ConsumerRunner:
         if now - self._lag_checked < self.lag_interval_s:
             return
         self._lag_checked = now
-        lag: dict[tuple[str, int], int] = {}
         try:
-            states = consumer._subscription.assignment  # positions without a broker call
-            for partition in consumer.assignment():
-                end = consumer.highwater(partition)
-                position = getattr(getattr(states.get(partition), "position", None), "offset", None)
-                if end is None or position is None:
-                    continue  # not fetched yet: unknown, not 0
-                lag[(partition.topic, partition.partition)] = max(0, end - position)
+            positions = _positions(consumer)
         except Exception as exc:
             log.warning("consumer lag not refreshed: %s", exc.__class__.__name__)
             return
-        self._lag = lag
+        self._lag = {
+            (partition.topic, partition.partition): max(0, end - position)
+            for partition, (position, end) in positions.items()
+            if end is not None  # not fetched yet: unknown, not 0
+        }
 
     # ------------------------------------------------------------ broker generations
 
@@ -444,11 +454,8 @@ class ConsumerRunner:
         now = time.monotonic()
         seen: dict[TopicPartition, float] = {}
         try:
-            states = consumer._subscription.assignment
-            for partition in consumer.assignment():
-                end = consumer.highwater(partition)
-                position = getattr(getattr(states.get(partition), "position", None), "offset", None)
-                if end is not None and position is not None and position > end:
+            for partition, (position, end) in _positions(consumer).items():
+                if end is not None and position > end:
                     seen[partition] = self._past_end.get(partition, now)
         except Exception as exc:
             log.warning("consumer positions not checked: %s", exc.__class__.__name__)
@@ -501,16 +508,11 @@ class ConsumerRunner:
         if now - self._progress_checked < self.progress_interval_s:
             return
         self._progress_checked = now
-        states = consumer._subscription.assignment
-        positions: dict[TopicPartition, int] = {}
-        for partition in consumer.assignment():
-            offset = getattr(getattr(states.get(partition), "position", None), "offset", None)
-            if offset is not None:
-                positions[partition] = offset
-        if not positions:
-            self._behind = {}
-            return
         try:
+            positions = {tp: position for tp, (position, _) in _positions(consumer).items()}
+            if not positions:
+                self._behind = {}
+                return
             ends = consumer.end_offsets(list(positions), timeout_ms=BROKER_CALL_TIMEOUT_MS)
         except Exception as exc:
             log.warning("consumer progress not checked: %s", exc.__class__.__name__)
