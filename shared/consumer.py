@@ -71,8 +71,9 @@ STUCK_PARTITION_S = 60.0
 # minutes, a join that a replaced broker never answered held a consumer's partitions for
 # minutes); also the longest a poll loop may take before the member leaves the group
 MAX_POLL_INTERVAL_MS = 30_000
-# how often the loop asks the broker whether a partition with records waiting moved at all
-PROGRESS_INTERVAL_S = 60.0
+# how often the loop asks the broker whether the group's committed offsets moved where
+# records wait (a partition that did not move at two checks makes the loop rebuild)
+PROGRESS_INTERVAL_S = 30.0
 # a position past the partition's end for this long means the broker lost its log (not a
 # new leader whose high watermark is a moment behind)
 PAST_END_GRACE_S = 5.0
@@ -239,8 +240,9 @@ class ConsumerRunner:
         # assigned partitions seen not fetchable, and since when
         self._unfetchable: dict[TopicPartition, float] = {}
         self.stuck_partition_s = STUCK_PARTITION_S
-        # positions at the last progress check (records were waiting beyond them)
+        # committed offsets at the last progress check (records were waiting beyond them)
         self._behind: dict[TopicPartition, int] = {}
+        self._interrupted = False  # the loop paused for the database since that check
         self._progress_checked = time.monotonic()
         self.progress_interval_s = PROGRESS_INTERVAL_S
         # consumer lag per (topic, partition) assigned now, refreshed by the poll loop
@@ -362,6 +364,7 @@ class ConsumerRunner:
                 self.handle_batch(messages)
                 handled[partition] = messages[-1].offset + 1
         except Interruption as exc:
+            self._interrupted = True
             self._resume_later(consumer, batch, handled, current, exc.done)
             self._refresh_lag(consumer)  # what waits now counts as lag
             log.warning("%s; pausing %.0fs before polling again", exc, self._pause_s)
@@ -498,33 +501,59 @@ class ConsumerRunner:
             )
 
     def _check_progress(self, consumer: KafkaConsumer) -> None:
-        """Raise `ConsumerStuck` when a partition had records waiting beyond its position at
-        two checks `progress_interval_s` apart and its position did not move.
+        """Raise `ConsumerStuck` when a partition of the subscribed topics had records waiting
+        beyond the group's committed offset at two checks `progress_interval_s` apart, and
+        that offset did not move.
 
-        The broker is asked for the end offsets (one call per interval): a consumer whose
-        fetches stopped after a broker replacement knows no high watermark to compare with.
+        The broker is asked (two calls per interval) for every partition of the topics, not
+        only those assigned here: a member that was assigned nothing of a topic, or whose
+        fetches stopped, shows no position to compare with. After a broker replacement
+        consumers were seen with fetchable partitions and no high watermark, and with a topic
+        missing from their assignment, reading nothing for minutes. A check across which the
+        loop was interrupted (the database away) starts afresh: that wait is not the broker's.
         """
         now = time.monotonic()
         if now - self._progress_checked < self.progress_interval_s:
             return
         self._progress_checked = now
+        if self._interrupted:
+            self._interrupted = False
+            self._behind = {}
+            return
         try:
-            positions = {tp: position for tp, (position, _) in _positions(consumer).items()}
-            if not positions:
+            partitions = [
+                TopicPartition(topic, number)
+                for topic in self._topics
+                for number in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+            if not partitions:
                 self._behind = {}
                 return
-            ends = consumer.end_offsets(list(positions), timeout_ms=BROKER_CALL_TIMEOUT_MS)
+            ends = consumer.end_offsets(partitions, timeout_ms=BROKER_CALL_TIMEOUT_MS)
+            # kafka-python offers the group's committed offsets one partition per call only
+            committed = consumer._coordinator.fetch_committed_offsets(
+                partitions, timeout_ms=BROKER_CALL_TIMEOUT_MS
+            )
         except Exception as exc:
             log.warning("consumer progress not checked: %s", exc.__class__.__name__)
             return
-        behind = {tp: offset for tp, offset in positions.items() if (ends.get(tp) or 0) > offset}
-        stuck = sorted(tp for tp, offset in behind.items() if self._behind.get(tp) == offset)
+        behind: dict[TopicPartition, int] = {}
+        for partition in partitions:
+            done = committed[partition].offset if partition in committed else 0
+            if (ends.get(partition) or 0) > done:
+                behind[partition] = done
+        stuck = sorted(tp for tp, done in behind.items() if self._behind.get(tp) == done)
         self._behind = behind
         if stuck:
             self._behind = {}
+            assigned = consumer.assignment()
             raise ConsumerStuck(
-                f"{', '.join(f'{tp.topic}[{tp.partition}]' for tp in stuck)} did not move for "
-                f"{self.progress_interval_s:g} s with records waiting: rebuilding the consumer"
+                ", ".join(
+                    f"{tp.topic}[{tp.partition}] (committed {behind[tp]} of {ends[tp]}, "
+                    f"{'assigned here' if tp in assigned else 'not assigned here'})"
+                    for tp in stuck
+                )
+                + f" did not move for {self.progress_interval_s:g} s: rebuilding the consumer"
             )
 
     def verify_assignment(

@@ -540,14 +540,16 @@ def test_a_consumer_creates_its_topics_with_the_configured_partitions_before_it_
         consumer.close(autocommit=False)
 
 
-def test_a_partition_with_records_waiting_that_does_not_move_makes_the_loop_rebuild(
+def test_records_waiting_beyond_a_committed_offset_that_does_not_move_make_the_loop_rebuild(
     make_settings: Any, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
-    """A consumer whose fetches stopped (seen after a broker replacement: fetchable
-    partitions, no high watermark, nothing read for minutes) is caught by asking the broker
-    for the end offsets: records waiting beyond an unmoved position at two checks raise
-    `ConsumerStuck`. A partition that is read, or has nothing waiting, never does."""
+    """A consumer whose fetches stopped, or that was assigned nothing of a topic (both seen
+    after a broker replacement: nothing read for minutes while the loop came round), is
+    caught by asking the broker for every partition of its topics: records waiting beyond
+    the group's committed offset at two checks, that offset unmoved, raise `ConsumerStuck`.
+    A committed offset that moves, nothing waiting, or a pause for the database never do."""
     from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
 
     from shared.consumer import ConsumerStuck
     from shared.kafka import ensure_topics
@@ -557,27 +559,43 @@ def test_a_partition_with_records_waiting_that_does_not_move_makes_the_loop_rebu
     runner = ServiceRuntime.build(make_settings(MatchingSettings), MATCHING_INFRA).consumer(
         SUBSCRIPTIONS, HANDLERS
     )
-    runner.progress_interval_s = 0.5
+    runner.progress_interval_s = 0.3
     partition = TopicPartition(topic, 0)
+    # a member of the group that is assigned nothing (no subscription, no assignment)
     consumer = KafkaConsumer(
         bootstrap_servers=kafka_bootstrap,
         group_id=f"{topic_prefix}probe",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    try:
-        consumer.assign([partition])
-        consumer.poll(timeout_ms=500)
-        for _ in range(4):  # nothing waiting
-            time.sleep(0.6)
-            runner._check_progress(consumer)
 
-        _produce(kafka_bootstrap, topic, [b"0", b"1", b"2"])
-        consumer.pause(partition)  # stands for fetches that stopped: the position stays
-        time.sleep(0.6)
-        runner._check_progress(consumer)  # first sight: records waiting
-        time.sleep(0.6)
-        with pytest.raises(ConsumerStuck, match=rf"{topic}\[0\] did not move"):
-            runner._check_progress(consumer)
+    def check() -> None:
+        time.sleep(0.4)
+        runner._check_progress(consumer)
+
+    def commit(offset: int) -> None:
+        consumer.commit({partition: OffsetAndMetadata(offset, "", -1)})
+
+    try:
+        for _ in range(3):  # nothing waiting
+            check()
+
+        for value in (b"0", b"1", b"2"):
+            # one batch each: Tansu's end offset is its last batch's base offset + 1
+            _produce(kafka_bootstrap, topic, [value])
+        check()  # first sight: 3 waiting beyond no commit
+        commit(1)
+        check()  # moved: not stuck
+        runner._interrupted = True  # the loop paused for the database meanwhile
+        check()  # starts afresh
+        check()  # first sight again
+        with pytest.raises(
+            ConsumerStuck, match=rf"{topic}\[0\] \(committed 1 of 3, not assigned here\)"
+        ):
+            check()
+
+        commit(3)  # caught up
+        for _ in range(3):
+            check()
     finally:
         consumer.close(autocommit=False)
