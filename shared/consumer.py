@@ -105,6 +105,21 @@ def _positions(consumer: KafkaConsumer) -> dict[TopicPartition, tuple[int, int |
     return positions
 
 
+def _seen_since(
+    earlier: Mapping[TopicPartition, float], seen: Iterable[TopicPartition]
+) -> dict[TopicPartition, float]:
+    """Since when each partition seen in a check has been seen at every check (now if it
+    was not at the last one); partitions not seen now are forgotten."""
+    now = time.monotonic()
+    return {partition: earlier.get(partition, now) for partition in seen}
+
+
+def _seen_for(since: Mapping[TopicPartition, float], seconds: float) -> list[TopicPartition]:
+    """The partitions seen for at least `seconds`, in order."""
+    now = time.monotonic()
+    return sorted(partition for partition, first in since.items() if now - first >= seconds)
+
+
 class ConsumerStuck(RuntimeError):
     """The consumer cannot make progress by itself (its group or partitions are stuck): the
     loop rebuilds it."""
@@ -454,17 +469,17 @@ class ConsumerRunner:
     def _check_positions(self, consumer: KafkaConsumer) -> None:
         """A position past the end of its partition for `past_end_grace_s`: the log it
         belonged to is gone (no broker call: positions and high watermarks as last fetched)."""
-        now = time.monotonic()
-        seen: dict[TopicPartition, float] = {}
         try:
-            for partition, (position, end) in _positions(consumer).items():
-                if end is not None and position > end:
-                    seen[partition] = self._past_end.get(partition, now)
+            past_end = [
+                partition
+                for partition, (position, end) in _positions(consumer).items()
+                if end is not None and position > end
+            ]
         except Exception as exc:
             log.warning("consumer positions not checked: %s", exc.__class__.__name__)
             return
-        self._past_end = seen
-        expired = [tp for tp, since in seen.items() if now - since >= self.past_end_grace_s]
+        self._past_end = _seen_since(self._past_end, past_end)
+        expired = _seen_for(self._past_end, self.past_end_grace_s)
         if expired:
             for partition in expired:
                 del self._past_end[partition]
@@ -479,19 +494,18 @@ class ConsumerRunner:
         coming round (so the watchdog, which looks for a loop that does not, saw nothing).
         Closing the consumer leaves the group; the new one joins with a new member id.
         """
-        now = time.monotonic()
-        seen: dict[TopicPartition, float] = {}
         try:
             states = consumer._subscription.assignment
-            for partition in consumer.assignment():
-                state = states.get(partition)
-                if state is not None and not state.is_fetchable():
-                    seen[partition] = self._unfetchable.get(partition, now)
+            unfetchable = [
+                partition
+                for partition in consumer.assignment()
+                if (state := states.get(partition)) is not None and not state.is_fetchable()
+            ]
         except Exception as exc:
             log.warning("consumer partitions not checked: %s", exc.__class__.__name__)
             return
-        self._unfetchable = seen
-        stuck = sorted(tp for tp, since in seen.items() if now - since >= self.stuck_partition_s)
+        self._unfetchable = _seen_since(self._unfetchable, unfetchable)
+        stuck = _seen_for(self._unfetchable, self.stuck_partition_s)
         if stuck:
             self._unfetchable = {}
             raise ConsumerStuck(
@@ -520,11 +534,14 @@ class ConsumerRunner:
             self._interrupted = False
             self._behind = {}
             return
+        # the partitions as the consumer's metadata has them (kafka-python's public
+        # partitions_for_topic can wait without a timeout for a topic it does not know)
+        cluster = consumer._client.cluster
         try:
             partitions = [
                 TopicPartition(topic, number)
                 for topic in self._topics
-                for number in sorted(consumer.partitions_for_topic(topic) or ())
+                for number in sorted(cluster.partitions_for_topic(topic) or ())
             ]
             if not partitions:
                 self._behind = {}

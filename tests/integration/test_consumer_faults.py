@@ -10,13 +10,13 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
 
 from matching_service.handlers import HANDLERS, SUBSCRIPTIONS
 from matching_service.models import INFRA as MATCHING_INFRA
@@ -28,6 +28,7 @@ from patient_service.handlers import handlers as patient_handlers
 from patient_service.models import INFRA as PATIENT_INFRA
 from patient_service.schemas import PATIENT_TOPIC, SEARCH_TOPIC
 from patient_service.settings import PatientSettings
+from shared.consumer import ConsumerRunner
 from shared.db import UnitOfWork
 from shared.devstack import TansuBroker
 from shared.events import Envelope
@@ -130,6 +131,27 @@ def _patient_case(make_settings: Any, admin_headers: dict[str, str]) -> Case:
         real,
         [],
     )
+
+
+@pytest.fixture
+def runner(make_settings: Any) -> ConsumerRunner:
+    """Matching's consumer runner, built but not started: its checks are called directly."""
+    return ServiceRuntime.build(make_settings(MatchingSettings), MATCHING_INFRA).consumer(
+        SUBSCRIPTIONS, HANDLERS
+    )
+
+
+@pytest.fixture
+def consumer(kafka_bootstrap: str, topic_prefix: str) -> Iterator[KafkaConsumer]:
+    """A consumer in a group of its own that the test assigns partitions (or not)."""
+    probe = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"{topic_prefix}probe",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    yield probe
+    probe.close(autocommit=False)
 
 
 class _Collect(logging.Handler):
@@ -363,11 +385,11 @@ def test_a_database_blip_after_a_dead_letter_does_not_dead_letter_it_again(
 
 
 def test_an_interruption_keeps_a_rewound_partition_s_reset_to_the_beginning(
-    make_settings: Any, kafka_bootstrap: str, topic_prefix: str
+    runner: ConsumerRunner, consumer: KafkaConsumer, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
     """A partition re-read from the beginning (its broker lost the log) must not be sought
     back to its old position when the same poll is interrupted by the database."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
     from shared.kafka import ensure_topics
 
@@ -381,16 +403,7 @@ def test_an_interruption_keeps_a_rewound_partition_s_reset_to_the_beginning(
                 producer.send(topic, value=f"{partition}-{n}".encode(), partition=partition)
         producer.flush()
 
-    runner = ServiceRuntime.build(make_settings(MatchingSettings), MATCHING_INFRA).consumer(
-        SUBSCRIPTIONS, HANDLERS
-    )
     first, second = TopicPartition(topic, 0), TopicPartition(topic, 1)
-    consumer = KafkaConsumer(
-        bootstrap_servers=kafka_bootstrap,
-        group_id=f"{topic_prefix}probe",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
     try:
         consumer.assign([first, second])
 
@@ -413,108 +426,83 @@ def test_an_interruption_keeps_a_rewound_partition_s_reset_to_the_beginning(
         assert consumer.position(second) == batch[second][1].offset  # the unfinished one
         assert consumer.committed(second) == batch[second][0].offset + 1  # the finished one
     finally:
-        consumer.close(autocommit=False)
         producer.close()
 
 
 def test_a_position_past_the_end_of_its_partition_is_rewound_after_a_grace(
-    make_settings: Any, kafka_bootstrap: str, topic_prefix: str
+    runner: ConsumerRunner, consumer: KafkaConsumer, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
     """A broker that answers a fetch past the end of the log with "nothing yet" (Tansu does,
     Kafka says OffsetOutOfRange) would hold a consumer whose log it lost at its old position
     until the new log grows past it, and skip everything below. Past the end for the grace
     period, the partition is re-read from the beginning; at its end, it is left alone."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
     from shared.kafka import ensure_topics
 
     topic = f"{topic_prefix}{PATIENT_TOPIC}"
     ensure_topics(kafka_bootstrap, [topic], partitions=1)
     _produce(kafka_bootstrap, topic, [b"0", b"1", b"2"])
-    runner = ServiceRuntime.build(make_settings(MatchingSettings), MATCHING_INFRA).consumer(
-        SUBSCRIPTIONS, HANDLERS
-    )
     runner.past_end_grace_s = 1.0
     partition = TopicPartition(topic, 0)
-    consumer = KafkaConsumer(
-        bootstrap_servers=kafka_bootstrap,
-        group_id=f"{topic_prefix}probe",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    try:
-        consumer.assign([partition])
+    consumer.assign([partition])
 
-        def offsets_read(count: int) -> list[int]:
-            read: list[int] = []
-            deadline = time.monotonic() + 30
-            while len(read) < count and time.monotonic() < deadline:
-                read.extend(m.offset for ms in consumer.poll(200).values() for m in ms)
-            return read
+    def offsets_read(count: int) -> list[int]:
+        read: list[int] = []
+        deadline = time.monotonic() + 30
+        while len(read) < count and time.monotonic() < deadline:
+            read.extend(m.offset for ms in consumer.poll(200).values() for m in ms)
+        return read
 
-        assert offsets_read(3) == [0, 1, 2]
-        for _ in range(4):  # at the end: nothing to re-read
-            consumer.poll(timeout_ms=300)
-            runner._check_positions(consumer)
-        assert runner.rewinds == 0 and consumer.position(partition) == 3
+    assert offsets_read(3) == [0, 1, 2]
+    for _ in range(4):  # at the end: nothing to re-read
+        consumer.poll(timeout_ms=300)
+        runner._check_positions(consumer)
+    assert runner.rewinds == 0 and consumer.position(partition) == 3
 
-        consumer.seek(partition, 100)  # the position an older, longer log had
-        started = time.monotonic()
+    consumer.seek(partition, 100)  # the position an older, longer log had
+    started = time.monotonic()
 
-        def rewound() -> bool:
-            assert consumer.poll(timeout_ms=200) == {}  # the broker just answers "nothing yet"
-            runner._check_positions(consumer)
-            return runner.rewinds == 1
+    def rewound() -> bool:
+        assert consumer.poll(timeout_ms=200) == {}  # the broker just answers "nothing yet"
+        runner._check_positions(consumer)
+        return runner.rewinds == 1
 
-        wait_until(rewound, timeout=30)
-        assert time.monotonic() - started >= 1.0  # not before the grace
-        assert offsets_read(3) == [0, 1, 2]  # re-read from the beginning
-    finally:
-        consumer.close(autocommit=False)
+    wait_until(rewound, timeout=30)
+    assert time.monotonic() - started >= 1.0  # not before the grace
+    assert offsets_read(3) == [0, 1, 2]  # re-read from the beginning
 
 
 def test_a_partition_that_stays_unfetchable_makes_the_loop_rebuild_its_consumer(
-    make_settings: Any, kafka_bootstrap: str, topic_prefix: str
+    runner: ConsumerRunner, consumer: KafkaConsumer, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
     """A rejoin or offset reset that never completes leaves partitions unfetchable while the
     poll loop keeps coming round (seen after a broker replacement: every partition pending
     revocation for minutes). After the grace the check raises `ConsumerStuck`, on which the
     loop closes the consumer (leaving the group) and builds a new one. Here a paused
     partition stands for the stuck one; the fetchable one alone never trips it."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
     from shared.consumer import ConsumerStuck
     from shared.kafka import ensure_topics
 
     topic = f"{topic_prefix}{PATIENT_TOPIC}"
     ensure_topics(kafka_bootstrap, [topic], partitions=2)
-    runner = ServiceRuntime.build(make_settings(MatchingSettings), MATCHING_INFRA).consumer(
-        SUBSCRIPTIONS, HANDLERS
-    )
     runner.stuck_partition_s = 1.0
     first, second = TopicPartition(topic, 0), TopicPartition(topic, 1)
-    consumer = KafkaConsumer(
-        bootstrap_servers=kafka_bootstrap,
-        group_id=f"{topic_prefix}probe",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    try:
-        consumer.assign([first, second])
-        started = time.monotonic()
-        while time.monotonic() - started < 2.0:  # both fetchable: nothing happens
+    consumer.assign([first, second])
+    started = time.monotonic()
+    while time.monotonic() - started < 2.0:  # both fetchable: nothing happens
+        consumer.poll(timeout_ms=200)
+        runner._check_fetchable(consumer)
+
+    consumer.pause(second)
+    started = time.monotonic()
+    with pytest.raises(ConsumerStuck, match=rf"{topic}\[1\] not fetchable"):
+        while time.monotonic() - started < 30:
             consumer.poll(timeout_ms=200)
             runner._check_fetchable(consumer)
-
-        consumer.pause(second)
-        started = time.monotonic()
-        with pytest.raises(ConsumerStuck, match=rf"{topic}\[1\] not fetchable"):
-            while time.monotonic() - started < 30:
-                consumer.poll(timeout_ms=200)
-                runner._check_fetchable(consumer)
-        assert time.monotonic() - started >= 1.0  # not before the grace
-    finally:
-        consumer.close(autocommit=False)
+    assert time.monotonic() - started >= 1.0  # not before the grace
 
 
 def test_a_consumer_creates_its_topics_with_the_configured_partitions_before_it_joins(
@@ -541,14 +529,14 @@ def test_a_consumer_creates_its_topics_with_the_configured_partitions_before_it_
 
 
 def test_records_waiting_beyond_a_committed_offset_that_does_not_move_make_the_loop_rebuild(
-    make_settings: Any, kafka_bootstrap: str, topic_prefix: str
+    runner: ConsumerRunner, consumer: KafkaConsumer, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
     """A consumer whose fetches stopped, or that was assigned nothing of a topic (both seen
     after a broker replacement: nothing read for minutes while the loop came round), is
     caught by asking the broker for every partition of its topics: records waiting beyond
     the group's committed offset at two checks, that offset unmoved, raise `ConsumerStuck`.
     A committed offset that moves, nothing waiting, or a pause for the database never do."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
     from kafka.structs import OffsetAndMetadata
 
     from shared.consumer import ConsumerStuck
@@ -556,18 +544,9 @@ def test_records_waiting_beyond_a_committed_offset_that_does_not_move_make_the_l
 
     topic = f"{topic_prefix}{PATIENT_TOPIC}"
     ensure_topics(kafka_bootstrap, [topic], partitions=1)
-    runner = ServiceRuntime.build(make_settings(MatchingSettings), MATCHING_INFRA).consumer(
-        SUBSCRIPTIONS, HANDLERS
-    )
     runner.progress_interval_s = 0.3
     partition = TopicPartition(topic, 0)
     # a member of the group that is assigned nothing (no subscription, no assignment)
-    consumer = KafkaConsumer(
-        bootstrap_servers=kafka_bootstrap,
-        group_id=f"{topic_prefix}probe",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
 
     def check() -> None:
         time.sleep(0.4)
@@ -576,26 +555,26 @@ def test_records_waiting_beyond_a_committed_offset_that_does_not_move_make_the_l
     def commit(offset: int) -> None:
         consumer.commit({partition: OffsetAndMetadata(offset, "", -1)})
 
-    try:
-        for _ in range(3):  # nothing waiting
-            check()
+    # the runner reads the partitions from the consumer's metadata, which a subscribed
+    # consumer keeps; this one fetches them once
+    assert consumer.partitions_for_topic(topic) == {0}
+    for _ in range(3):  # nothing waiting
+        check()
 
-        for value in (b"0", b"1", b"2"):
-            # one batch each: Tansu's end offset is its last batch's base offset + 1
-            _produce(kafka_bootstrap, topic, [value])
-        check()  # first sight: 3 waiting beyond no commit
-        commit(1)
-        check()  # moved: not stuck
-        runner._interrupted = True  # the loop paused for the database meanwhile
-        check()  # starts afresh
-        check()  # first sight again
-        with pytest.raises(
-            ConsumerStuck, match=rf"{topic}\[0\] \(committed 1 of 3, not assigned here\)"
-        ):
-            check()
+    for value in (b"0", b"1", b"2"):
+        # one batch each: Tansu's end offset is its last batch's base offset + 1
+        _produce(kafka_bootstrap, topic, [value])
+    check()  # first sight: 3 waiting beyond no commit
+    commit(1)
+    check()  # moved: not stuck
+    runner._interrupted = True  # the loop paused for the database meanwhile
+    check()  # starts afresh
+    check()  # first sight again
+    with pytest.raises(
+        ConsumerStuck, match=rf"{topic}\[0\] \(committed 1 of 3, not assigned here\)"
+    ):
+        check()
 
-        commit(3)  # caught up
-        for _ in range(3):
-            check()
-    finally:
-        consumer.close(autocommit=False)
+    commit(3)  # caught up
+    for _ in range(3):
+        check()
