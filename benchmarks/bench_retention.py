@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -37,11 +36,10 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_support import fresh_database, postgres_admin_url  # noqa: E402
+from bench_support import fresh_database, kafka_broker, postgres_admin_url  # noqa: E402
 
 from patient_service.models import INFRA  # noqa: E402
 from shared.db import Database, driver_url, role_url, utcnow  # noqa: E402
-from shared.devstack import TansuBroker  # noqa: E402
 from shared.kafka import RobustProducer  # noqa: E402
 from shared.retention import prune_published, replay_published  # noqa: E402
 
@@ -121,13 +119,12 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-retention-"))
-    broker = None
     name = f"bench_{uuid.uuid4().hex[:8]}"
-    with postgres_admin_url(tmp / "pg") as admin_url, fresh_database(admin_url, name=name) as url:
-        bootstrap = os.environ.get("BENCH_KAFKA_BOOTSTRAP_SERVERS")
-        if not bootstrap:
-            broker = TansuBroker()
-            bootstrap = broker.start()
+    with (
+        postgres_admin_url(tmp / "pg") as admin_url,
+        fresh_database(admin_url, name=name) as url,
+        kafka_broker() as (bootstrap, _),
+    ):
         engine = sa.create_engine(driver_url(url))
         database = Database(role_url(url, "patient_service"), pool_size=4)
         producer = RobustProducer(bootstrap, topics=[f"{name}.patient-events"], partitions=3)
@@ -206,8 +203,6 @@ def main() -> None:
             producer.close()
             database.dispose()
             engine.dispose()
-            if broker:
-                broker.stop()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The PostgreSQL set-up every benchmark script shares.
+"""The PostgreSQL (and broker) set-up the benchmark scripts share.
 
 Server: BENCH_DATABASE_URL, else TEST_DATABASE_URL (a superuser URL: the server the tests
 use serves the benchmarks too), else an embedded PostgreSQL started for the run and stopped
@@ -7,6 +7,9 @@ so a benchmark neither sees another's rows nor leaves its own behind.
 
     with postgres_admin_url(workdir / "pg") as admin_url, fresh_database(admin_url) as url:
         ...
+
+Broker, for the scripts that need one: BENCH_KAFKA_BOOTSTRAP_SERVERS, else a Tansu broker
+started for the run and stopped after it (`kafka_broker`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from shared.devstack import EmbeddedPostgres, drop_database, ensure_database
+from shared.devstack import EmbeddedPostgres, TansuBroker, drop_database, ensure_database
 from shared.migrations import upgrade_all
 from shared.settings import SERVICES
 
@@ -50,3 +53,19 @@ def fresh_database(
         yield url
     finally:
         drop_database(admin_url, name)
+
+
+@contextmanager
+def kafka_broker() -> Iterator[tuple[str, int | None]]:
+    """(bootstrap servers, the broker's pid when started here): BENCH_KAFKA_BOOTSTRAP_SERVERS,
+    else a Tansu broker of its own, stopped afterwards."""
+    bootstrap = os.environ.get("BENCH_KAFKA_BOOTSTRAP_SERVERS")
+    if bootstrap:
+        yield bootstrap, None
+        return
+    broker = TansuBroker()
+    try:
+        bootstrap = broker.start()
+        yield bootstrap, broker.pid
+    finally:
+        broker.stop()

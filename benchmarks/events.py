@@ -43,12 +43,11 @@ from kafka import KafkaConsumer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_support import fresh_database, postgres_admin_url  # noqa: E402
+from bench_support import fresh_database, kafka_broker, postgres_admin_url  # noqa: E402
 
 from patient_service.models import INFRA  # noqa: E402
 from patient_service.schemas import PATIENT_CREATED, PATIENT_UPDATED  # noqa: E402
 from shared.db import Database, driver_url, role_url  # noqa: E402
-from shared.devstack import TansuBroker  # noqa: E402
 from shared.outbox import OutboxWriter, PendingEvent  # noqa: E402
 
 
@@ -360,22 +359,18 @@ def main() -> None:
         parser.error("--partitions, --relays, --consumers and --versions must be at least 1")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-events-"))
-    broker = None
-    with postgres_admin_url(tmp / "pg") as admin_url, fresh_database(admin_url) as database_url:
-        bootstrap = os.environ.get("BENCH_KAFKA_BOOTSTRAP_SERVERS")
-        if not bootstrap:
-            broker = TansuBroker()
-            bootstrap = broker.start()
+    with (
+        postgres_admin_url(tmp / "pg") as admin_url,
+        fresh_database(admin_url) as database_url,
+        kafka_broker() as (bootstrap, broker_pid),
+    ):
         engine = sa.create_engine(driver_url(database_url))
         database = Database(role_url(database_url, "patient_service"), outbox=OutboxWriter(INFRA))
         prefix = f"bench{uuid.uuid4().hex[:6]}."
         relays: list[subprocess.Popen[bytes]] = []
         consumers: list[subprocess.Popen[bytes]] = []
 
-        meter = CpuMeter(
-            postmaster_pid(tmp / "pg"),
-            broker._process.pid if broker and broker._process else None,
-        )
+        meter = CpuMeter(postmaster_pid(tmp / "pg"), broker_pid)
 
         def start(service: str) -> subprocess.Popen[bytes]:
             return worker(service, database_url, bootstrap, prefix, args.partitions)
@@ -457,8 +452,6 @@ def main() -> None:
             stop(relays + consumers)
             database.dispose()
             engine.dispose()
-            if broker:
-                broker.stop()
 
 
 if __name__ == "__main__":

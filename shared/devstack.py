@@ -153,6 +153,11 @@ class TansuBroker:
         """`host:port` for Kafka clients."""
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The running broker's process id."""
+        return self._process.pid if self._process is not None else None
+
     def start(self) -> str:
         """Start and wait until it accepts connections."""
         self._process = subprocess.Popen(
