@@ -301,3 +301,31 @@ def create_infrastructure_tables(schema: str) -> None:
         sa.UniqueConstraint("token_hash", name="uq_api_tokens_token_hash"),
         schema=schema,
     )
+
+
+def trigram_schema() -> str | None:
+    """Revision step: the schema of pg_trgm (quoted), the extension created if the server
+    has it and we may (a trusted extension: the database's CREATE privilege is enough);
+    None if not, and the revision then makes no trigram index (a search scans instead)."""
+    from alembic import op as alembic_op
+
+    bind = alembic_op.get_bind()
+    available = bind.execute(
+        sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")
+    ).first()
+    if available is None:
+        return None
+    savepoint = bind.begin_nested()
+    try:
+        bind.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+    except sa.exc.DBAPIError:
+        savepoint.rollback()  # not allowed to: the search scans, as without the extension
+        return None
+    savepoint.commit()
+    schema = bind.execute(
+        sa.text(
+            "SELECT quote_ident(n.nspname) FROM pg_extension e "
+            "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'"
+        )
+    ).scalar_one()
+    return str(schema)

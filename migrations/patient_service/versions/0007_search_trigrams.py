@@ -12,8 +12,9 @@ Create Date: 2026-11-29
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
+
+from shared.migrations import trigram_schema
 
 revision = "patient_0007"
 down_revision = "patient_0006"
@@ -24,7 +25,7 @@ SCHEMA = "patient_service"
 
 
 def upgrade() -> None:
-    trigrams = _trigram_schema()
+    trigrams = trigram_schema()
     if trigrams is None:
         return
     # the expression the search filters on (patient_service.service.list_patients)
@@ -41,28 +42,3 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(f"DROP INDEX IF EXISTS {SCHEMA}.ix_patients_email_trgm")
     op.execute(f"DROP INDEX IF EXISTS {SCHEMA}.ix_patients_full_name_trgm")
-
-
-def _trigram_schema() -> str | None:
-    """The schema of pg_trgm, created here if the server has it and we may (a trusted
-    extension: the database's CREATE privilege is enough); None if not."""
-    bind = op.get_bind()
-    available = bind.execute(
-        sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")
-    ).first()
-    if available is None:
-        return None
-    savepoint = bind.begin_nested()
-    try:
-        bind.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
-    except sa.exc.DBAPIError:
-        savepoint.rollback()  # not allowed to: the search scans, as without the extension
-        return None
-    savepoint.commit()
-    schema = bind.execute(
-        sa.text(
-            "SELECT quote_ident(n.nspname) FROM pg_extension e "
-            "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'"
-        )
-    ).scalar_one()
-    return str(schema)
