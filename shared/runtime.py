@@ -7,7 +7,9 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -130,14 +132,44 @@ def service_app(
     )
 
 
+class Heartbeat:
+    """How long a loop has been inside its current step: the worker's watchdog restarts a
+    process one of whose loops has been in one step for `CONSUMER_STALL_SECONDS` (stuck in a
+    call that never returns). Waits between steps do not count."""
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        self._since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._since = None
+
+    def stalled_for(self) -> float:
+        since = self._since
+        return 0.0 if since is None else time.monotonic() - since
+
+
 def relay_forever(
-    relay: OutboxRelay, stop: threading.Event, *, idle_s: float = 0.2, max_backoff_s: float = 10.0
+    relay: OutboxRelay,
+    stop: threading.Event,
+    *,
+    idle_s: float = 0.2,
+    max_backoff_s: float = 10.0,
+    heartbeat: Heartbeat | None = None,
 ) -> None:
-    """Publish pending outbox rows until `stop`; back off exponentially while publishing fails."""
+    """Publish pending outbox rows until `stop`; back off exponentially while publishing fails.
+    `heartbeat` times each pass (bounded by the producer's timeouts: one that does not end
+    waits on something that never answers, e.g. a lock on the outbox)."""
     failures = 0
+    heartbeat = heartbeat or Heartbeat()
     while not stop.is_set():
         try:
-            result = relay.publish_pending()
+            with heartbeat.step():
+                result = relay.publish_pending()
             failed = result.should_back_off
             idle = result.published == 0 and not failed
         except Exception:
@@ -198,19 +230,22 @@ def run_worker(
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    relay = Heartbeat()
     threads = [
         threading.Thread(
             target=relay_forever,
             args=(runtime.relay(topics_produced), stop),
-            kwargs={"idle_s": runtime.settings.relay_idle_seconds},
+            kwargs={"idle_s": runtime.settings.relay_idle_seconds, "heartbeat": relay},
             name="relay",
         )
     ]
+    # the loops the watchdog below restarts the process for, when one does not come round
+    watched: dict[str, Callable[[], float]] = {"relay": relay.stalled_for}
     lag: Callable[[], dict[tuple[str, int], int]] = dict
-    consumer: ConsumerRunner | None = None
     if subscriptions and handlers:
         consumer = runtime.consumer(subscriptions, handlers)
         threads.append(threading.Thread(target=consumer.run, args=(stop,), name="consumer"))
+        watched["consumer"] = consumer.stalled_for
         lag = consumer.lag
     metrics_server = None
     if runtime.settings.worker_metrics_port is not None:
@@ -235,14 +270,16 @@ def run_worker(
     while any(thread.is_alive() for thread in threads):
         for thread in threads:
             thread.join(timeout=0.5)
-        if consumer is not None and not stop.is_set() and consumer.stalled_for() > stall_limit:
-            log.error(
-                "consumer loop has not come round for %.0fs (CONSUMER_STALL_SECONDS=%g): "
-                "restarting the worker process",
-                consumer.stalled_for(),
-                stall_limit,
-            )
-            restart_process()
+        for name, stalled_for in watched.items():
+            if not stop.is_set() and stalled_for() > stall_limit:
+                log.error(
+                    "%s loop has not come round for %.0fs (CONSUMER_STALL_SECONDS=%g): "
+                    "restarting the worker process",
+                    name,
+                    stalled_for(),
+                    stall_limit,
+                )
+                restart_process()
     if metrics_server is not None:
         metrics_server.shutdown()
     runtime.database.dispose()

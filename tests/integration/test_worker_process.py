@@ -112,6 +112,36 @@ def test_worker_restarts_itself_when_its_consumer_loop_stalls(
     assert worker.returncode == 0
 
 
+def test_worker_restarts_itself_when_its_relay_loop_stalls(
+    make_settings: Any, topic_prefix: str, admin_engine: sa.Engine
+) -> None:
+    """A relay pass that never ends (here: the outbox locked by another session, which the
+    relay's read waits for without a timeout) gets the process replaced as well; the new image
+    relays again once the lock is gone."""
+    worker, lines, reader = _matching_worker(
+        make_settings, topic_prefix, CONSUMER_STALL_SECONDS="5"
+    )
+    assert worker.stderr is not None
+    try:
+        _wait_for_line(lines, "worker started: relay, consumer", timeout=30)
+        with admin_engine.connect() as blocker:
+            blocker.execute(sa.text("LOCK TABLE matching_service.outbox IN ACCESS EXCLUSIVE MODE"))
+            _wait_for_line(lines, "relay loop has not come round", timeout=60)
+            _wait_for_line(lines, "worker started: relay, consumer", timeout=30)
+            assert worker.poll() is None  # the same process, a new image
+            blocker.rollback()
+        time.sleep(2)  # passes come round again: no second restart
+        assert not any("has not come round" in line for line in list(lines.queue))
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=20)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    reader.join(timeout=5)
+    worker.stderr.close()
+    assert worker.returncode == 0
+
+
 def _pump(stream: Any, lines: queue.Queue[str]) -> None:
     for line in stream:
         lines.put(line)
