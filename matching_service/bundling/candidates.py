@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .columns import NO_AGE_MAX, NO_AGE_MIN, SearchColumns, TherapistColumns
 from .geo import EARTH_RADIUS_KM, GridIndex, chord_squared_limit, unit_vectors
@@ -461,13 +462,12 @@ def nearest(
     """Per active search the nearest `limit` eligible therapists among `allowed`.
 
     Returns (search, therapist, chord^2), search-major and nearest first (ties: therapist
-    index). Each search scans its location's distance-sorted pairs in windows, so a patient
-    who can reach thousands of therapists checks about `limit` of them.
+    index); therapists as int32. Each search scans its location's distance-sorted pairs in
+    windows, so a patient who can reach thousands of therapists checks about `limit` of them.
     """
     sel = np.flatnonzero(allowed[m.l_t])
     if len(sel) == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0)
     n_loc = len(m.loc_start) - 1
     l_loc = m.pair_location()[sel]
     # One float key orders each location's pairs by distance (chord^2 <= 4 keeps locations
@@ -501,30 +501,34 @@ def nearest(
         stop = stop - back + (ahead & ~back)
     flat = m.table.ravel()
     row = m.s_prof[ps].astype(np.int64) * m.table.shape[1]
-    out_p, out_t, out_c2 = [], [], []
     window = max(limit + limit // 2, 16)
     # First window of every search as the rows of a matrix: ranks are a cumulative sum
-    # along each row, and the kept entries come out search-major, nearest first.
+    # along each row, and the kept entries come out search-major, nearest first. The rows
+    # are copied from a sliding view of the profiles (padded past the end), not gathered.
     span = np.minimum(stop - first, window)
     cols = np.arange(window)
-    pos2 = first[:, None] + cols[None, :]
-    np.minimum(pos2, max(len(key) - 1, 0), out=pos2)
-    ok2 = (cols[None, :] < span[:, None]) & flat[row[:, None] + tp_sorted[pos2]]
+    padded = np.concatenate([tp_sorted, np.zeros(window, dtype=tp_sorted.dtype)])
+    ok2 = flat[row[:, None] + sliding_window_view(padded, window)[first]]
+    short = np.flatnonzero(span < window)
+    ok2[short] &= cols[None, :] < span[short, None]
     if len(m.excl_p):
         has = np.zeros(m.n_s, dtype=bool)
         has[m.excl_p] = True
         rows = np.flatnonzero(has[ps])
         if len(rows):
             sub_p = np.repeat(ps[rows], window)
-            sub_t = t_sorted[pos2[rows]].reshape(-1).astype(np.int64)
+            sub_pos = np.minimum(first[rows, None] + cols[None, :], max(len(key) - 1, 0))
+            sub_t = t_sorted[sub_pos].reshape(-1).astype(np.int64)
             ok2[rows] &= ~_exclusion_hits(m, sub_p, sub_t).reshape(len(rows), window)
-    rank2 = np.cumsum(ok2, axis=1, dtype=np.int32)
+    # ranks in the narrowest type that holds a window (less memory to sum and compare)
+    small: type[np.signedinteger] = np.int8 if window < 2**7 else np.int32
+    rank2 = np.cumsum(ok2, axis=1, dtype=small)
     ok2 &= rank2 <= limit
-    kept = np.flatnonzero(ok2)
-    out_p.append(kept // window)
-    out_t.append(pos2.ravel()[kept])
-    out_c2.append(rank2.ravel()[kept].astype(np.int64) - 1)
     found = np.minimum(rank2[:, -1], limit).astype(np.int64)
+    # kept entry k of row i lies at position first[i] + k - i * window
+    kept = np.flatnonzero(ok2)
+    kept += np.repeat(first - np.arange(0, len(ps) * window, window), found)
+    later_p, later_pos, later_rank = [], [], []
     cursor = first + span
     window *= 4
     todo = np.flatnonzero((found < limit) & (cursor < stop))
@@ -546,23 +550,23 @@ def nearest(
         run = np.arange(len(local)) - (np.cumsum(count) - count)[local]
         rank = run + found[local]
         keep = rank < limit
-        local, pos = local[keep], pos[keep]
-        out_p.append(local.astype(np.int64))
-        out_t.append(pos.astype(np.int64))
-        out_c2.append(rank[keep].astype(np.int64))
+        later_p.append(local[keep])
+        later_pos.append(pos[keep])
+        later_rank.append(rank[keep])
         found += np.minimum(count, limit - found)
         cursor[todo] = b
         todo = todo[(found[todo] < limit) & (cursor[todo] < stop[todo])]
         window *= 4
-    if len(out_p) == 1:
-        local, pos = out_p[0], out_t[0]
-    else:
-        # later windows lie farther out: place every pair at its search's start + rank
+    if later_p:
+        # later windows lie farther out: their pairs go to their search's start + rank,
+        # the first window's fill the places left, in order
         start_of = np.cumsum(found) - found
-        local = np.empty(int(found.sum()), dtype=np.int64)
-        pos = np.empty(len(local), dtype=np.int64)
-        for part_p, part_t, part_rank in zip(out_p, out_t, out_c2, strict=True):
-            at = start_of[part_p] + part_rank
-            local[at] = part_p
-            pos[at] = part_t
-    return ps[local], t_sorted[pos].astype(np.int64), c2[pos]
+        at = start_of[np.concatenate(later_p)] + np.concatenate(later_rank)
+        pos = np.empty(int(found.sum()), dtype=np.int64)
+        rest = np.ones(len(pos), dtype=bool)
+        rest[at] = False
+        pos[rest] = kept
+        pos[at] = np.concatenate(later_pos)
+    else:
+        pos = kept
+    return np.repeat(ps, found), t_sorted[pos], c2[pos]
