@@ -85,15 +85,16 @@ class _ArraySolver(_Solver):
         t_start = np.zeros(n_t + 1, dtype=np.int64)
         np.cumsum(np.bincount(cand, minlength=n_t), out=t_start[1:])
         self.t_start = t_start.tolist()
-        p_of = np.repeat(np.arange(len(cand_start) - 1), np.diff(cand_start))
-        # only repair reads these, for the few therapists under the minimum: lists on demand
-        self.t_patients = p_of[by_t]
+        # only repair reads these, for the few therapists under the minimum: each list's
+        # positions map to their patients on demand
+        self.by_t = by_t
         self.cand = cand
         self.cand_start = cand_start
 
     def patients_of(self, t: int) -> list[int]:
         """The patients listing therapist t, in priority order."""
-        return self.t_patients[self.t_start[t] : self.t_start[t + 1]].tolist()
+        at = self.by_t[self.t_start[t] : self.t_start[t + 1]]
+        return (np.searchsorted(self.cand_start, at, side="right") - 1).tolist()
 
     def parallel_round(self, n_p: int, round_no: int) -> None:
         """One more place for every patient with budget for it, in priority order.
@@ -129,7 +130,7 @@ class _ArraySolver(_Solver):
             chain.from_iterable(held_by), np.int64, len(proposers) * (round_no - 1)
         ).reshape(len(proposers), round_no - 1)
         for k in range(round_no - 1):
-            ok &= t != mine[owner, k]
+            ok &= t != np.repeat(mine[:, k], lengths)
         owner, t = owner[ok], t[ok]
         start = np.searchsorted(owner, np.arange(len(proposers) + 1))
         ptr = start[:-1].copy()
@@ -196,21 +197,32 @@ def _preference_order(
     closed = LEVEL_RANGE - m.t_open.astype(np.int64)  # 0 = most likely open
     bands = 2047 // (OPENNESS_BAND_KM * 10) + 1
     t = t.astype(np.int64)
-    over = 63 - np.clip(overlap.astype(np.int64) // 2, 0, 63)
+    over = overlap.astype(np.int64)
+    over //= 2
+    np.clip(over, 0, 63, out=over)
     dq = np.clip(np.rint(dist * 10.0), 0, 2047).astype(np.int64)
-    band = dq // (OPENNESS_BAND_KM * 10)
-    key = bucket[t] * 64 + over
-    key = (key * bands + band) * levels + closed[t]
-    key = (key * 2048 + dq) * m.n_t + t
+    # the key built in place: one array of pairs instead of a temporary per term
+    key = bucket[t]
+    key *= 64
+    key += 63
+    key -= over
+    key *= bands
+    key += dq // (OPENNESS_BAND_KM * 10)
+    key *= levels
+    key += closed[t]
+    key *= 2048
+    key += dq
+    key *= m.n_t
+    key += t
     rows = np.flatnonzero(count)
-    row_of = np.zeros(n_s, dtype=np.int64)
-    row_of[rows] = np.arange(len(rows))
     width = int(count.max())
-    mat = np.full((len(rows), width), np.iinfo(np.int64).max, dtype=np.int64)
-    mat[row_of[p], np.arange(len(p)) - cand_start[p]] = key
-    idx = np.argsort(mat, axis=1)  # keys are unique per row; padding sorts last
+    # the input is search-major, so row-major order of the valid cells is the input order
     valid = np.arange(width)[None, :] < count[rows][:, None]
-    order = (cand_start[rows][:, None] + idx)[valid]
+    mat = np.full((len(rows), width), np.iinfo(np.int64).max, dtype=np.int64)
+    mat[valid] = key
+    idx = np.argsort(mat, axis=1)  # keys are unique per row; padding sorts last
+    order = idx[valid]
+    order += np.repeat(cand_start[rows], count[rows])
     return t[order], cand_start
 
 
