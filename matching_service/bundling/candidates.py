@@ -124,7 +124,10 @@ class Market:
             else:
                 self._overlap_table = np.zeros((0, 0), dtype=np.int16)
         if self._overlap_table.size and self._s_pattern is not None and self._t_pattern is not None:
-            return self._overlap_table[self._s_pattern[p], self._t_pattern[t]]
+            # one flat index: a single-index gather is quicker than a two-index one
+            at = self._s_pattern[p] * self._overlap_table.shape[1]
+            at += self._t_pattern[t]
+            return self._overlap_table.ravel()[at]
         out = np.full(len(p), -1, dtype=np.int16)
         known = self.s_avail[p].any(axis=1) & self.t_hours[t].any(axis=1)
         if known.any():
@@ -225,14 +228,21 @@ def _locate(
     tx, ty, tz = unit_vectors(t_lat[t_grid], t_lon[t_grid]).T.copy()
     lx, ly, lz = unit_vectors(locs[:, 0], locs[:, 1]).T.copy()
     parts_q, parts_t, parts_c2 = [], [], []
-    for q, pos in grid.candidate_chunks(
+    for qr, run, pos in grid.candidate_runs(
         locs[:, 0], locs[:, 1], loc_radius, _CHUNK_PAIRS, grid_order=True
     ):
-        c2 = np.square(lx[q] - tx[pos])
-        c2 += np.square(ly[q] - ty[pos])
-        c2 += np.square(lz[q] - tz[pos])
-        keep = np.flatnonzero(c2 <= loc_limit[q])
-        parts_q.append(q[keep])
+        # each location's coordinates repeated onto its runs (cheaper than a gather per
+        # pair), differences squared in place
+        c2 = np.repeat(lx[qr], run)
+        c2 -= tx[pos]
+        np.square(c2, out=c2)
+        for lv, tv in ((ly, ty), (lz, tz)):
+            d = np.repeat(lv[qr], run)
+            d -= tv[pos]
+            np.square(d, out=d)
+            c2 += d
+        keep = np.flatnonzero(c2 <= np.repeat(loc_limit[qr], run))
+        parts_q.append(np.repeat(qr, run)[keep])
         parts_t.append(t_grid[pos[keep]].astype(np.int32))
         parts_c2.append(c2[keep])
     l_loc = np.concatenate(parts_q) if parts_q else np.zeros(0, dtype=np.int64)
@@ -351,7 +361,8 @@ def degree(m: Market) -> np.ndarray:
     # differences within one location are used, and they are exact modulo 2^bits.
     most = int(np.diff(m.loc_search_start).max())
     kind = np.uint8 if most < 2**8 else np.uint16 if most < 2**16 else np.int64
-    counts = np.zeros((len(g_start), n_tp), dtype=kind)
+    # row g + 1: the count after group g; row 0 stays zero (before the first group)
+    counts = np.zeros((len(g_start) + 1, n_tp), dtype=kind)
     carry = np.zeros(n_tp, dtype=kind)
     step = max(1, 8_000_000 // max(n_tp, 1))
     as_kind = m.table.astype(kind)
@@ -360,7 +371,7 @@ def degree(m: Market) -> np.ndarray:
         run[0] += carry
         np.cumsum(run, axis=0, out=run)
         g = np.flatnonzero((g_end >= a) & (g_end < a + step))
-        counts[g] = run[g_end[g] - a]
+        counts[g + 1] = run[g_end[g] - a]
         carry = run[-1]
     loc_first = np.searchsorted(g_loc, np.arange(n_loc + 1))
     # per location pair: the last group of its location whose limit reaches the therapist,
@@ -371,13 +382,22 @@ def degree(m: Market) -> np.ndarray:
     l_loc = m.pair_location()
     reaching = top - np.searchsorted(limits, m.l_c2)  # -1: beyond every limit
     last = np.searchsorted(g_key, l_loc * len(limits) + reaching, side="right") - 1
+    # A location's pairs lie within its largest limit, so all of them reach one of its
+    # groups (the same float values): the gather is a guard that does not run.
+    l_t = m.l_t
     reach = np.flatnonzero(last >= loc_first[l_loc])
-    last, l_loc = last[reach], l_loc[reach]
-    tp = m.t_prof[m.l_t[reach]]
-    before = loc_first[l_loc] - 1
-    value = counts[last, tp] - np.where(before >= 0, counts[np.maximum(before, 0), tp], 0)
-    value = value.astype(kind).astype(np.int64)
-    np.add.at(deg, m.l_t[reach], value)
+    if len(reach) < len(last):
+        last, l_loc, l_t = last[reach], l_loc[reach], l_t[reach]
+    # count after the last group minus the count before the location's first, flat indices
+    flat = counts.ravel()
+    tp = m.t_prof[l_t].astype(np.int64)
+    last += 1
+    last *= n_tp
+    last += tp
+    tp += loc_first[l_loc] * n_tp
+    value = flat[last]
+    value -= flat[tp]
+    np.add.at(deg, l_t, value.astype(np.int64))
     if len(m.excl_p):
         p, t = m.excl_p, m.excl_t
         ok = eligible_mask(m, p, t, check_exclusions=False)
@@ -469,7 +489,10 @@ def nearest(
     if len(sel) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0)
     n_loc = len(m.loc_start) - 1
-    l_loc = m.pair_location()[sel]
+    # location pairs are grouped by location: the selected ones of location l start at
+    # the number selected before its first pair
+    start = np.searchsorted(sel, m.loc_start)
+    l_loc = np.repeat(np.arange(n_loc, dtype=np.int64), np.diff(start))
     # One float key orders each location's pairs by distance (chord^2 <= 4 keeps locations
     # apart). Equal distances (colleagues at one address) stay in an order fixed by the
     # canonical input order, so the result does not depend on the caller's order.
@@ -479,8 +502,6 @@ def nearest(
     c2 = m.l_c2[sel]
     t_sorted = m.l_t[sel]
     tp_sorted = m.t_prof[t_sorted]
-    start = np.zeros(n_loc + 1, dtype=np.int64)
-    np.cumsum(np.bincount(l_loc, minlength=n_loc), out=start[1:])
     ps = np.flatnonzero(m.s_loc >= 0)
     loc = m.s_loc[ps]
     first, end = start[loc], start[loc + 1]
