@@ -375,13 +375,18 @@ def degree(m: Market) -> np.ndarray:
         carry = run[-1]
     loc_first = np.searchsorted(g_loc, np.arange(n_loc + 1))
     # per location pair: the last group of its location whose limit reaches the therapist,
-    # found by an exact integer key (location, rank of the limit among the distinct limits)
+    # looked up by (location, rank of the limit among the distinct limits) in a table of
+    # the last group up to each rank (-1: none; groups ascend with the rank per location)
     limits = np.unique(g_lim)
     top = len(limits) - 1
-    g_key = g_loc * len(limits) + (top - np.searchsorted(limits, g_lim))
+    last_up_to = np.full((n_loc, len(limits) + 1), -1, dtype=np.int64)
+    last_up_to[g_loc, top - np.searchsorted(limits, g_lim) + 1] = np.arange(len(g_loc))
+    np.maximum.accumulate(last_up_to, axis=1, out=last_up_to)
     l_loc = m.pair_location()
-    reaching = top - np.searchsorted(limits, m.l_c2)  # -1: beyond every limit
-    last = np.searchsorted(g_key, l_loc * len(limits) + reaching, side="right") - 1
+    at = l_loc * (len(limits) + 1)
+    at += top + 1  # column of a rank r is r + 1; -1, beyond every limit, is column 0
+    at -= np.searchsorted(limits, m.l_c2)
+    last = last_up_to.ravel()[at]
     # A location's pairs lie within its largest limit, so all of them reach one of its
     # groups (the same float values): the gather is a guard that does not run.
     l_t = m.l_t
