@@ -176,9 +176,9 @@ def _preference_order(
     deg: np.ndarray,
     config: BundleConfig,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each search's candidates (search-major input) in preference order: scarce therapist,
-    more overlap, distance band, likelier open, nearer, lower index. Returns the therapists
-    in that order and where each search's list starts.
+    """Each search's candidates (input grouped by search, in index order) in preference
+    order: scarce therapist, more overlap, distance band, likelier open, nearer, lower index.
+    Returns the therapists in that order and where each search's list starts.
 
     Openness only reorders therapists within the same OPENNESS_BAND_KM of distance: placed
     before scarcity or across bands it lost coverage in generated markets (a patient with
@@ -220,10 +220,11 @@ def _preference_order(
     valid = np.arange(width)[None, :] < count[rows][:, None]
     mat = np.full((len(rows), width), np.iinfo(np.int64).max, dtype=np.int64)
     mat[valid] = key
-    idx = np.argsort(mat, axis=1)  # keys are unique per row; padding sorts last
-    order = idx[valid]
-    order += np.repeat(cand_start[rows], count[rows])
-    return t[order], cand_start
+    # the keys sorted themselves (quicker than their order) end in the therapist index
+    mat.sort(axis=1)  # keys are unique per row; padding sorts last
+    ranked = mat[valid]
+    ranked %= m.n_t
+    return ranked, cand_start
 
 
 def propose_columns(
