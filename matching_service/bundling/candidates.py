@@ -382,26 +382,28 @@ def degree(m: Market) -> np.ndarray:
     last_up_to = np.full((n_loc, len(limits) + 1), -1, dtype=np.int64)
     last_up_to[g_loc, top - np.searchsorted(limits, g_lim) + 1] = np.arange(len(g_loc))
     np.maximum.accumulate(last_up_to, axis=1, out=last_up_to)
-    l_loc = m.pair_location()
-    at = l_loc * (len(limits) + 1)
-    at += top + 1  # column of a rank r is r + 1; -1, beyond every limit, is column 0
-    at -= np.searchsorted(limits, m.l_c2)
+    # values per location repeated onto its pairs (cheaper than gathering by location)
+    per_loc = np.diff(m.loc_start)
+    at = np.repeat(np.arange(n_loc, dtype=np.int64) * (len(limits) + 1) + top + 1, per_loc)
+    at -= np.searchsorted(limits, m.l_c2)  # column of rank r is r + 1; -1 (beyond all) is 0
     last = last_up_to.ravel()[at]
+    first = np.repeat(loc_first[:-1], per_loc)
     # A location's pairs lie within its largest limit, so all of them reach one of its
     # groups (the same float values): the gather is a guard that does not run.
     l_t = m.l_t
-    reach = np.flatnonzero(last >= loc_first[l_loc])
+    reach = np.flatnonzero(last >= first)
     if len(reach) < len(last):
-        last, l_loc, l_t = last[reach], l_loc[reach], l_t[reach]
+        last, first, l_t = last[reach], first[reach], l_t[reach]
     # count after the last group minus the count before the location's first, flat indices
     flat = counts.ravel()
     tp = m.t_prof[l_t].astype(np.int64)
     last += 1
     last *= n_tp
     last += tp
-    tp += loc_first[l_loc] * n_tp
+    first *= n_tp
+    first += tp
     value = flat[last]
-    value -= flat[tp]
+    value -= flat[first]
     np.add.at(deg, l_t, value.astype(np.int64))
     if len(m.excl_p):
         p, t = m.excl_p, m.excl_t
