@@ -28,6 +28,8 @@ from .model import TRAVEL_MODES, BundleConfig, Id, id_sort_key
 _DISTANCE_EPSILON_KM = 1e-6
 # Location pairs per grid chunk (bounds temporary memory).
 _CHUNK_PAIRS = 2_000_000
+# Searches whose first candidate window is checked at once (bounds temporary memory).
+_WINDOW_BLOCK = 8192
 # Distinct patient x therapist schedules up to this many pairs: overlap from a table.
 _OVERLAP_TABLE_LIMIT = 4_000_000
 
@@ -505,8 +507,11 @@ def nearest(
     # canonical input order, so the result does not depend on the caller's order.
     key = l_loc * 8.0 + m.l_c2[sel]
     order = np.argsort(key)
-    sel, key = sel[order], key[order]
+    sel = sel[order]
     c2 = m.l_c2[sel]
+    # the order moves pairs within their location only: the sorted key from the sorted chords
+    key = l_loc * 8.0
+    key += c2
     t_sorted = m.l_t[sel]
     tp_sorted = m.t_prof[t_sorted]
     ps = np.flatnonzero(m.s_loc >= 0)
@@ -536,7 +541,12 @@ def nearest(
     span = np.minimum(stop - first, window)
     cols = np.arange(window)
     padded = np.concatenate([tp_sorted, np.zeros(window, dtype=tp_sorted.dtype)])
-    ok2 = flat[row[:, None] + sliding_window_view(padded, window)[first]]
+    rows_of = sliding_window_view(padded, window)
+    ok2 = np.empty((len(ps), window), dtype=bool)
+    # in blocks of searches: the table indexes of a block are small enough to reuse memory
+    for a in range(0, len(ps), _WINDOW_BLOCK):
+        at = row[a : a + _WINDOW_BLOCK, None] + rows_of[first[a : a + _WINDOW_BLOCK]]
+        np.take(flat, at, out=ok2[a : a + _WINDOW_BLOCK], mode="clip")
     short = np.flatnonzero(span < window)
     ok2[short] &= cols[None, :] < span[short, None]
     if len(m.excl_p):
