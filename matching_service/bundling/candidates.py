@@ -229,7 +229,8 @@ def _locate(
     t_grid = t_idx[grid.order]
     tx, ty, tz = unit_vectors(t_lat[t_grid], t_lon[t_grid]).T.copy()
     lx, ly, lz = unit_vectors(locs[:, 0], locs[:, 1]).T.copy()
-    parts_q, parts_t, parts_c2 = [], [], []
+    per_loc = np.zeros(len(locs), dtype=np.int64)
+    parts_t, parts_c2 = [], []
     for qr, run, pos in grid.candidate_runs(
         locs[:, 0], locs[:, 1], loc_radius, _CHUNK_PAIRS, grid_order=True
     ):
@@ -244,12 +245,14 @@ def _locate(
             np.square(d, out=d)
             c2 += d
         keep = np.flatnonzero(c2 <= np.repeat(loc_limit[qr], run))
-        parts_q.append(np.repeat(qr, run)[keep])
+        # pairs kept per run (kept positions before each run's end), added per location
+        kept = np.diff(np.searchsorted(keep, np.cumsum(run)), prepend=0)
+        np.add.at(per_loc, qr, kept)
         parts_t.append(t_grid[pos[keep]].astype(np.int32))
         parts_c2.append(c2[keep])
-    l_loc = np.concatenate(parts_q) if parts_q else np.zeros(0, dtype=np.int64)
     # Chunks come location-major, so pairs are grouped by location already.
-    m.loc_start = np.searchsorted(l_loc, np.arange(len(locs) + 1))
+    m.loc_start = np.zeros(len(locs) + 1, dtype=np.int64)
+    np.cumsum(per_loc, out=m.loc_start[1:])
     m.l_t = np.concatenate(parts_t) if parts_t else np.zeros(0, dtype=np.int32)
     m.l_c2 = np.concatenate(parts_c2) if parts_c2 else np.zeros(0)
 
