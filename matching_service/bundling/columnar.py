@@ -28,6 +28,8 @@ from .openness import LEVEL_RANGE
 SEARCH_REASONS = tuple(SearchReason)
 # Parallel rounds with fewer proposing patients run the serial loop of the reference solver.
 _SERIAL_BELOW = 2000
+# Candidate lists sorted together as the rows of one padded matrix (bounds its memory).
+_SORT_ROWS = 16384
 THERAPIST_REASONS = tuple(TherapistReason)
 
 
@@ -220,13 +222,18 @@ def _preference_order(
     width = int(count.max())
     # the input is search-major, so row-major order of the valid cells is the input order
     valid = np.arange(width)[None, :] < count[rows][:, None]
-    mat = np.full((len(rows), width), np.iinfo(np.int64).max, dtype=np.int64)
-    mat[valid] = key
-    # the keys sorted themselves (quicker than their order) end in the therapist index
-    mat.sort(axis=1)  # keys are unique per row; padding sorts last
-    ranked = mat[valid]
-    ranked %= m.n_t
-    return ranked, cand_start
+    ends = cand_start[rows + 1].tolist()
+    # the keys sorted themselves (quicker than their order) end in the therapist index;
+    # in blocks of rows, which keeps the padded matrix small enough to reuse memory
+    for a in range(0, len(rows), _SORT_ROWS):
+        block = valid[a : a + _SORT_ROWS]
+        lo, hi = ends[a] - int(count[rows[a]]), ends[a + len(block) - 1]
+        mat = np.full(block.shape, np.iinfo(np.int64).max, dtype=np.int64)
+        mat[block] = key[lo:hi]
+        mat.sort(axis=1)  # keys are unique per row; padding sorts last
+        key[lo:hi] = mat[block]
+    key %= m.n_t
+    return key, cand_start
 
 
 def propose_columns(
