@@ -123,6 +123,8 @@ class GridIndex:
             stop_q = max(stop_q, start_q + 1)
             r0, r1 = np.searchsorted(query, [start_q, stop_q], side="left")
             lengths = hi[r0:r1] - lo[r0:r1]
-            pos = np.repeat(lo[r0:r1], lengths) + ragged_arange(lengths)
+            # lo + ragged_arange(lengths) with one repeat: arange plus each run's offset
+            pos = np.arange(int(lengths.sum()), dtype=np.int64)
+            pos += np.repeat(lo[r0:r1] - (np.cumsum(lengths) - lengths), lengths)
             yield query[r0:r1], lengths, pos if grid_order else self.order[pos]
             start_q = stop_q
