@@ -225,8 +225,8 @@ def _locate(
         return
     loc_radius = 2.0 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(loc_limit) * 0.5) + 1e-3
     grid = GridIndex(t_lat[t_idx], t_lon[t_idx], max(2.0, float(np.median(loc_radius)) / 2.0))
-    # therapists in grid order: each cell's points are contiguous
-    t_grid = t_idx[grid.order]
+    # therapists in grid order: each cell's points are contiguous (int32, as pairs keep them)
+    t_grid = t_idx[grid.order].astype(np.int32)
     tx, ty, tz = unit_vectors(t_lat[t_grid], t_lon[t_grid]).T.copy()
     lx, ly, lz = unit_vectors(locs[:, 0], locs[:, 1]).T.copy()
     per_loc = np.zeros(len(locs), dtype=np.int64)
@@ -248,7 +248,7 @@ def _locate(
         # pairs kept per run (kept positions before each run's end), added per location
         kept = np.diff(np.searchsorted(keep, np.cumsum(run)), prepend=0)
         np.add.at(per_loc, qr, kept)
-        parts_t.append(t_grid[pos[keep]].astype(np.int32))
+        parts_t.append(t_grid[pos[keep]])
         parts_c2.append(c2[keep])
     # Chunks come location-major, so pairs are grouped by location already.
     m.loc_start = np.zeros(len(locs) + 1, dtype=np.int64)
@@ -401,7 +401,7 @@ def degree(m: Market) -> np.ndarray:
         last, first, l_t = last[reach], first[reach], l_t[reach]
     # count after the last group minus the count before the location's first, flat indices
     flat = counts.ravel()
-    tp = m.t_prof[l_t].astype(np.int64)
+    tp = m.t_prof.astype(np.int64)[l_t]
     last += 1
     last *= n_tp
     last += tp
