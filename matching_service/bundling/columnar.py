@@ -118,10 +118,8 @@ class _ArraySolver(_Solver):
             # few proposers: the serial rule directly (array passes cost more than they save)
             super().parallel_round(n_p, round_no)
             return
-        room = np.array(
-            [0 if c else self.max - len(mm) for mm, c in zip(s.members, s.closed, strict=True)],
-            dtype=np.int64,
-        )
+        sizes = np.fromiter(map(len, s.members), np.int64, len(s.members))
+        room = np.where(np.array(s.closed, dtype=bool), 0, self.max - sizes)
         a, b = self.cand_start[proposers], self.cand_start[proposers + 1]
         lengths = b - a
         owner = np.repeat(np.arange(len(proposers)), lengths)
