@@ -159,13 +159,15 @@ class _Solver:
     def cover_round(self, n_p: int, free: int) -> None:
         """Give every patient with budget one place, longest waiting first."""
         s, dead = self.s, set[int]()
-        members, closed = s.members, s.closed
+        members, closed, assigned = s.members, s.closed, s.assigned
         for p in range(n_p):
-            if s.budget[p] < 1 or s.assigned[p] or free == 0:
+            if s.budget[p] < 1 or assigned[p] or free == 0:
                 continue
             for t in self.cand_lists[p]:
                 if len(members[t]) < self.max and not closed[t]:
-                    s.add(p, t)
+                    # Assignment.add inlined: a place for almost every patient of a run
+                    members[t][p] = None
+                    assigned[p][t] = None
                     free -= 1
                     break
             else:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .columns import NO_AGE_MAX, NO_AGE_MIN, SearchColumns, TherapistColumns
 from .geo import EARTH_RADIUS_KM, GridIndex, chord_squared_limit, unit_vectors
@@ -27,6 +28,8 @@ from .model import TRAVEL_MODES, BundleConfig, Id, id_sort_key
 _DISTANCE_EPSILON_KM = 1e-6
 # Location pairs per grid chunk (bounds temporary memory).
 _CHUNK_PAIRS = 2_000_000
+# Searches whose first candidate window is checked at once (bounds temporary memory).
+_WINDOW_BLOCK = 8192
 # Distinct patient x therapist schedules up to this many pairs: overlap from a table.
 _OVERLAP_TABLE_LIMIT = 4_000_000
 
@@ -123,7 +126,10 @@ class Market:
             else:
                 self._overlap_table = np.zeros((0, 0), dtype=np.int16)
         if self._overlap_table.size and self._s_pattern is not None and self._t_pattern is not None:
-            return self._overlap_table[self._s_pattern[p], self._t_pattern[t]]
+            # one flat index: a single-index gather is quicker than a two-index one
+            at = self._s_pattern[p] * self._overlap_table.shape[1]
+            at += self._t_pattern[t]
+            return self._overlap_table.ravel()[at]
         out = np.full(len(p), -1, dtype=np.int16)
         known = self.s_avail[p].any(axis=1) & self.t_hours[t].any(axis=1)
         if known.any():
@@ -219,24 +225,34 @@ def _locate(
         return
     loc_radius = 2.0 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(loc_limit) * 0.5) + 1e-3
     grid = GridIndex(t_lat[t_idx], t_lon[t_idx], max(2.0, float(np.median(loc_radius)) / 2.0))
-    # therapists in grid order: each cell's points are contiguous
-    t_grid = t_idx[grid.order]
+    # therapists in grid order: each cell's points are contiguous (int32, as pairs keep them)
+    t_grid = t_idx[grid.order].astype(np.int32)
     tx, ty, tz = unit_vectors(t_lat[t_grid], t_lon[t_grid]).T.copy()
     lx, ly, lz = unit_vectors(locs[:, 0], locs[:, 1]).T.copy()
-    parts_q, parts_t, parts_c2 = [], [], []
-    for q, pos in grid.candidate_chunks(
+    per_loc = np.zeros(len(locs), dtype=np.int64)
+    parts_t, parts_c2 = [], []
+    for qr, run, pos in grid.candidate_runs(
         locs[:, 0], locs[:, 1], loc_radius, _CHUNK_PAIRS, grid_order=True
     ):
-        c2 = np.square(lx[q] - tx[pos])
-        c2 += np.square(ly[q] - ty[pos])
-        c2 += np.square(lz[q] - tz[pos])
-        keep = np.flatnonzero(c2 <= loc_limit[q])
-        parts_q.append(q[keep])
-        parts_t.append(t_grid[pos[keep]].astype(np.int32))
+        # each location's coordinates repeated onto its runs (cheaper than a gather per
+        # pair), differences squared in place
+        c2 = np.repeat(lx[qr], run)
+        c2 -= tx[pos]
+        np.square(c2, out=c2)
+        for lv, tv in ((ly, ty), (lz, tz)):
+            d = np.repeat(lv[qr], run)
+            d -= tv[pos]
+            np.square(d, out=d)
+            c2 += d
+        keep = np.flatnonzero(c2 <= np.repeat(loc_limit[qr], run))
+        # pairs kept per run (kept positions before each run's end), added per location
+        kept = np.diff(np.searchsorted(keep, np.cumsum(run)), prepend=0)
+        np.add.at(per_loc, qr, kept)
+        parts_t.append(t_grid[pos[keep]])
         parts_c2.append(c2[keep])
-    l_loc = np.concatenate(parts_q) if parts_q else np.zeros(0, dtype=np.int64)
     # Chunks come location-major, so pairs are grouped by location already.
-    m.loc_start = np.searchsorted(l_loc, np.arange(len(locs) + 1))
+    m.loc_start = np.zeros(len(locs) + 1, dtype=np.int64)
+    np.cumsum(per_loc, out=m.loc_start[1:])
     m.l_t = np.concatenate(parts_t) if parts_t else np.zeros(0, dtype=np.int32)
     m.l_c2 = np.concatenate(parts_c2) if parts_c2 else np.zeros(0)
 
@@ -350,7 +366,8 @@ def degree(m: Market) -> np.ndarray:
     # differences within one location are used, and they are exact modulo 2^bits.
     most = int(np.diff(m.loc_search_start).max())
     kind = np.uint8 if most < 2**8 else np.uint16 if most < 2**16 else np.int64
-    counts = np.zeros((len(g_start), n_tp), dtype=kind)
+    # row g + 1: the count after group g; row 0 stays zero (before the first group)
+    counts = np.zeros((len(g_start) + 1, n_tp), dtype=kind)
     carry = np.zeros(n_tp, dtype=kind)
     step = max(1, 8_000_000 // max(n_tp, 1))
     as_kind = m.table.astype(kind)
@@ -359,24 +376,40 @@ def degree(m: Market) -> np.ndarray:
         run[0] += carry
         np.cumsum(run, axis=0, out=run)
         g = np.flatnonzero((g_end >= a) & (g_end < a + step))
-        counts[g] = run[g_end[g] - a]
+        counts[g + 1] = run[g_end[g] - a]
         carry = run[-1]
     loc_first = np.searchsorted(g_loc, np.arange(n_loc + 1))
     # per location pair: the last group of its location whose limit reaches the therapist,
-    # found by an exact integer key (location, rank of the limit among the distinct limits)
+    # looked up by (location, rank of the limit among the distinct limits) in a table of
+    # the last group up to each rank (-1: none; groups ascend with the rank per location)
     limits = np.unique(g_lim)
     top = len(limits) - 1
-    g_key = g_loc * len(limits) + (top - np.searchsorted(limits, g_lim))
-    l_loc = m.pair_location()
-    reaching = top - np.searchsorted(limits, m.l_c2)  # -1: beyond every limit
-    last = np.searchsorted(g_key, l_loc * len(limits) + reaching, side="right") - 1
-    reach = np.flatnonzero(last >= loc_first[l_loc])
-    last, l_loc = last[reach], l_loc[reach]
-    tp = m.t_prof[m.l_t[reach]]
-    before = loc_first[l_loc] - 1
-    value = counts[last, tp] - np.where(before >= 0, counts[np.maximum(before, 0), tp], 0)
-    value = value.astype(kind).astype(np.int64)
-    np.add.at(deg, m.l_t[reach], value)
+    last_up_to = np.full((n_loc, len(limits) + 1), -1, dtype=np.int64)
+    last_up_to[g_loc, top - np.searchsorted(limits, g_lim) + 1] = np.arange(len(g_loc))
+    np.maximum.accumulate(last_up_to, axis=1, out=last_up_to)
+    # values per location repeated onto its pairs (cheaper than gathering by location)
+    per_loc = np.diff(m.loc_start)
+    at = np.repeat(np.arange(n_loc, dtype=np.int64) * (len(limits) + 1) + top + 1, per_loc)
+    at -= np.searchsorted(limits, m.l_c2)  # column of rank r is r + 1; -1 (beyond all) is 0
+    last = last_up_to.ravel()[at]
+    first = np.repeat(loc_first[:-1], per_loc)
+    # A location's pairs lie within its largest limit, so all of them reach one of its
+    # groups (the same float values): the gather is a guard that does not run.
+    l_t = m.l_t
+    reach = np.flatnonzero(last >= first)
+    if len(reach) < len(last):
+        last, first, l_t = last[reach], first[reach], l_t[reach]
+    # count after the last group minus the count before the location's first, flat indices
+    flat = counts.ravel()
+    tp = m.t_prof.astype(np.int64)[l_t]
+    last += 1
+    last *= n_tp
+    last += tp
+    first *= n_tp
+    first += tp
+    value = flat[last]
+    value -= flat[first]
+    np.add.at(deg, l_t, value.astype(np.int64))
     if len(m.excl_p):
         p, t = m.excl_p, m.excl_t
         ok = eligible_mask(m, p, t, check_exclusions=False)
@@ -461,26 +494,29 @@ def nearest(
     """Per active search the nearest `limit` eligible therapists among `allowed`.
 
     Returns (search, therapist, chord^2), search-major and nearest first (ties: therapist
-    index). Each search scans its location's distance-sorted pairs in windows, so a patient
-    who can reach thousands of therapists checks about `limit` of them.
+    index); therapists as int32. Each search scans its location's distance-sorted pairs in
+    windows, so a patient who can reach thousands of therapists checks about `limit` of them.
     """
     sel = np.flatnonzero(allowed[m.l_t])
     if len(sel) == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0)
     n_loc = len(m.loc_start) - 1
-    l_loc = m.pair_location()[sel]
+    # location pairs are grouped by location: the selected ones of location l start at
+    # the number selected before its first pair
+    start = np.searchsorted(sel, m.loc_start)
+    l_loc = np.repeat(np.arange(n_loc, dtype=np.int64), np.diff(start))
     # One float key orders each location's pairs by distance (chord^2 <= 4 keeps locations
     # apart). Equal distances (colleagues at one address) stay in an order fixed by the
     # canonical input order, so the result does not depend on the caller's order.
     key = l_loc * 8.0 + m.l_c2[sel]
     order = np.argsort(key)
-    sel, key = sel[order], key[order]
+    sel = sel[order]
     c2 = m.l_c2[sel]
+    # the order moves pairs within their location only: the sorted key from the sorted chords
+    key = l_loc * 8.0
+    key += c2
     t_sorted = m.l_t[sel]
     tp_sorted = m.t_prof[t_sorted]
-    start = np.zeros(n_loc + 1, dtype=np.int64)
-    np.cumsum(np.bincount(l_loc, minlength=n_loc), out=start[1:])
     ps = np.flatnonzero(m.s_loc >= 0)
     loc = m.s_loc[ps]
     first, end = start[loc], start[loc + 1]
@@ -501,30 +537,39 @@ def nearest(
         stop = stop - back + (ahead & ~back)
     flat = m.table.ravel()
     row = m.s_prof[ps].astype(np.int64) * m.table.shape[1]
-    out_p, out_t, out_c2 = [], [], []
     window = max(limit + limit // 2, 16)
     # First window of every search as the rows of a matrix: ranks are a cumulative sum
-    # along each row, and the kept entries come out search-major, nearest first.
+    # along each row, and the kept entries come out search-major, nearest first. The rows
+    # are copied from a sliding view of the profiles (padded past the end), not gathered.
     span = np.minimum(stop - first, window)
     cols = np.arange(window)
-    pos2 = first[:, None] + cols[None, :]
-    np.minimum(pos2, max(len(key) - 1, 0), out=pos2)
-    ok2 = (cols[None, :] < span[:, None]) & flat[row[:, None] + tp_sorted[pos2]]
+    padded = np.concatenate([tp_sorted, np.zeros(window, dtype=tp_sorted.dtype)])
+    rows_of = sliding_window_view(padded, window)
+    ok2 = np.empty((len(ps), window), dtype=bool)
+    # in blocks of searches: the table indexes of a block are small enough to reuse memory
+    for a in range(0, len(ps), _WINDOW_BLOCK):
+        at = row[a : a + _WINDOW_BLOCK, None] + rows_of[first[a : a + _WINDOW_BLOCK]]
+        np.take(flat, at, out=ok2[a : a + _WINDOW_BLOCK], mode="clip")
+    short = np.flatnonzero(span < window)
+    ok2[short] &= cols[None, :] < span[short, None]
     if len(m.excl_p):
         has = np.zeros(m.n_s, dtype=bool)
         has[m.excl_p] = True
         rows = np.flatnonzero(has[ps])
         if len(rows):
             sub_p = np.repeat(ps[rows], window)
-            sub_t = t_sorted[pos2[rows]].reshape(-1).astype(np.int64)
+            sub_pos = np.minimum(first[rows, None] + cols[None, :], max(len(key) - 1, 0))
+            sub_t = t_sorted[sub_pos].reshape(-1).astype(np.int64)
             ok2[rows] &= ~_exclusion_hits(m, sub_p, sub_t).reshape(len(rows), window)
-    rank2 = np.cumsum(ok2, axis=1, dtype=np.int32)
+    # ranks in the narrowest type that holds a window (less memory to sum and compare)
+    small: type[np.signedinteger] = np.int8 if window < 2**7 else np.int32
+    rank2 = np.cumsum(ok2, axis=1, dtype=small)
     ok2 &= rank2 <= limit
-    kept = np.flatnonzero(ok2)
-    out_p.append(kept // window)
-    out_t.append(pos2.ravel()[kept])
-    out_c2.append(rank2.ravel()[kept].astype(np.int64) - 1)
     found = np.minimum(rank2[:, -1], limit).astype(np.int64)
+    # kept entry k of row i lies at position first[i] + k - i * window
+    kept = np.flatnonzero(ok2)
+    kept += np.repeat(first - np.arange(0, len(ps) * window, window), found)
+    later_p, later_pos, later_rank = [], [], []
     cursor = first + span
     window *= 4
     todo = np.flatnonzero((found < limit) & (cursor < stop))
@@ -546,23 +591,23 @@ def nearest(
         run = np.arange(len(local)) - (np.cumsum(count) - count)[local]
         rank = run + found[local]
         keep = rank < limit
-        local, pos = local[keep], pos[keep]
-        out_p.append(local.astype(np.int64))
-        out_t.append(pos.astype(np.int64))
-        out_c2.append(rank[keep].astype(np.int64))
+        later_p.append(local[keep])
+        later_pos.append(pos[keep])
+        later_rank.append(rank[keep])
         found += np.minimum(count, limit - found)
         cursor[todo] = b
         todo = todo[(found[todo] < limit) & (cursor[todo] < stop[todo])]
         window *= 4
-    if len(out_p) == 1:
-        local, pos = out_p[0], out_t[0]
-    else:
-        # later windows lie farther out: place every pair at its search's start + rank
+    if later_p:
+        # later windows lie farther out: their pairs go to their search's start + rank,
+        # the first window's fill the places left, in order
         start_of = np.cumsum(found) - found
-        local = np.empty(int(found.sum()), dtype=np.int64)
-        pos = np.empty(len(local), dtype=np.int64)
-        for part_p, part_t, part_rank in zip(out_p, out_t, out_c2, strict=True):
-            at = start_of[part_p] + part_rank
-            local[at] = part_p
-            pos[at] = part_t
-    return ps[local], t_sorted[pos].astype(np.int64), c2[pos]
+        at = start_of[np.concatenate(later_p)] + np.concatenate(later_rank)
+        pos = np.empty(int(found.sum()), dtype=np.int64)
+        rest = np.ones(len(pos), dtype=bool)
+        rest[at] = False
+        pos[rest] = kept
+        pos[at] = np.concatenate(later_pos)
+    else:
+        pos = kept
+    return np.repeat(ps, found), t_sorted[pos], c2[pos]

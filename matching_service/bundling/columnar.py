@@ -28,6 +28,8 @@ from .openness import LEVEL_RANGE
 SEARCH_REASONS = tuple(SearchReason)
 # Parallel rounds with fewer proposing patients run the serial loop of the reference solver.
 _SERIAL_BELOW = 2000
+# Candidate lists sorted together as the rows of one padded matrix (bounds its memory).
+_SORT_ROWS = 16384
 THERAPIST_REASONS = tuple(TherapistReason)
 
 
@@ -75,25 +77,28 @@ class _ArraySolver(_Solver):
         self.s = state
         self.max = config.bundle_max_size
         self.min = config.bundle_min_size
-        flat = cand.tolist()
+        n_t = len(state.members)
+        # one Python int per therapist, shared by every list naming it (`tolist` would make
+        # one per entry: 3.7 M objects in a national run, allocated and freed again)
+        flat = np.arange(n_t).astype(object)[cand].tolist()
         bounds = cand_start.tolist()
         self.cand_lists = [flat[a:b] for a, b in pairwise(bounds)]
-        n_t = len(state.members)
         # per therapist the patients listing it, in priority order (radix sort when it fits)
         key = cand.astype(np.uint16) if n_t <= 2**16 else cand
         by_t = np.argsort(key, kind="stable")
         t_start = np.zeros(n_t + 1, dtype=np.int64)
         np.cumsum(np.bincount(cand, minlength=n_t), out=t_start[1:])
         self.t_start = t_start.tolist()
-        p_of = np.repeat(np.arange(len(cand_start) - 1), np.diff(cand_start))
-        # only repair reads these, for the few therapists under the minimum: lists on demand
-        self.t_patients = p_of[by_t]
+        # only repair reads these, for the few therapists under the minimum: each list's
+        # positions map to their patients on demand
+        self.by_t = by_t
         self.cand = cand
         self.cand_start = cand_start
 
     def patients_of(self, t: int) -> list[int]:
         """The patients listing therapist t, in priority order."""
-        return self.t_patients[self.t_start[t] : self.t_start[t + 1]].tolist()
+        at = self.by_t[self.t_start[t] : self.t_start[t + 1]]
+        return (np.searchsorted(self.cand_start, at, side="right") - 1).tolist()
 
     def parallel_round(self, n_p: int, round_no: int) -> None:
         """One more place for every patient with budget for it, in priority order.
@@ -113,10 +118,8 @@ class _ArraySolver(_Solver):
             # few proposers: the serial rule directly (array passes cost more than they save)
             super().parallel_round(n_p, round_no)
             return
-        room = np.array(
-            [0 if c else self.max - len(mm) for mm, c in zip(s.members, s.closed, strict=True)],
-            dtype=np.int64,
-        )
+        sizes = np.fromiter(map(len, s.members), np.int64, len(s.members))
+        room = np.where(np.array(s.closed, dtype=bool), 0, self.max - sizes)
         a, b = self.cand_start[proposers], self.cand_start[proposers + 1]
         lengths = b - a
         owner = np.repeat(np.arange(len(proposers)), lengths)
@@ -129,7 +132,7 @@ class _ArraySolver(_Solver):
             chain.from_iterable(held_by), np.int64, len(proposers) * (round_no - 1)
         ).reshape(len(proposers), round_no - 1)
         for k in range(round_no - 1):
-            ok &= t != mine[owner, k]
+            ok &= t != np.repeat(mine[:, k], lengths)
         owner, t = owner[ok], t[ok]
         start = np.searchsorted(owner, np.arange(len(proposers) + 1))
         ptr = start[:-1].copy()
@@ -175,9 +178,9 @@ def _preference_order(
     deg: np.ndarray,
     config: BundleConfig,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each search's candidates (search-major input) in preference order: scarce therapist,
-    more overlap, distance band, likelier open, nearer, lower index. Returns the therapists
-    in that order and where each search's list starts.
+    """Each search's candidates (input grouped by search, in index order) in preference
+    order: scarce therapist, more overlap, distance band, likelier open, nearer, lower index.
+    Returns the therapists in that order and where each search's list starts.
 
     Openness only reorders therapists within the same OPENNESS_BAND_KM of distance: placed
     before scarcity or across bands it lost coverage in generated markets (a patient with
@@ -196,22 +199,39 @@ def _preference_order(
     closed = LEVEL_RANGE - m.t_open.astype(np.int64)  # 0 = most likely open
     bands = 2047 // (OPENNESS_BAND_KM * 10) + 1
     t = t.astype(np.int64)
-    over = 63 - np.clip(overlap.astype(np.int64) // 2, 0, 63)
+    over = overlap.astype(np.int64)
+    over //= 2
+    np.clip(over, 0, 63, out=over)
     dq = np.clip(np.rint(dist * 10.0), 0, 2047).astype(np.int64)
-    band = dq // (OPENNESS_BAND_KM * 10)
-    key = bucket[t] * 64 + over
-    key = (key * bands + band) * levels + closed[t]
-    key = (key * 2048 + dq) * m.n_t + t
+    # the key built in place: one array of pairs instead of a temporary per term
+    key = bucket[t]
+    key *= 64
+    key += 63
+    key -= over
+    key *= bands
+    key += dq // (OPENNESS_BAND_KM * 10)
+    key *= levels
+    key += closed[t]
+    key *= 2048
+    key += dq
+    key *= m.n_t
+    key += t
     rows = np.flatnonzero(count)
-    row_of = np.zeros(n_s, dtype=np.int64)
-    row_of[rows] = np.arange(len(rows))
     width = int(count.max())
-    mat = np.full((len(rows), width), np.iinfo(np.int64).max, dtype=np.int64)
-    mat[row_of[p], np.arange(len(p)) - cand_start[p]] = key
-    idx = np.argsort(mat, axis=1)  # keys are unique per row; padding sorts last
+    # the input is search-major, so row-major order of the valid cells is the input order
     valid = np.arange(width)[None, :] < count[rows][:, None]
-    order = (cand_start[rows][:, None] + idx)[valid]
-    return t[order], cand_start
+    ends = cand_start[rows + 1].tolist()
+    # the keys sorted themselves (quicker than their order) end in the therapist index;
+    # in blocks of rows, which keeps the padded matrix small enough to reuse memory
+    for a in range(0, len(rows), _SORT_ROWS):
+        block = valid[a : a + _SORT_ROWS]
+        lo, hi = ends[a] - int(count[rows[a]]), ends[a + len(block) - 1]
+        mat = np.full(block.shape, np.iinfo(np.int64).max, dtype=np.int64)
+        mat[block] = key[lo:hi]
+        mat.sort(axis=1)  # keys are unique per row; padding sorts last
+        key[lo:hi] = mat[block]
+    key %= m.n_t
+    return key, cand_start
 
 
 def propose_columns(

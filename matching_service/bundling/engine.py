@@ -75,6 +75,11 @@ _SET_SEARCH, _SET_POSITION, _SET_DISTANCE, _SET_OVERLAP, _SET_WAITING = (
     PatientFit.__dict__[f.name].__set__ for f in fields(PatientFit)
 )
 
+# ProposedInquiry's slots in field order
+_SET_THERAPIST, _SET_PRACTICE, _SET_PATIENTS = (
+    ProposedInquiry.__dict__[f.name].__set__ for f in fields(ProposedInquiry)
+)
+
 
 def _patient_fits(
     ids: list[Id], positions: list[int], km: list[float], hours: list[float | None], days: list[int]
@@ -103,9 +108,10 @@ def bundle_result(result: ColumnResult, s: SearchColumns, t: TherapistColumns) -
     starts = result.member_start
     sizes = np.diff(starts)
     position = np.arange(len(result.member_search)) - np.repeat(starts[:-1], sizes) + 1
-    hours = (result.overlap_slots / 2.0).tolist()
-    for i in np.flatnonzero(result.overlap_slots < 0).tolist():
-        hours[i] = None
+    # unknown overlap as None, set on an object array rather than item by item in a list
+    hours_of = (result.overlap_slots / 2.0).astype(object)
+    hours_of[result.overlap_slots < 0] = None
+    hours = hours_of.tolist()
     fits = _patient_fits(
         [sid[q] for q in result.member_search.tolist()],
         position.tolist(),
@@ -114,14 +120,15 @@ def bundle_result(result: ColumnResult, s: SearchColumns, t: TherapistColumns) -
         result.waiting_days.tolist(),
     )
     bounds = starts.tolist()
-    inquiries = [
-        ProposedInquiry(
-            therapist_id=t.therapist_id[row],
-            practice_key=t.practice_key[row],
-            patients=tuple(fits[bounds[i] : bounds[i + 1]]),
-        )
-        for i, row in enumerate(result.inquiry_therapist.tolist())
-    ]
+    new = object.__new__
+    inquiries = []
+    for i, row in enumerate(result.inquiry_therapist.tolist()):
+        # slots set directly, as for PatientFit (30,000 inquiries in a national run)
+        inquiry = new(ProposedInquiry)
+        _SET_THERAPIST(inquiry, t.therapist_id[row])
+        _SET_PRACTICE(inquiry, t.practice_key[row])
+        _SET_PATIENTS(inquiry, tuple(fits[bounds[i] : bounds[i + 1]]))
+        inquiries.append(inquiry)
     left_out = tuple(
         LeftOut(search_id=sid[q], reason=SEARCH_REASONS[r].value)
         for q, r in zip(

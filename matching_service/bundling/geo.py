@@ -98,6 +98,19 @@ class GridIndex:
         With `grid_order` the second array holds positions in `order` (points sorted by
         cell: contiguous runs, cheaper to gather from arrays permuted the same way).
         """
+        for query, lengths, pos in self.candidate_runs(lat, lon, radius_km, max_pairs, grid_order):
+            yield np.repeat(query, lengths), pos
+
+    def candidate_runs(
+        self,
+        lat: np.ndarray,
+        lon: np.ndarray,
+        radius_km: np.ndarray,
+        max_pairs: int = 4_000_000,
+        grid_order: bool = False,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """As `candidate_chunks`, with the query index once per run: (query, run length,
+        point index); a value per query repeats onto the pairs cheaper than it gathers."""
         if self.size == 0 or len(lat) == 0:
             return
         query, lo, hi = self._row_slices(lat, lon, radius_km)
@@ -110,7 +123,8 @@ class GridIndex:
             stop_q = max(stop_q, start_q + 1)
             r0, r1 = np.searchsorted(query, [start_q, stop_q], side="left")
             lengths = hi[r0:r1] - lo[r0:r1]
-            q = np.repeat(query[r0:r1], lengths)
-            pos = np.repeat(lo[r0:r1], lengths) + ragged_arange(lengths)
-            yield q, pos if grid_order else self.order[pos]
+            # lo + ragged_arange(lengths) with one repeat: arange plus each run's offset
+            pos = np.arange(int(lengths.sum()), dtype=np.int64)
+            pos += np.repeat(lo[r0:r1] - (np.cumsum(lengths) - lengths), lengths)
+            yield query[r0:r1], lengths, pos if grid_order else self.order[pos]
             start_q = stop_q
