@@ -118,11 +118,17 @@ def _lock_identity(uow: UnitOfWork, data: dict[str, object]) -> None:
     keys = [f"{data['last_name']}|{data['first_name']}|{data['birth_date']}".lower()]
     if data.get("email"):
         keys.append(str(data["email"]))
-    for key in sorted(keys):
-        uow.session.execute(
-            text("SELECT pg_advisory_xact_lock(:namespace, :key)"),
-            {"namespace": 1001, "key": zlib.crc32(key.encode()) - 2**31},
-        )
+    # one statement: unnest yields the keys in the array's order, and each row takes its
+    # lock before the next row is read (the sorted order every registration locks in)
+    uow.session.execute(
+        _LOCK_KEYS,
+        {"namespace": 1001, "keys": [zlib.crc32(key.encode()) - 2**31 for key in sorted(keys)]},
+    )
+
+
+_LOCK_KEYS = text(
+    "SELECT pg_advisory_xact_lock(:namespace, key) FROM unnest(CAST(:keys AS integer[])) AS key"
+)
 
 
 def _find_duplicate(uow: UnitOfWork, data: dict[str, object]) -> int | None:
