@@ -10,6 +10,7 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import (
+    Date,
     Integer,
     Select,
     Text,
@@ -132,17 +133,32 @@ _LOCK_KEYS = text(
 
 
 def _find_duplicate(uow: UnitOfWork, data: dict[str, object]) -> int | None:
+    return uow.session.execute(
+        _duplicate_query(bool(data.get("email"))),
+        {
+            "last_name": str(data["last_name"]).lower(),
+            "first_name": str(data["first_name"]).lower(),
+            "birth_date": data["birth_date"],
+            "email": data.get("email"),
+        },
+    ).scalar_one_or_none()
+
+
+@functools.cache
+def _duplicate_query(with_email: bool) -> Select[int]:
+    """The first patient with the same name and birth date (or email), its values bound
+    per call; built once per process (building cost more CPU than running it)."""
     same_person = (
-        (func.lower(Patient.last_name) == str(data["last_name"]).lower())
-        & (func.lower(Patient.first_name) == str(data["first_name"]).lower())
-        & (Patient.birth_date == data["birth_date"])
+        (func.lower(Patient.last_name) == bindparam("last_name", type_=Text))
+        & (func.lower(Patient.first_name) == bindparam("first_name", type_=Text))
+        & (Patient.birth_date == bindparam("birth_date", type_=Date))
     )
     condition = (
-        or_(same_person, Patient.email == data["email"]) if data.get("email") else same_person
+        or_(same_person, Patient.email == bindparam("email", type_=Text))
+        if with_email
+        else same_person
     )
-    return uow.session.execute(
-        select(Patient.id).where(condition).order_by(Patient.id).limit(1)
-    ).scalar_one_or_none()
+    return select(Patient.id).where(condition).order_by(Patient.id).limit(1)
 
 
 def get_patient(uow: UnitOfWork, patient_id: int) -> Patient:
