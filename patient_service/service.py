@@ -91,13 +91,18 @@ def register_patient(
         uow.session.add(patient)
         uow.session.flush()
         uow.emit(_event(PATIENT_CREATED, patient, policy, sorted(data), correlation_id))
-        _audit(uow, "create", patient.id, data)
+        _audit_on_commit(uow, "create", patient.id, data)
         uow.commit()
     return patient
 
 
 def _audit(uow: UnitOfWork, action: str, patient_ids: object, fields: Any = ()) -> None:
     audit.record(uow.session, INFRA.audit_events, action, "patient", patient_ids, fields)
+
+
+def _audit_on_commit(uow: UnitOfWork, action: str, patient_id: int, fields: Any = ()) -> None:
+    """The entry written with the events at commit (in their statement)."""
+    audit.record_on_commit(uow, INFRA.audit_events, action, "patient", patient_id, fields)
 
 
 class PatientErased(Conflict):
@@ -275,9 +280,9 @@ def update_patient(
         uow.session.flush()
         uow.emit(_event(PATIENT_UPDATED, patient, policy, changed, correlation_id))
         if "status" in changed:
-            _audit(uow, "status_change", patient.id, ["status"])
+            _audit_on_commit(uow, "status_change", patient.id, ["status"])
         if set(changed) - {"status"}:
-            _audit(uow, "update", patient.id, set(changed) - {"status"})
+            _audit_on_commit(uow, "update", patient.id, set(changed) - {"status"})
         uow.commit()
     return patient
 

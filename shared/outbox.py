@@ -19,7 +19,18 @@ from kafka.errors import (
     UnknownTopicOrPartitionError,
 )
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Text, and_, cast, func, insert, select, union_all, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    Text,
+    and_,
+    cast,
+    func,
+    insert,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -98,15 +109,21 @@ class OutboxWriter:
         self._table = infra.outbox
         self._copy_from = copy_from
 
-    def write(self, session: Session, events: Sequence[PendingEvent]) -> None:
-        """Insert one outbox row per event, in order."""
-        if not events:
+    def write(
+        self,
+        session: Session,
+        events: Sequence[PendingEvent],
+        rows: Sequence[tuple[Table, list[dict[str, Any]]]] = (),
+    ) -> None:
+        """Insert one outbox row per event, in order; `rows` of other tables (e.g. audit
+        entries) go in with a few events as parts of the same statement (CTEs)."""
+        if len(events) >= self._copy_from or not events:
+            for table, values in rows:
+                session.execute(insert(table), values)
+            if events:
+                self._copy(session, events)
             return
-        if len(events) >= self._copy_from:
-            self._copy(session, events)
-            return
-        session.execute(
-            insert(self._table),
+        statement = insert(self._table).values(
             [
                 {
                     "event_id": event.envelope.event_id,
@@ -117,8 +134,12 @@ class OutboxWriter:
                     "envelope": _envelope_document(event),
                 }
                 for event in events
-            ],
+            ]
         )
+        for index, (table, values) in enumerate(rows):
+            # PostgreSQL runs an INSERT in a WITH whether or not the statement refers to it
+            statement = statement.add_cte(insert(table).values(values).cte(f"written_{index}"))
+        session.execute(statement)
 
     def _copy(self, session: Session, events: Sequence[PendingEvent]) -> None:
         """The rows as one COPY in text format, on the session's own connection (and so in

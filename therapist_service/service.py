@@ -178,10 +178,20 @@ def update_therapist(
             setattr(therapist, name, fields[name])
         _touch(uow, therapist)
         uow.emit(therapist_event(THERAPIST_UPDATED, therapist, changed, correlation_id))
+        # the entries go in with the event, in its statement
         if "status" in changed:
-            _audit(uow, "status_change", therapist.id, ["status"])
+            audit.record_on_commit(
+                uow, INFRA.audit_events, "status_change", "therapist", therapist.id, ["status"]
+            )
         if set(changed) - {"status"}:
-            _audit(uow, "update", therapist.id, set(changed) - {"status"})
+            audit.record_on_commit(
+                uow,
+                INFRA.audit_events,
+                "update",
+                "therapist",
+                therapist.id,
+                set(changed) - {"status"},
+            )
         uow.commit()
     return therapist
 

@@ -380,8 +380,9 @@ def change_search_status(
             )
         )
         detail = _detail(uow, search)
-        audit.record(
-            uow.session,
+        # written with the event, in its statement
+        audit.record_on_commit(
+            uow,
             INFRA.audit_events,
             "status_change",
             "patient_search",
