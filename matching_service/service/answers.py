@@ -506,8 +506,8 @@ def _apply(
                 conflict = True
                 offers = finder.offers(inquiry.therapist_id, skip_search_ids=set(rows))
         answered.append(_Answered(search_id, outcome, conflict, offers))
-    # nothing above reads this inquiry's patient rows, and whoever else writes them locks
-    # the inquiry first: their outcomes can wait for the end and go in as one UPDATE
+    # no statement above reads this inquiry's patient rows, and whoever else writes them
+    # locks the inquiry first: their outcomes can wait for the end and go in as one UPDATE
     _record_outcomes(uow, inquiry.id, answered, now)
     _mark_answered(
         uow,
