@@ -10,6 +10,7 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import (
+    Date,
     Integer,
     Select,
     Text,
@@ -90,13 +91,18 @@ def register_patient(
         uow.session.add(patient)
         uow.session.flush()
         uow.emit(_event(PATIENT_CREATED, patient, policy, sorted(data), correlation_id))
-        _audit(uow, "create", patient.id, data)
+        _audit_on_commit(uow, "create", patient.id, data)
         uow.commit()
     return patient
 
 
 def _audit(uow: UnitOfWork, action: str, patient_ids: object, fields: Any = ()) -> None:
     audit.record(uow.session, INFRA.audit_events, action, "patient", patient_ids, fields)
+
+
+def _audit_on_commit(uow: UnitOfWork, action: str, patient_id: int, fields: Any = ()) -> None:
+    """The entry written with the events at commit (in their statement)."""
+    audit.record_on_commit(uow, INFRA.audit_events, action, "patient", patient_id, fields)
 
 
 class PatientErased(Conflict):
@@ -118,25 +124,46 @@ def _lock_identity(uow: UnitOfWork, data: dict[str, object]) -> None:
     keys = [f"{data['last_name']}|{data['first_name']}|{data['birth_date']}".lower()]
     if data.get("email"):
         keys.append(str(data["email"]))
-    for key in sorted(keys):
-        uow.session.execute(
-            text("SELECT pg_advisory_xact_lock(:namespace, :key)"),
-            {"namespace": 1001, "key": zlib.crc32(key.encode()) - 2**31},
-        )
+    # one statement: unnest yields the keys in the array's order, and each row takes its
+    # lock before the next row is read (the sorted order every registration locks in)
+    uow.session.execute(
+        _LOCK_KEYS,
+        {"namespace": 1001, "keys": [zlib.crc32(key.encode()) - 2**31 for key in sorted(keys)]},
+    )
+
+
+_LOCK_KEYS = text(
+    "SELECT pg_advisory_xact_lock(:namespace, key) FROM unnest(CAST(:keys AS integer[])) AS key"
+)
 
 
 def _find_duplicate(uow: UnitOfWork, data: dict[str, object]) -> int | None:
+    return uow.session.execute(
+        _duplicate_query(bool(data.get("email"))),
+        {
+            "last_name": str(data["last_name"]).lower(),
+            "first_name": str(data["first_name"]).lower(),
+            "birth_date": data["birth_date"],
+            "email": data.get("email"),
+        },
+    ).scalar_one_or_none()
+
+
+@functools.cache
+def _duplicate_query(with_email: bool) -> Select[int]:
+    """The first patient with the same name and birth date (or email), its values bound
+    per call; built once per process (building cost more CPU than running it)."""
     same_person = (
-        (func.lower(Patient.last_name) == str(data["last_name"]).lower())
-        & (func.lower(Patient.first_name) == str(data["first_name"]).lower())
-        & (Patient.birth_date == data["birth_date"])
+        (func.lower(Patient.last_name) == bindparam("last_name", type_=Text))
+        & (func.lower(Patient.first_name) == bindparam("first_name", type_=Text))
+        & (Patient.birth_date == bindparam("birth_date", type_=Date))
     )
     condition = (
-        or_(same_person, Patient.email == data["email"]) if data.get("email") else same_person
+        or_(same_person, Patient.email == bindparam("email", type_=Text))
+        if with_email
+        else same_person
     )
-    return uow.session.execute(
-        select(Patient.id).where(condition).order_by(Patient.id).limit(1)
-    ).scalar_one_or_none()
+    return select(Patient.id).where(condition).order_by(Patient.id).limit(1)
 
 
 def get_patient(uow: UnitOfWork, patient_id: int) -> Patient:
@@ -253,9 +280,9 @@ def update_patient(
         uow.session.flush()
         uow.emit(_event(PATIENT_UPDATED, patient, policy, changed, correlation_id))
         if "status" in changed:
-            _audit(uow, "status_change", patient.id, ["status"])
+            _audit_on_commit(uow, "status_change", patient.id, ["status"])
         if set(changed) - {"status"}:
-            _audit(uow, "update", patient.id, set(changed) - {"status"})
+            _audit_on_commit(uow, "update", patient.id, set(changed) - {"status"})
         uow.commit()
     return patient
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import zlib
@@ -19,7 +20,23 @@ from kafka.errors import (
     UnknownTopicOrPartitionError,
 )
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Text, and_, cast, func, insert, select, union_all, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    ColumnElement,
+    Insert,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    func,
+    insert,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -98,26 +115,40 @@ class OutboxWriter:
         self._table = infra.outbox
         self._copy_from = copy_from
 
-    def write(self, session: Session, events: Sequence[PendingEvent]) -> None:
-        """Insert one outbox row per event, in order."""
-        if not events:
+    def write(
+        self,
+        session: Session,
+        events: Sequence[PendingEvent],
+        rows: Sequence[tuple[Table, list[dict[str, Any]]]] = (),
+    ) -> None:
+        """Insert one outbox row per event, in order; `rows` of other tables (e.g. audit
+        entries) go in with a few events as parts of the same statement (CTEs)."""
+        if len(events) >= self._copy_from or not events:
+            for table, values in rows:
+                session.execute(insert(table), values)
+            if events:
+                self._copy(session, events)
             return
-        if len(events) >= self._copy_from:
-            self._copy(session, events)
-            return
+        documents = [
+            {
+                "event_id": event.envelope.event_id,
+                "event_type": event.envelope.event_type,
+                "topic": event.topic,
+                "aggregate_id": event.envelope.aggregate_id,
+                "bucket": bucket_of(event.envelope.aggregate_id),
+                "envelope": _envelope_document(event),
+            }
+            for event in events
+        ]
+        parts = [(self._table, documents), *rows]
+        statement = _insert_rows(tuple((table, tuple(values[0])) for table, values in parts))
         session.execute(
-            insert(self._table),
-            [
-                {
-                    "event_id": event.envelope.event_id,
-                    "event_type": event.envelope.event_type,
-                    "topic": event.topic,
-                    "aggregate_id": event.envelope.aggregate_id,
-                    "bucket": bucket_of(event.envelope.aggregate_id),
-                    "envelope": _envelope_document(event),
-                }
-                for event in events
-            ],
+            statement,
+            {
+                f"p{index}_{name}": [_array_item(table.c[name], row[name]) for row in values]
+                for index, (table, values) in enumerate(parts)
+                for name in values[0]
+            },
         )
 
     def _copy(self, session: Session, events: Sequence[PendingEvent]) -> None:
@@ -150,6 +181,43 @@ class OutboxWriter:
             ) from exc
         finally:
             cursor.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_rows(parts: tuple[tuple[Table, tuple[str, ...]], ...]) -> Insert:
+    """One INSERT of the rows of several tables (the first, the others as CTEs: PostgreSQL
+    runs an INSERT in a WITH whether or not the statement refers to it), each table's
+    columns given as arrays (`p<index>_<column>`) and unnested in their order; one
+    statement per shape, built and compiled once (a multi-row VALUES is compiled anew
+    every time)."""
+    inserts = []
+    for index, (table, names) in enumerate(parts):
+        arrays = [
+            cast(bindparam(f"p{index}_{name}"), ARRAY(_array_type(table.c[name]))) for name in names
+        ]
+        given = func.unnest(*arrays).table_valued(*names, with_ordinality="n").render_derived()
+        columns = [
+            cast(given.c[name], JSONB) if _is_json(table.c[name]) else given.c[name]
+            for name in names
+        ]
+        inserts.append(insert(table).from_select(list(names), select(*columns).order_by(given.c.n)))
+    statement = inserts[0]
+    for index, part in enumerate(inserts[1:], start=1):
+        statement = statement.add_cte(part.cte(f"written_{index}"))
+    return statement
+
+
+def _is_json(column: Column[Any]) -> bool:
+    return isinstance(column.type, JSON)
+
+
+def _array_type(column: Column[Any]) -> Any:
+    # JSON documents travel as their text (an array of jsonb would take nested lists apart)
+    return Text() if _is_json(column) else column.type
+
+
+def _array_item(column: Column[Any], value: Any) -> Any:
+    return json_dumps(value) if _is_json(column) and value is not None else value
 
 
 def _envelope_document(event: PendingEvent) -> dict[str, Any]:

@@ -4,6 +4,7 @@ it, and imports that check their input entry by entry use the same rule."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, get_args
@@ -37,9 +38,9 @@ def control_characters(
     and keys, nested in models, mappings and lists (a bad key is reported under its own path).
     `MultilineText` fields (and `multiline=True`) may hold line feeds and tabs."""
     if isinstance(value, BaseModel):
-        for name, info in type(value).model_fields.items():
+        for name, multiline_field in _text_fields(type(value)):
             yield from control_characters(
-                getattr(value, name), _join(path, name), multiline=_is_multiline(info)
+                getattr(value, name), _join(path, name), multiline=multiline_field
             )
         for name, item in (value.model_extra or {}).items():
             yield from control_characters(item, _join(path, name))
@@ -58,6 +59,13 @@ def control_characters(
 
 def _join(path: str, part: str) -> str:
     return f"{path}.{part}" if path else part
+
+
+@functools.cache
+def _text_fields(model: type[BaseModel]) -> tuple[tuple[str, bool], ...]:
+    """(name, may span lines) of each field of `model`, worked out once per model (it
+    cost a millisecond of every request body)."""
+    return tuple((name, _is_multiline(info)) for name, info in model.model_fields.items())
 
 
 def _is_multiline(info: FieldInfo) -> bool:

@@ -72,6 +72,9 @@ class Therapist(Base):
             postgresql_where=text("informed_about_platform"),
         ),
     )
+    # the computed practice key comes back with every INSERT and UPDATE (RETURNING): the
+    # event reads it after each change, which otherwise cost a SELECT of its own
+    __mapper_args__ = {"eager_defaults": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     version: Mapped[int] = mapped_column(server_default=text("1"))

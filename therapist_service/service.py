@@ -176,12 +176,22 @@ def update_therapist(
             return therapist
         for name in changed:
             setattr(therapist, name, fields[name])
-        _touch(uow, therapist, "email" in changed)
+        _touch(uow, therapist)
         uow.emit(therapist_event(THERAPIST_UPDATED, therapist, changed, correlation_id))
+        # the entries go in with the event, in its statement
         if "status" in changed:
-            _audit(uow, "status_change", therapist.id, ["status"])
+            audit.record_on_commit(
+                uow, INFRA.audit_events, "status_change", "therapist", therapist.id, ["status"]
+            )
         if set(changed) - {"status"}:
-            _audit(uow, "update", therapist.id, set(changed) - {"status"})
+            audit.record_on_commit(
+                uow,
+                INFRA.audit_events,
+                "update",
+                "therapist",
+                therapist.id,
+                set(changed) - {"status"},
+            )
         uow.commit()
     return therapist
 
@@ -267,13 +277,12 @@ def practice_members(uow: UnitOfWork, practice_key: str) -> list[Therapist]:
     return members
 
 
-def _touch(uow: UnitOfWork, therapist: Therapist, practice_may_change: bool = False) -> None:
-    """A new version of the record; the practice key is recomputed when the email changed."""
+def _touch(uow: UnitOfWork, therapist: Therapist) -> None:
+    """A new version of the record; the UPDATE returns the practice key PostgreSQL computed
+    (from the email, which may have changed)."""
     therapist.version += 1
     therapist.updated_at = utcnow()
     uow.session.flush()
-    if practice_may_change:
-        uow.session.refresh(therapist, ["practice_key"])
 
 
 def therapist_event(
@@ -702,7 +711,7 @@ def _apply_directory_record(
         return UNCHANGED
     for name, value in changes.items():
         setattr(therapist, name, value)
-    _touch(uow, therapist, "email" in changes)
+    _touch(uow, therapist)
     events.append(therapist_event(THERAPIST_UPDATED, therapist, sorted(changes), correlation_id))
     return UPDATED
 

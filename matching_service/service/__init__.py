@@ -341,11 +341,13 @@ def change_search_status(
             .with_for_update(key_share=True)
             .subquery("held")
         )
+        # and the changed row itself, into the session (no second read)
         changed = uow.session.execute(
             update(PatientSearch)
             .where(PatientSearch.id == held.c.id, held.c.status.in_(sources))
             .values(status=target.value, status_reason=change.reason, updated_at=utcnow())
-            .returning(held.c.status)
+            .returning(PatientSearch, held.c.status)
+            .execution_options(populate_existing=True, synchronize_session=False)
         ).first()
         if changed is None:
             current = SearchStatus(_load_search(uow, search_id).status)
@@ -356,7 +358,7 @@ def change_search_status(
                 f"allowed: {options}",
                 {"current": current.value, "requested": target.value, "allowed": allowed},
             )
-        search = _load_search(uow, search_id)
+        search = changed.PatientSearch
         if target is SearchStatus.CANCELLED:
             withdraw_search(uow, search_id, WITHDRAWN_CANCELLED, correlation_id=correlation_id)
         event = _STATUS_EVENTS[target]
@@ -378,8 +380,9 @@ def change_search_status(
             )
         )
         detail = _detail(uow, search)
-        audit.record(
-            uow.session,
+        # written with the event, in its statement
+        audit.record_on_commit(
+            uow,
             INFRA.audit_events,
             "status_change",
             "patient_search",

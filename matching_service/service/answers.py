@@ -10,12 +10,29 @@ UPDATE; of any number of concurrent acceptances of a patient exactly one wins.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import functools
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import (
+    Boolean,
+    Integer,
+    Text,
+    Update,
+    and_,
+    bindparam,
+    case,
+    cast,
+    column,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from matching_service.bundling.model import BundleConfig
@@ -41,10 +58,10 @@ from matching_service.schemas import (
 )
 from matching_service.service import market
 from matching_service.service.cooling import start_cooling
-from matching_service.service.inquiries import InquiryDetail, inquiry_detail_in
+from matching_service.service.inquiries import InquiryDetail
 from matching_service.service.withdrawals import CLAIMED_ELSEWHERE, withdraw_search
 from matching_service.settings import MatchingSettings
-from shared.db import UnitOfWork, utcnow
+from shared.db import UnitOfWork, UTCDateTime, json_dumps, utcnow
 from shared.errors import Conflict, NotFound, RuleViolation
 from shared.outbox import PendingEvent
 
@@ -277,7 +294,7 @@ def record_response(
                 now=as_of or utcnow(),
                 correlation_id=correlation_id,
             )
-        answer = _load_answer(uow, inquiry_id)
+        answer = InquiryAnswer(InquiryDetail(inquiry, _in_order(rows)))
         uow.commit()
     return answer
 
@@ -467,6 +484,7 @@ def _apply(
 ) -> None:
     """Record outcomes not recorded yet, with their effects, then the inquiry's answer."""
     finder = ReplacementFinder(uow, settings, now)
+    answered: list[_Answered] = []
     for search_id, outcome in outcomes.items():
         conflict, offers = False, None
         if outcome in EXCLUDING:
@@ -487,9 +505,19 @@ def _apply(
             if not won and not placed_with(uow, search_id, inquiry.therapist_id):
                 conflict = True
                 offers = finder.offers(inquiry.therapist_id, skip_search_ids=set(rows))
-        _record_outcome(uow, inquiry.id, search_id, outcome, now, conflict, offers)
+        answered.append(_Answered(search_id, outcome, conflict, offers))
+    # no statement above reads this inquiry's patient rows, and whoever else writes them
+    # locks the inquiry first: their outcomes can wait for the end and go in as one UPDATE
+    _record_outcomes(uow, inquiry.id, answered, now)
     _mark_answered(
-        uow, inquiry, settings, channel=channel, notes=notes, now=now, correlation_id=correlation_id
+        uow,
+        inquiry,
+        rows,
+        settings,
+        channel=channel,
+        notes=notes,
+        now=now,
+        correlation_id=correlation_id,
     )
 
 
@@ -509,6 +537,7 @@ def exclude_once(
 def _mark_answered(
     uow: UnitOfWork,
     inquiry: Inquiry,
+    rows: Mapping[int, InquiryPatient],
     settings: MatchingSettings,
     *,
     channel: str,
@@ -517,18 +546,12 @@ def _mark_answered(
     correlation_id: str | None,
 ) -> None:
     """The inquiry answered (the first answer starts the practice's cooling), its response
-    type from every outcome recorded so far; inquiry.answered carries them all."""
+    type from every outcome recorded so far; inquiry.answered carries them all.
+
+    `rows` are the inquiry's patients as they are now: read after the inquiry was locked
+    (whatever changes them locks it first), and each outcome recorded here refreshed its row."""
     session = uow.session
-    recorded = (
-        session.execute(
-            select(InquiryPatient)
-            .where(InquiryPatient.inquiry_id == inquiry.id, InquiryPatient.outcome.is_not(None))
-            .order_by(InquiryPatient.position)
-            .execution_options(populate_existing=True)
-        )
-        .scalars()
-        .all()
-    )
+    recorded = [row for row in _in_order(rows) if row.outcome is not None]
     summary = response_type({p.search_id: Outcome(p.outcome) for p in recorded if p.outcome})
     first_answer = inquiry.answered_at is None
     values: dict[str, Any] = {"response_type": summary.value, "channel": channel, "updated_at": now}
@@ -536,8 +559,14 @@ def _mark_answered(
         values.update(status="answered", answered_at=now)
     if notes is not None:
         values["notes"] = notes
-    session.execute(update(Inquiry).where(Inquiry.id == inquiry.id).values(**values))
-    session.refresh(inquiry)
+    # the row as the UPDATE left it, into the loaded inquiry (no second read)
+    session.execute(
+        update(Inquiry)
+        .where(Inquiry.id == inquiry.id)
+        .values(**values)
+        .returning(Inquiry)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    ).scalar_one()
     if first_answer:
         start_cooling(
             uow,
@@ -575,28 +604,74 @@ def _mark_answered(
     )
 
 
-def _record_outcome(
-    uow: UnitOfWork,
-    inquiry_id: int,
-    search_id: int,
-    outcome: Outcome,
-    now: datetime,
-    conflict: bool,
-    offers: list[int] | None,
+@dataclass(frozen=True)
+class _Answered:
+    """One patient's outcome to record."""
+
+    search_id: int
+    outcome: Outcome
+    conflict: bool
+    offers: list[int] | None
+
+
+def _record_outcomes(
+    uow: UnitOfWork, inquiry_id: int, answered: Sequence[_Answered], now: datetime
 ) -> None:
-    """The patient's outcome; an open patient becomes answered, a withdrawn one stays so."""
-    row = uow.session.get_one(
-        InquiryPatient, (inquiry_id, search_id), populate_existing=True, with_for_update=True
+    """The patients' outcomes; an open patient becomes answered, a withdrawn one stays so.
+    One UPDATE (it locks the rows as they are now) returning the rows into the loaded ones."""
+    if not answered:
+        return
+    uow.session.execute(
+        _outcomes_update(),
+        {
+            "answered_inquiry": inquiry_id,
+            "now": now,
+            "search_ids": [a.search_id for a in answered],
+            "outcomes": [a.outcome.value for a in answered],
+            "conflicts": [a.conflict for a in answered],
+            # JSON text; no offers: NULL, and SQL NULL in the row
+            "offers": [None if a.offers is None else json_dumps(a.offers) for a in answered],
+        },
+    ).all()
+
+
+@functools.cache
+def _outcomes_update() -> Update:
+    """The UPDATE of `_record_outcomes`, the outcomes given as arrays (one row each from
+    unnest); built once per process (building and compiling it cost more than running it)."""
+    given = (
+        func.unnest(
+            cast(bindparam("search_ids"), ARRAY(Integer)),
+            cast(bindparam("outcomes"), ARRAY(Text)),
+            cast(bindparam("conflicts"), ARRAY(Boolean)),
+            cast(bindparam("offers"), ARRAY(Text)),
+        )
+        .table_valued(
+            column("search_id", Integer),
+            column("outcome", Text),
+            column("conflict", Boolean),
+            column("offers", Text),
+        )
+        .render_derived(name="given")
     )
-    row.outcome = outcome.value
-    row.outcome_at = now
-    if row.status == "open":
-        row.status = "answered"
-    row.conflict = conflict
-    row.replacement_offers = offers
-    uow.session.flush()
+    return (
+        update(InquiryPatient)
+        .where(
+            InquiryPatient.inquiry_id == bindparam("answered_inquiry", type_=Integer),
+            InquiryPatient.search_id == given.c.search_id,
+        )
+        .values(
+            outcome=given.c.outcome,
+            outcome_at=bindparam("now", type_=UTCDateTime),
+            status=case((InquiryPatient.status == "open", "answered"), else_=InquiryPatient.status),
+            conflict=given.c.conflict,
+            replacement_offers=cast(given.c.offers, JSONB),
+        )
+        .returning(InquiryPatient)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
 
 
-def _load_answer(uow: UnitOfWork, inquiry_id: int) -> InquiryAnswer:
-    uow.session.expire_all()  # the rows as the statements above left them
-    return InquiryAnswer(inquiry_detail_in(uow.session, inquiry_id))
+def _in_order(rows: Mapping[int, InquiryPatient]) -> list[InquiryPatient]:
+    """The inquiry's patients in position order."""
+    return sorted(rows.values(), key=lambda row: row.position)

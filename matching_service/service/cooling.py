@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from sqlalchemy import insert, select
+from sqlalchemy import cast, func, insert, select
+from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 
 from matching_service.models import CoolingPeriod, Inquiry, TherapistProjection
 from matching_service.schemas import COOLING_STARTED, CoolingStartedPayload
@@ -36,22 +37,37 @@ def start_cooling(
 ) -> CoolingPeriod:
     """Record the practice's cooling from `starts_on` and emit cooling.started (inside the
     caller's transaction)."""
-    therapist_ids = practice_therapists(uow, inquiry.practice_key) or [inquiry.therapist_id]
     until = starts_on + timedelta(days=cooling_period_days)
-    period_id = uow.session.execute(
+    # the practice's therapists known here (else the inquiry's), found by the INSERT itself,
+    # and the new row as the INSERT returns it: one statement
+    members = (
+        select(
+            func.coalesce(
+                func.jsonb_agg(
+                    aggregate_order_by(
+                        TherapistProjection.therapist_id, TherapistProjection.therapist_id
+                    )
+                ),
+                cast([inquiry.therapist_id], JSONB),
+            )
+        )
+        .where(TherapistProjection.practice_key == inquiry.practice_key)
+        .scalar_subquery()
+    )
+    period = uow.session.execute(
         insert(CoolingPeriod)
         .values(
             practice_key=inquiry.practice_key,
-            therapist_ids=therapist_ids,
+            therapist_ids=members,
             inquiry_id=inquiry.id,
             starts_on=starts_on,
             until=until,
         )
-        .returning(CoolingPeriod.id)
+        .returning(CoolingPeriod)
     ).scalar_one()
     payload = CoolingStartedPayload(
         practice_key=inquiry.practice_key,
-        therapist_ids=therapist_ids,
+        therapist_ids=period.therapist_ids,
         starts_on=starts_on,
         until=until,
         inquiry_id=inquiry.id,
@@ -65,4 +81,4 @@ def start_cooling(
             correlation_id=correlation_id,
         )
     )
-    return uow.session.get_one(CoolingPeriod, period_id)
+    return period

@@ -538,11 +538,6 @@ def inquiry_detail(uow: UnitOfWork, inquiry_id: int) -> InquiryDetail:
         return _detail(uow.session, inquiry_id)
 
 
-def inquiry_detail_in(session: Session, inquiry_id: int) -> InquiryDetail:
-    """One inquiry with its patients read in the caller's transaction, or NotFound."""
-    return _detail(session, inquiry_id)
-
-
 def _detail(session: Session, inquiry_id: int) -> InquiryDetail:
     inquiry = session.get(Inquiry, inquiry_id, populate_existing=True)
     if inquiry is None:
