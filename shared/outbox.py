@@ -99,6 +99,11 @@ class PendingEvent:
         return cls(topic=event_type.topic, envelope=envelope)
 
 
+# the envelopes one relay pass reads and hands to the producer at most (kafka-python buffers
+# 32 MiB; 2,000 rows of up to 1 MiB each would need 2 GiB)
+RELAY_MAX_PASS_BYTES = 16 * 1024 * 1024
+
+
 class OutboxWriter:
     """Writes emitted events into the service's outbox table (inside the caller's transaction).
 
@@ -274,12 +279,14 @@ class OutboxRelay:
         buckets_per_pass: int = RELAY_BUCKETS // 2,
         topic_prefix: str = "",
         max_attempts: int = 10,
+        max_pass_bytes: int = RELAY_MAX_PASS_BYTES,
     ) -> None:
         self._db = database
         self._outbox = infra.outbox
         self._buckets = infra.relay_buckets
         self._producer = producer
         self._batch_size = batch_size
+        self._max_pass_bytes = max_pass_bytes
         self._buckets_per_pass = buckets_per_pass
         self._topic_prefix = topic_prefix
         self._max_attempts = max_attempts
@@ -310,7 +317,11 @@ class OutboxRelay:
         return condition
 
     def _oldest_pending(self, buckets: Sequence[int], publishable: ColumnElement[bool]) -> Any:
-        """The oldest `batch_size` publishable rows of `buckets`, in id order.
+        """The oldest `batch_size` publishable rows of `buckets`, in id order, cut where their
+        envelopes pass `max_pass_bytes` (the first row always comes: one row is at most
+        EVENT_MAX_BYTES). Without the cut a pass of 2,000 large events would hold gigabytes
+        in the relay and more than the producer's buffer; the rows after it wait for the
+        next pass, so every aggregate keeps its order.
 
         Read per bucket through the pending index and merged: one scan in id order over all
         buckets would walk the primary key past every published row (a pass then costs
@@ -333,7 +344,18 @@ class OutboxRelay:
             for bucket in buckets
         ]
         merged = union_all(*per_bucket).subquery()
-        return select(merged).order_by(merged.c.id).limit(self._batch_size)
+        size = func.octet_length(merged.c.envelope)
+        first = (
+            select(merged, (func.sum(size).over(order_by=merged.c.id) - size).label("before"))
+            .order_by(merged.c.id)
+            .limit(self._batch_size)
+            .subquery()
+        )
+        return (
+            select(first.c.id, first.c.topic, first.c.aggregate_id, first.c.envelope)
+            .where(first.c.before < self._max_pass_bytes)
+            .order_by(first.c.id)
+        )
 
     def publish_pending(self) -> RelayResult:
         """One pass: lock buckets, publish their oldest pending rows, mark what was acknowledged."""

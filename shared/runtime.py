@@ -85,6 +85,7 @@ class ServiceRuntime:
             batch_size=self.settings.relay_batch_size,
             topic_prefix=self.settings.kafka_topic_prefix,
             max_attempts=self.settings.relay_max_attempts,
+            max_pass_bytes=self.settings.relay_max_pass_bytes,
         )
 
     def consumer(self, topics: Sequence[str], handlers: Mapping[str, Handler]) -> ConsumerRunner:

@@ -47,6 +47,7 @@ class ServiceSettings(BaseSettings):
     # a consumer loop that has not come round for this long is stuck: the worker restarts
     consumer_stall_seconds: float = Field(default=120.0, ge=5)
     relay_batch_size: int = Field(default=2000, ge=1)
+    relay_max_pass_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
     relay_idle_seconds: float = Field(default=0.1, gt=0)
     relay_max_attempts: int = Field(default=10, ge=1)
     # published outbox rows are kept this long for a replay, then pruned (shared.retention)

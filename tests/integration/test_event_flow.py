@@ -349,6 +349,37 @@ def test_two_relays_at_once_publish_each_outbox_row_once_in_order(
     _assert_in_order_per_patient(records)
 
 
+def test_a_relay_pass_stops_at_its_byte_cap_and_the_rest_follows_in_order(
+    make_settings: Any, kafka_bootstrap: str, topic_prefix: str, admin_engine: sa.Engine
+) -> None:
+    """A pass reads rows until their envelopes pass RELAY_MAX_PASS_BYTES (2,000 rows of up
+    to 1 MiB would otherwise sit in the relay at once); the first row always goes, and what
+    is cut off follows in later passes, each aggregate still in order."""
+    ids = _insert_outbox_rows(make_settings, patients=5, events_each=6)
+    relay = _relay(make_settings(PatientSettings), PATIENT_INFRA, [PATIENT_TOPIC])
+    with admin_engine.connect() as connection:
+        sizes = (
+            connection.execute(
+                sa.text(
+                    "SELECT octet_length(envelope::text) FROM patient_service.outbox "
+                    "WHERE published_at IS NULL ORDER BY id"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert len(sizes) == len(ids)
+    relay._max_pass_bytes = 1  # below any row: one row a pass
+    assert relay.publish_pending().published == 1
+    relay._max_pass_bytes = sizes[1] + sizes[2] + sizes[3]  # rows 2-4 fit, the 5th does not
+    assert relay.publish_pending().published == 3
+    while _pending(admin_engine, "patient_service"):
+        assert 1 <= relay.publish_pending().published <= 4  # rows differ by a few bytes
+    records = envelopes(read_topic(kafka_bootstrap, f"{topic_prefix}{PATIENT_TOPIC}", len(ids)))
+    assert sorted(record["event_id"] for record in records) == sorted(ids)  # each once
+    _assert_in_order_per_patient(records)
+
+
 def test_api_answers_201_while_broker_is_down_and_nothing_is_lost_when_it_returns(
     make_settings: Any, admin_headers: dict[str, str], topic_prefix: str, admin_engine: sa.Engine
 ) -> None:
