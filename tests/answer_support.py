@@ -66,18 +66,36 @@ _TAKEN: list[tuple[float, float]] = [(51.34, 12.37), (52.34, 12.37), (52.52, 13.
 _APART_KM = 60.0  # patients here reach 25 km; twice that and a margin
 
 
-def _far_apart(lat: float, lon: float) -> bool:
+def _far_apart(lat: float, lon: float, others: list[tuple[float, float]]) -> bool:
     return all(
         math.dist((lat * 111.2, lon * 70.0), (other[0] * 111.2, other[1] * 70.0)) > _APART_KM
-        for other in _TAKEN
+        for other in others
     )
+
+
+def _searching(database: Any) -> list[tuple[float, float]]:
+    """The places of patients with an active search already in the database (other test
+    modules build markets of their own, wherever they like): such a patient near a spot
+    would be offered as a replacement there. Rounded to a tenth of a degree."""
+    with database.engine.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT DISTINCT round(l.lat::numeric, 1)::float, round(l.lon::numeric, 1)::float "
+                "FROM matching_service.patient_searches s "
+                "JOIN matching_service.locations l "
+                "ON l.entity_type = 'patient' AND l.entity_id = s.patient_id "
+                "WHERE s.status = 'active' AND l.resolved AND l.lat IS NOT NULL"
+            )
+        ).all()
+    return [(float(lat), float(lon)) for lat, lon in rows]
 
 
 @pytest.fixture
 def spot(database: Any, client: Any, admin_headers: dict[str, str]) -> Spot:
+    others = _TAKEN + _searching(database)
     for _ in range(10_000):
         lat, lon = random.uniform(47.5, 54.5), random.uniform(6.5, 14.5)
-        if _far_apart(lat, lon):
+        if _far_apart(lat, lon, others):
             break
     else:
         pytest.fail("no free spot left in Germany for this session's tests")
