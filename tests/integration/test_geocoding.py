@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-import queue
 import random
 import signal
 import subprocess
@@ -915,7 +914,7 @@ def test_worker_process_geocodes_waiting_addresses_and_stops_on_sigterm(
     geo_engine: sa.Engine,
     topic_prefix: str,
 ) -> None:
-    from tests.integration.test_worker_process import _pump, _wait_for_line
+    from tests.integration.test_worker_process import _wait_for_line, worker_process
 
     _with_providers(geo_settings_for, plz_tsv, fake)
     settings = geo_settings_for(GeocodingSettings)
@@ -938,28 +937,13 @@ def test_worker_process_geocodes_waiting_addresses_and_stops_on_sigterm(
         "LOG_JSON": "false",
         "PYTHONPATH": str(ROOT),
     }
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "geocoding_service.worker"],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    assert worker.stderr is not None
-    reader = threading.Thread(target=_pump, args=(worker.stderr, lines), daemon=True)
-    reader.start()
-    try:
+    with worker_process("geocoding_service.worker", env) as (worker, lines):
         _wait_for_line(lines, "worker started: relay, consumer, addresses", timeout=30)
         wait_until(
             lambda: len(_location_events(geo_engine, f"therapist-{therapist_id}")) == 2, timeout=30
         )
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=20)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-    reader.join(timeout=5)
-    worker.stderr.close()
     assert worker.returncode == 0
     events = _location_events(geo_engine, f"therapist-{therapist_id}")
     assert events[-1]["payload"]["precision"] == "address"

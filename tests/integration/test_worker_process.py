@@ -1,5 +1,5 @@
 """The worker entry point: runs the consumer and relay, stops cleanly on SIGTERM, restarts itself
-when its consumer loop is stuck."""
+when its consumer or relay loop is stuck."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pytest
@@ -26,9 +28,32 @@ from tests.integration.test_event_flow import _patient_event, _projected
 pytestmark = pytest.mark.integration
 
 
+@contextmanager
+def worker_process(
+    module: str, env: dict[str, str]
+) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
+    """`python -m module` with its log lines (stderr) read into a queue; killed on the way out
+    if still running (the test stops it with SIGTERM and checks `returncode` afterwards)."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", module], env=env, stderr=subprocess.PIPE, text=True
+    )
+    assert worker.stderr is not None
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=_pump, args=(worker.stderr, lines), daemon=True)
+    reader.start()
+    try:
+        yield worker, lines
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        reader.join(timeout=5)
+        worker.stderr.close()
+
+
 def _matching_worker(
     make_settings: Any, topic_prefix: str, **env_overrides: str
-) -> tuple[subprocess.Popen[str], queue.Queue[str], threading.Thread]:
+) -> AbstractContextManager[tuple[subprocess.Popen[str], queue.Queue[str]]]:
+    """matching_service's worker process (`worker_process`) on the test's database and broker."""
     settings = make_settings(MatchingSettings)
     env = {
         **os.environ,
@@ -41,34 +66,17 @@ def _matching_worker(
         "ANSWER_LINK_SECRET": settings.answer_link_secret.get_secret_value(),
         **env_overrides,
     }
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "matching_service.worker"],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    assert worker.stderr is not None
-    reader = threading.Thread(target=_pump, args=(worker.stderr, lines), daemon=True)
-    reader.start()
-    return worker, lines, reader
+    return worker_process("matching_service.worker", env)
 
 
 def test_worker_stops_cleanly_on_sigterm(make_settings: Any, topic_prefix: str) -> None:
-    worker, lines, reader = _matching_worker(make_settings, topic_prefix)
-    assert worker.stderr is not None
-    try:
+    with _matching_worker(make_settings, topic_prefix) as (worker, lines):
         _wait_for_line(lines, "worker started: relay, consumer", timeout=30)
         time.sleep(1)  # let the consumer and relay loops get going
         started = time.monotonic()
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=20)
         stopped_after = time.monotonic() - started
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-    reader.join(timeout=5)
-    worker.stderr.close()
     rest = "".join(lines.queue)
     assert worker.returncode == 0
     assert "worker stopped" in rest
@@ -81,12 +89,11 @@ def test_worker_restarts_itself_when_its_consumer_loop_stalls(
     """A consumer stuck in a call that never returns (here: a handler waiting on a lock; after a
     broker replacement: kafka-python waiting for its network thread) gets the process replaced
     by a fresh run of itself, which then handles the event."""
-    worker, lines, reader = _matching_worker(
-        make_settings, topic_prefix, CONSUMER_STALL_SECONDS="5"
-    )
-    assert worker.stderr is not None
     patient_id = 800_000 + uuid.uuid4().int % 100_000
-    try:
+    with _matching_worker(make_settings, topic_prefix, CONSUMER_STALL_SECONDS="5") as (
+        worker,
+        lines,
+    ):
         _wait_for_line(lines, "worker started: relay, consumer", timeout=30)
         with admin_engine.connect() as blocker:
             blocker.execute(
@@ -104,11 +111,6 @@ def test_worker_restarts_itself_when_its_consumer_loop_stalls(
         wait_until(lambda: _projected(admin_engine, patient_id), timeout=90)
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=20)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-    reader.join(timeout=5)
-    worker.stderr.close()
     assert worker.returncode == 0
 
 
@@ -118,11 +120,10 @@ def test_worker_restarts_itself_when_its_relay_loop_stalls(
     """A relay pass that never ends (here: the outbox locked by another session, which the
     relay's read waits for without a timeout) gets the process replaced as well; the new image
     relays again once the lock is gone."""
-    worker, lines, reader = _matching_worker(
-        make_settings, topic_prefix, CONSUMER_STALL_SECONDS="5"
-    )
-    assert worker.stderr is not None
-    try:
+    with _matching_worker(make_settings, topic_prefix, CONSUMER_STALL_SECONDS="5") as (
+        worker,
+        lines,
+    ):
         _wait_for_line(lines, "worker started: relay, consumer", timeout=30)
         with admin_engine.connect() as blocker:
             blocker.execute(sa.text("LOCK TABLE matching_service.outbox IN ACCESS EXCLUSIVE MODE"))
@@ -134,11 +135,6 @@ def test_worker_restarts_itself_when_its_relay_loop_stalls(
         assert not any("has not come round" in line for line in list(lines.queue))
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=20)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-    reader.join(timeout=5)
-    worker.stderr.close()
     assert worker.returncode == 0
 
 
